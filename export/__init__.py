@@ -1,0 +1,1 @@
+"""llasm export: turn a training checkpoint into a laptop bundle (CTranslate2/ONNX encoder, GGUF LLM)."""

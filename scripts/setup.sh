@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-stop set-up for llasm on a fresh Debian/Ubuntu-like machine.
+#   scripts/setup.sh runtime   -> system packages + .venv with the assistant runtime
+#   scripts/setup.sh dev       -> the above + training, export and test extras
+# Idempotent: a second run with unchanged pyproject.toml returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-runtime}"
+venv="${LLASM_VENV:-.venv}"
+py="${PYTHON:-python3}"
+
+# --- system packages -------------------------------------------------------
+sys_pkgs=(portaudio19-dev espeak-ng sox libsndfile1 fortunes fortunes-zh)
+missing=()
+for p in "${sys_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "llasm setup: installing system packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "llasm setup: please install these system packages first (as root): apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# --- python environment ----------------------------------------------------
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
+stamp="$venv/.llasm-$profile-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then exit 0; fi
+
+"${pip[@]}" install -U pip wheel setuptools >/dev/null 2>&1 || true
+# llama.cpp's native build crashes in the AMX matmul path on some Xeons: build a portable library.
+# pip keeps the built wheel in its cache, so the second set-up does not rebuild it.
+if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "llasm setup: building llama-cpp-python (portable CPU build, takes a few minutes the first time)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" "${pip[@]}" install "llama-cpp-python>=0.3.16"
+fi
+if [ "$profile" = dev ] || [ "$profile" = train ]; then
+  # The CPU build of torch (a CUDA build is several GB); CUDA users install their own torch first.
+  "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
+  "${pip[@]}" install -e ".[train,export,dev]"
+else
+  "${pip[@]}" install -e .
+fi
+rm -f "$venv"/.llasm-"$profile"-*
+touch "$stamp"

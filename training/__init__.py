@@ -1,0 +1,1 @@
+"""llasm training: the LLaSM model, base-model converters, datasets and the two training stages."""

@@ -1,0 +1,1 @@
+"""Offline speech datasets built with text-to-speech (`llasm-train data ...`)."""
