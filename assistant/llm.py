@@ -1,0 +1,291 @@
+"""The LLM half of the runtime: a GGUF model in llama.cpp, fed token ids or input embeddings.
+
+Thin, explicit wrapper over llama-cpp-python's low-level C API (no high-level `Llama` object): one model,
+one context, one sequence. The caller (`assistant.engine`) owns the conversation and the KV bookkeeping;
+this module only decodes batches at given positions, removes positions, reads logits and converts between
+text and tokens.
+
+    lm = LlamaLM("model.gguf", n_ctx=2048)
+    logits = lm.decode_embeddings(emb, pos=0)          # emb: [n, n_embd] float32 -> logits of the last row
+    logits = lm.decode_tokens(lm.tokenize("hi"), pos=n)
+    lm.truncate(n)                                     # forget positions >= n
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_N_BATCH = 512
+
+
+class LLMError(RuntimeError):
+    """The GGUF could not be loaded or llama.cpp refused a batch; the message names the fix."""
+
+
+# ---- llama.cpp logging: silent, but remember the last error lines for our messages --------------------
+_log_lock = threading.Lock()
+_recent_errors: list[str] = []
+_log_callback = None  # keep the ctypes callback alive
+_backend_ready = False
+GGML_LOG_LEVEL_ERROR = 4
+
+
+def _init_backend() -> None:
+    global _backend_ready, _log_callback
+    if _backend_ready:
+        return
+    import llama_cpp
+
+    def _on_log(level: int, text: bytes, _user: object) -> None:
+        if level == GGML_LOG_LEVEL_ERROR and text:
+            with _log_lock:
+                _recent_errors.append(text.decode("utf-8", "replace").strip())
+                del _recent_errors[:-8]
+
+    _log_callback = llama_cpp.llama_log_callback(_on_log)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
+    _backend_ready = True
+
+
+def _last_error() -> str:
+    with _log_lock:
+        msg = "; ".join(e for e in _recent_errors if e)
+        _recent_errors.clear()
+    return msg
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads share a core's FPUs: llama.cpp is
+    fastest with one thread per physical core)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = val.strip()
+                elif key == "core id":
+                    core = val.strip()
+                elif not key:
+                    if core:
+                        cores.add((phys, core))
+                    phys = core = ""
+            if core:
+                cores.add((phys, core))
+    except OSError:
+        pass
+    n = len(cores) if cores else allowed
+    return max(1, min(n, allowed))
+
+
+class LlamaLM:
+    """One GGUF model + one llama.cpp context (sequence 0), optionally with a GGUF LoRA adapter."""
+
+    def __init__(self, path: str | os.PathLike[str], *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_batch: int = DEFAULT_N_BATCH, lora: str | os.PathLike[str] | None = None,
+                 lora_scale: float = 1.0) -> None:
+        import llama_cpp
+
+        _init_backend()
+        self._c = llama_cpp
+        self.path = Path(path)
+        self.n_threads = n_threads or physical_cores()
+        self._model = None
+        self._ctx = None
+        self._lora = None
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not model:
+            detail = _last_error() or "not a valid GGUF model"
+            raise LLMError(f"llama.cpp cannot load {self.path}: {detail}; re-export or re-download the GGUF")
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.n_embd = int(llama_cpp.llama_model_n_embd_inp(model))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+
+        if lora is not None:
+            adapter = llama_cpp.llama_adapter_lora_init(model, str(lora).encode())
+            if not adapter:
+                detail = _last_error() or "not a LoRA GGUF for this model"
+                self.close()
+                raise LLMError(f"llama.cpp cannot load the LoRA {lora}: {detail}; re-export the bundle")
+            self._lora = adapter
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_batch = int(n_batch)
+        cparams.n_ubatch = int(n_batch)
+        cparams.n_seq_max = 1
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            detail = _last_error() or "out of memory?"
+            self.close()
+            raise LLMError(f"llama.cpp cannot create a context of {n_ctx} tokens for {self.path}: {detail}")
+        self._ctx = ctx
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self.n_batch = int(llama_cpp.llama_n_batch(ctx))
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        if self._lora is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
+            scales = (ctypes.c_float * 1)(lora_scale)
+            if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+                self.close()
+                raise LLMError(f"llama.cpp refused the LoRA {lora} for {self.path}; re-export the bundle")
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # ---- text <-> tokens --------------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Token ids of `text`; special tokens written as text (`<|im_start|>`) become their ids. No BOS is
+        added: the prompt template carries it as text when the model wants one."""
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (self._c.llama_token * n_max)()
+        n = self._c.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, special)
+        if n < 0:
+            n_max = -n
+            buf = (self._c.llama_token * n_max)()
+            n = self._c.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, special)
+        return list(buf[:n])
+
+    def piece(self, token: int, *, special: bool = True) -> bytes:
+        """The bytes of one token (a piece may be part of a UTF-8 character)."""
+        n = self._c.llama_token_to_piece(self._vocab, int(token), self._piece_buf, len(self._piece_buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._c.llama_token_to_piece(self._vocab, int(token), buf, len(buf), 0, special)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        return b"".join(self.piece(t, special=special) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        """End-of-generation token (EOS, EOT, `<|im_end|>` ...)."""
+        return bool(self._c.llama_vocab_is_eog(self._vocab, int(token)))
+
+    # ---- decoding ---------------------------------------------------------------------------------
+    def decode_tokens(self, tokens: Sequence[int], pos: int, *, logits: bool = True) -> np.ndarray | None:
+        """Decode token ids at positions pos, pos+1, ...; returns the last position's logits if asked."""
+        if len(tokens) == 0:
+            return None
+        arr = np.asarray(tokens, dtype=np.int32)
+        if arr.min() < 0 or arr.max() >= self.n_vocab:
+            raise LLMError(f"token id out of range [0, {self.n_vocab})")
+        return self._decode(arr, None, pos, logits)
+
+    def decode_embeddings(self, embeddings: np.ndarray, pos: int, *, logits: bool = True) -> np.ndarray | None:
+        """Decode input embeddings [n, n_embd] at positions pos, pos+1, ... (llama.cpp's batch-embedding
+        path: the rows go straight into the first layer, skipping the token-embedding lookup)."""
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.n_embd:
+            raise LLMError(f"embeddings have shape {emb.shape}; this LLM needs [n, {self.n_embd}] "
+                           f"(does the adaptor match the GGUF?)")
+        if emb.shape[0] == 0:
+            return None
+        if not np.isfinite(emb).all():
+            raise LLMError("the adaptor produced NaN/Inf embeddings; the adaptor file is broken: re-export it")
+        return self._decode(None, emb, pos, logits)
+
+    def _decode(self, tokens: np.ndarray | None, emb: np.ndarray | None, pos: int,
+                want_logits: bool) -> np.ndarray | None:
+        c = self._c
+        n_total = len(tokens) if tokens is not None else emb.shape[0]  # type: ignore[union-attr]
+        if pos + n_total > self.n_ctx:
+            raise LLMError(f"{pos + n_total} positions exceed the context of {self.n_ctx}; "
+                           f"start a new chat or raise llm.n_ctx in bundle.json")
+        out = None
+        for start in range(0, n_total, self.n_batch):
+            n = min(self.n_batch, n_total - start)
+            last_chunk = start + n == n_total
+            batch = c.llama_batch_init(n, self.n_embd if emb is not None else 0, 1)
+            try:
+                if emb is not None:
+                    ctypes.memmove(batch.embd, emb[start:start + n].ctypes.data, n * self.n_embd * 4)
+                else:
+                    chunk = np.ascontiguousarray(tokens[start:start + n])  # type: ignore[index]
+                    ctypes.memmove(batch.token, chunk.ctypes.data, n * 4)
+                for i in range(n):
+                    batch.pos[i] = pos + start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1 if (want_logits and last_chunk and i == n - 1) else 0
+                batch.n_tokens = n
+                rc = c.llama_decode(self._ctx, batch)
+            finally:
+                c.llama_batch_free(batch)
+            if rc != 0:
+                self.truncate(pos)
+                detail = _last_error()
+                raise LLMError(f"llama_decode failed (code {rc}) at position {pos + start}"
+                               + (f": {detail}" if detail else ""))
+        if want_logits:
+            ptr = c.llama_get_logits_ith(self._ctx, -1)
+            out = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        return out
+
+    def truncate(self, n_keep: int) -> None:
+        """Forget every position >= n_keep (the KV cache keeps [0, n_keep))."""
+        if not self._c.llama_memory_seq_rm(self._mem, 0, int(n_keep), -1):
+            self._c.llama_memory_clear(self._mem, True)
+            if n_keep > 0:
+                raise LLMError("llama.cpp could not remove part of the KV cache; start a new chat")
+
+    def clear(self) -> None:
+        self._c.llama_memory_clear(self._mem, True)
+
+    # ---- weights ----------------------------------------------------------------------------------
+    def token_embeddings(self) -> np.ndarray:
+        """The token-embedding table [n_vocab, n_embd] float32, dequantized from the GGUF."""
+        return read_token_embeddings(self.path)
+
+    def close(self) -> None:
+        c = self._c
+        if self._ctx is not None:
+            c.llama_free(self._ctx)
+            self._ctx = None
+        if self._lora is not None:
+            c.llama_adapter_lora_free(self._lora)
+            self._lora = None
+        if self._model is not None:
+            c.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def read_token_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
+    """`token_embd.weight` of a GGUF as float32 [n_vocab, n_embd] (any quantization gguf-py dequantizes)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as e:
+        raise LLMError(f"cannot read {path} as GGUF ({e}); re-export or re-download it") from None
+    for t in reader.tensors:
+        if t.name == "token_embd.weight":
+            table = dequantize(t.data, t.tensor_type)
+            n_embd, n_vocab = (int(x) for x in t.shape[:2])
+            return np.ascontiguousarray(table.reshape(n_vocab, n_embd), dtype=np.float32)
+    raise LLMError(f"{path} has no token_embd.weight tensor; is it a LLaMA-family GGUF?")
