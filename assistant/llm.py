@@ -275,17 +275,42 @@ class LlamaLM:
 
 
 def read_token_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
-    """`token_embd.weight` of a GGUF as float32 [n_vocab, n_embd] (any quantization gguf-py dequantizes)."""
-    from gguf import GGUFReader
+    """`token_embd.weight` of a GGUF as float32 [n_vocab, n_embd] (any quantization gguf-py dequantizes).
+
+    The dequantized table is cached as .npy in the user cache (keyed by file size and mtime), so only the
+    first load pays for the dequantization."""
     from gguf.quants import dequantize
 
+    from .basemodels import cache_dir
+    from .bundle import BundleError, read_gguf_index
+
+    path = Path(path)
     try:
-        reader = GGUFReader(str(path))
-    except Exception as e:
-        raise LLMError(f"cannot read {path} as GGUF ({e}); re-export or re-download it") from None
-    for t in reader.tensors:
-        if t.name == "token_embd.weight":
-            table = dequantize(t.data, t.tensor_type)
-            n_embd, n_vocab = (int(x) for x in t.shape[:2])
-            return np.ascontiguousarray(table.reshape(n_vocab, n_embd), dtype=np.float32)
-    raise LLMError(f"{path} has no token_embd.weight tensor; is it a LLaMA-family GGUF?")
+        _, tensors = read_gguf_index(path)
+    except BundleError as e:
+        raise LLMError(str(e)) from None
+    info = tensors.get("token_embd.weight")
+    if info is None:
+        raise LLMError(f"{path} has no token_embd.weight tensor; is it a LLaMA-family GGUF?")
+    n_embd, n_vocab = info.shape[0], info.shape[1]
+    st = path.stat()
+    cached = cache_dir() / "token_embd" / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}.npy"
+    if cached.is_file():
+        try:
+            table = np.load(cached, mmap_mode="r")
+            if table.shape == (n_vocab, n_embd) and table.dtype == np.float32:
+                return np.asarray(table)
+        except (OSError, ValueError):
+            pass
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=info.offset, shape=(info.nbytes,))
+    bytes_per_row = info.nbytes // n_vocab
+    table = dequantize(np.asarray(raw).reshape(n_vocab, bytes_per_row), info.ggml_type)
+    table = np.ascontiguousarray(table.reshape(n_vocab, n_embd), dtype=np.float32)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, table)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only cache only costs start-up time
+    return table

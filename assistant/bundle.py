@@ -1,0 +1,407 @@
+"""A bundle: what the assistant runs (see docs/architecture.md, "Bundle directory").
+
+`Bundle.load(dir)` reads and validates `bundle.json`, resolves `default:...` model references through
+`assistant.basemodels`, verifies the checksums (sha256 cached by size and mtime, so a second start only
+stats the files) and checks every file's header (GGUF header and tensor extents, safetensors header and
+length, CTranslate2 `model.bin` header, ONNX non-empty). Anything wrong is a one-line `BundleError` that
+names the file and the fix. Nothing heavy is loaded here; `assistant.engine` does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .prompt import PromptTemplate
+
+BUNDLE_FORMAT = "llasm-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "bundle.json"
+BUNDLE_ENV = "LLASM_BUNDLE"
+DEFAULT_N_CTX = 2048
+_CHUNK = 1 << 22
+
+
+class BundleError(RuntimeError):
+    """A missing, malformed, truncated or corrupt bundle; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    format: str  # "ct2" | "onnx"
+    path: Path  # CT2 directory or .onnx file
+    ref: str  # as written in bundle.json
+    dtype: str = "int8"
+    d_model: int = 0
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    path: Path  # the GGUF file
+    ref: str
+    quant: str = ""
+    lora: Path | None = None
+    n_ctx: int = DEFAULT_N_CTX
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: dict[str, Any]
+    sample_rate: int
+    n_mels: int
+    encoder: EncoderSpec
+    adaptor: dict[str, Any]  # the adaptor config (type, stack, sizes) without "path"
+    adaptor_path: Path
+    llm: LLMSpec
+    prompt: PromptTemplate
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
+        """Read `root/bundle.json` (None: the default bundle) and check every file it names."""
+        root = default_bundle_dir() if root is None else Path(root).expanduser()
+        manifest_path = root / MANIFEST
+        if not root.is_dir():
+            raise BundleError(f"bundle directory {root} does not exist: pass --bundle with a directory "
+                              f"made by `llasm-export bundle`")
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path} is missing: {root} is not a bundle (make one with "
+                              f"`llasm-export bundle CHECKPOINT OUT`)")
+        try:
+            m = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{manifest_path} is not valid JSON ({_one_line(e)}): re-export the bundle") from None
+        if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{manifest_path} is not a llasm bundle manifest (format must be "
+                              f"{BUNDLE_FORMAT!r}): re-export the bundle")
+        if m.get("version") != BUNDLE_VERSION:
+            raise BundleError(f"{manifest_path} has bundle version {m.get('version')!r}; this assistant reads "
+                              f"version {BUNDLE_VERSION}: re-export the bundle or upgrade llasm")
+        try:
+            enc, llm, ad = dict(m["encoder"]), dict(m["llm"]), dict(m["adaptor"])
+            audio = dict(m.get("audio", {}))
+            prompt = PromptTemplate.from_dict(m["prompt"])
+        except KeyError as e:
+            raise BundleError(f"{manifest_path} lacks the {e.args[0]!r} section: re-export the bundle") from None
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{manifest_path} has a malformed section ({_one_line(e)}): re-export the "
+                              f"bundle") from None
+
+        checksums = m.get("checksums") or {}
+        if not isinstance(checksums, dict):
+            raise BundleError(f"{manifest_path}: 'checksums' must map relative paths to sha256 hex")
+        if verify:
+            for rel, digest in checksums.items():
+                _verify_checksum(root, rel, str(digest))
+
+        enc_format = enc.get("format")
+        if enc_format not in ("ct2", "onnx"):
+            raise BundleError(f"{manifest_path}: encoder.format is {enc_format!r}; use 'ct2' or 'onnx'")
+        enc_ref = str(enc.get("path", ""))
+        enc_path = _resolve(root, enc_ref, "encoder.path", manifest_path)
+        if enc_format == "ct2":
+            check_ct2_dir(enc_path)
+        else:
+            check_onnx_file(enc_path)
+
+        ad_ref = str(ad.pop("path", "adaptor.safetensors"))
+        ad_path = _resolve(root, ad_ref, "adaptor.path", manifest_path)
+        check_safetensors(ad_path)
+
+        llm_ref = str(llm.get("path", ""))
+        llm_path = _resolve(root, llm_ref, "llm.path", manifest_path)
+        check_gguf(llm_path)
+        lora_path = None
+        if llm.get("lora"):
+            lora_path = _resolve(root, str(llm["lora"]), "llm.lora", manifest_path)
+            check_gguf(lora_path)
+
+        stop = m.get("stop", list(prompt.stop))
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise BundleError(f"{manifest_path}: 'stop' must be a list of strings")
+        try:
+            return cls(
+                root=root,
+                manifest=m,
+                sample_rate=int(audio.get("sample_rate", 16000)),
+                n_mels=int(audio.get("n_mels", 80)),
+                encoder=EncoderSpec(enc_format, enc_path, enc_ref, str(enc.get("dtype", "int8")),
+                                    int(enc.get("d_model", 0))),
+                adaptor=ad,
+                adaptor_path=ad_path,
+                llm=LLMSpec(llm_path, llm_ref, str(llm.get("quant", "")), lora_path,
+                            int(llm.get("n_ctx") or DEFAULT_N_CTX)),
+                prompt=prompt,
+                stop=tuple(s for s in stop if s),
+            )
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{manifest_path} has a malformed value ({_one_line(e)}): re-export the "
+                              f"bundle") from None
+
+
+def default_bundle_dir() -> Path:
+    """`$LLASM_BUNDLE`, else the bundle shipped inside the package (`assistant/default_model/`)."""
+    env = os.environ.get(BUNDLE_ENV)
+    if env:
+        return Path(env).expanduser()
+    here = Path(__file__).resolve().parent / "default_model"
+    if not (here / MANIFEST).is_file():
+        raise BundleError(f"no default bundle is installed ({here / MANIFEST} is missing): pass --bundle DIR "
+                          f"or set {BUNDLE_ENV}")
+    return here
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _resolve(root: Path, ref: str, what: str, manifest_path: Path) -> Path:
+    from .basemodels import ModelResolutionError, is_default_ref, resolve
+
+    if not ref:
+        raise BundleError(f"{manifest_path}: {what} is empty; name a file in the bundle or a default:... model")
+    if is_default_ref(ref):
+        try:
+            return resolve(ref)
+        except ModelResolutionError as e:
+            raise BundleError(f"{what} {ref}: {_one_line(e)}") from None
+    path = (root / ref).resolve()
+    if not path.exists():
+        raise BundleError(f"{path} is missing ({what} in {manifest_path}): re-export the bundle")
+    return path
+
+
+# ---- checksums --------------------------------------------------------------------------------------
+_sha_lock = threading.Lock()
+
+
+def _sha_cache_path() -> Path:
+    from .basemodels import cache_dir
+
+    return cache_dir() / "sha256-cache.json"
+
+
+def file_sha256_cached(path: Path) -> str:
+    """sha256 of a file, cached by (absolute path, size, mtime_ns) in the user cache directory."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = _sha_cache_path()
+    with _sha_lock:
+        try:
+            cache = json.loads(cache_file.read_text())
+            if not isinstance(cache, dict):
+                cache = {}
+        except (OSError, ValueError):
+            cache = {}
+        if key in cache:
+            return str(cache[key])
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _sha_lock:
+        prefix = f"{path.resolve()}|"
+        cache = {k: v for k, v in cache.items() if not k.startswith(prefix)}
+        cache[key] = digest
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return digest
+
+
+def _verify_checksum(root: Path, rel: str, expected: str) -> None:
+    path = root / rel
+    if not path.is_file():
+        raise BundleError(f"{path} is missing (listed in {root / MANIFEST} checksums): re-export the bundle")
+    digest = file_sha256_cached(path)
+    if digest != expected.lower():
+        raise BundleError(f"{path} is corrupt (sha256 {digest[:12]}... does not match bundle.json's "
+                          f"{expected[:12]}...): re-export the bundle or copy the file again")
+
+
+# ---- file headers -----------------------------------------------------------------------------------
+def check_ct2_dir(path: Path) -> None:
+    """A CTranslate2 model directory with a plausible `model.bin` header."""
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a CTranslate2 model directory: re-export the encoder")
+    model_bin = path / "model.bin"
+    if not model_bin.is_file():
+        raise BundleError(f"{model_bin} is missing: the CTranslate2 encoder is incomplete; re-export it")
+    with open(model_bin, "rb") as fh:
+        head = fh.read(4 + 2 + 64)
+    if len(head) < 8:
+        raise BundleError(f"{model_bin} is truncated ({len(head)} bytes): re-export the encoder")
+    version, name_len = struct.unpack_from("<IH", head)
+    name = head[6:6 + name_len].rstrip(b"\0")
+    if not 1 <= version <= 64 or not name.isascii() or b"Spec" not in name:
+        raise BundleError(f"{model_bin} is not a CTranslate2 model (bad header): re-export the encoder")
+
+
+def check_onnx_file(path: Path) -> None:
+    if not path.is_file():
+        raise BundleError(f"{path} is not a file: the ONNX encoder is missing; re-export it")
+    if path.stat().st_size < 16:
+        raise BundleError(f"{path} is truncated ({path.stat().st_size} bytes): re-export the encoder")
+
+
+def check_safetensors(path: Path) -> None:
+    """safetensors: u64 header length, JSON header, tensor data that ends exactly at the end of the file."""
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: re-export the bundle")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise BundleError(f"{path} is truncated ({size} bytes): re-export the adaptor")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, 100 << 20):
+            raise BundleError(f"{path} is not a safetensors file (bad header length): re-export the adaptor")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise BundleError(f"{path} is corrupt (unreadable safetensors header): re-export the adaptor") from None
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise BundleError(f"{path} is corrupt (tensor {name} has no data offsets): re-export the adaptor") from None
+    if 8 + n + end > size:
+        raise BundleError(f"{path} is truncated ({size} bytes, its header needs {8 + n + end}): re-export the "
+                          f"adaptor")
+
+
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the fastest-varying (row length)
+    ggml_type: int
+    offset: int  # absolute offset of the data in the file
+    nbytes: int
+
+
+def read_gguf_index(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, GGUFTensorInfo]]:
+    """Parse a GGUF's header: scalar/string metadata (arrays skipped) and the tensor table with absolute
+    offsets. Raises BundleError naming the file when it is not a GGUF or is truncated."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: re-export the bundle")
+    size = path.stat().st_size
+    if size < 24:
+        raise BundleError(f"{path} is truncated ({size} bytes): re-export or re-download the GGUF")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if mm[:4] != b"GGUF":
+            raise BundleError(f"{path} is not a GGUF file (bad magic): re-export or re-download it")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
+        if version not in (2, 3) or n_tensors > 1 << 20 or n_kv > 1 << 20:
+            raise BundleError(f"{path} has an unsupported or corrupt GGUF header (version {version})")
+        pos = 24
+        meta: dict[str, Any] = {}
+
+        def need(n: int) -> None:
+            if pos + n > size:
+                raise BundleError(f"{path} is truncated inside its header: re-export or re-download the GGUF")
+
+        def read_str() -> str:
+            nonlocal pos
+            need(8)
+            (n,) = struct.unpack_from("<Q", mm, pos)
+            need(8 + n)
+            s = mm[pos + 8:pos + 8 + n].decode("utf-8", "replace")
+            pos += 8 + n
+            return s
+
+        def read_value(vtype: int) -> Any:
+            nonlocal pos
+            if vtype == _GGUF_STRING:
+                return read_str()
+            if vtype == _GGUF_ARRAY:
+                need(12)
+                etype, count = struct.unpack_from("<IQ", mm, pos)
+                pos += 12
+                if etype == _GGUF_STRING:
+                    for _ in range(count):
+                        need(8)
+                        (n,) = struct.unpack_from("<Q", mm, pos)
+                        pos += 8 + n
+                    need(0)
+                elif etype in _GGUF_SCALAR:
+                    pos += count * _GGUF_SCALAR[etype]
+                    need(0)
+                else:
+                    raise BundleError(f"{path} is corrupt (array of unknown type {etype}): re-export it")
+                return None
+            if vtype not in _GGUF_SCALAR:
+                raise BundleError(f"{path} is corrupt (metadata of unknown type {vtype}): re-export it")
+            width = _GGUF_SCALAR[vtype]
+            need(width)
+            fmt = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                   12: "<d"}[vtype]
+            (v,) = struct.unpack_from(fmt, mm, pos)
+            pos += width
+            return v
+
+        for _ in range(n_kv):
+            key = read_str()
+            need(4)
+            (vtype,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            value = read_value(vtype)
+            if value is not None:
+                meta[key] = value
+        raw_tensors = []
+        for _ in range(n_tensors):
+            name = read_str()
+            need(4)
+            (n_dims,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            need(8 * n_dims + 12)
+            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos)
+            pos += 8 * n_dims
+            ttype, offset = struct.unpack_from("<IQ", mm, pos)
+            pos += 12
+            raw_tensors.append((name, tuple(int(d) for d in dims), int(ttype), int(offset)))
+    align = int(meta.get("general.alignment", 32))
+    data_start = -(-pos // align) * align
+    tensors: dict[str, GGUFTensorInfo] = {}
+    for name, dims, ttype, offset in raw_tensors:
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        except (ValueError, KeyError):
+            raise BundleError(f"{path}: tensor {name} has unknown ggml type {ttype}; upgrade gguf/llasm") from None
+        n_el = 1
+        for d in dims:
+            n_el *= d
+        nbytes = n_el // block * type_size
+        info = GGUFTensorInfo(name, dims, ttype, data_start + offset, nbytes)
+        if info.offset + nbytes > size:
+            raise BundleError(f"{path} is truncated (tensor {name} ends at byte {info.offset + nbytes}, the file "
+                              f"has {size}): re-export or re-download the GGUF")
+        tensors[name] = info
+    return meta, tensors
+
+
+def check_gguf(path: Path) -> None:
+    """A GGUF whose header parses and whose tensors all lie inside the file."""
+    read_gguf_index(path)
