@@ -213,6 +213,9 @@ class Segmenter:
                 self._history.append((t, frame))
             return None
 
+        if t + self.frame_len - self._speech_start > self._max_samples:
+            cut = self._finish(truncated=True)  # this frame would go over: it may start the next utterance
+            return [cut] + (self._frame(t, frame, voiced) or [])
         self._speech.append((t, frame, voiced))
         if voiced:
             self._silence_run = 0
@@ -221,8 +224,6 @@ class Segmenter:
             self._silence_run += 1
         if self._silence_run >= self._end_frames:
             return [self._finish(truncated=False)]
-        if t + self.frame_len - self._speech_start >= self._max_samples:
-            return [self._finish(truncated=True)]
         return None
 
     def _finish(self, *, truncated: bool) -> VadEvent:

@@ -1,0 +1,525 @@
+"""Hands-free assistant: microphone (or a replayed file) -> VAD -> engine -> printed / spoken / shown reply.
+
+`main(options)` is what `llasm-assistant --mic` / `--mic-file` / (no input flags: the TUI) runs. Pieces:
+
+- `Listener`: a thread that reads an `AudioSource`, reports the input level, feeds the VAD segmenter (or
+  push-to-talk) and reports speech events; when the device vanishes it says so and reopens it.
+- `Responder`: one turn through the engine (`Heard`, `Token`, `Done` events), cancellable, turned into a
+  record with the runtime's JSON fields plus `segment_start_s` / `segment_end_s`.
+- `run_headless`: `--no-tui` — answers each utterance on stdout (`--json`: one object per utterance).
+- the Textual app in `assistant.tui` for everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from assistant.capture import (
+    AudioSource,
+    CaptureError,
+    DeviceLost,
+    EndOfStream,
+    FileSource,
+    MicrophoneSource,
+    format_devices,
+    list_input_devices,
+)
+from assistant.settings import Settings, SettingsError, load_settings, merge_options
+from assistant.vad import (
+    PushToTalk,
+    Segmenter,
+    SpeechDiscarded,
+    SpeechStarted,
+    Utterance,
+    VadOptions,
+    level_dbfs,
+)
+
+PROG = "llasm-assistant"
+
+
+class HandsFreeError(RuntimeError):
+    """Bad combination of options or an unusable input; the message names the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine, as this module uses it (assistant.engine.Engine satisfies it)
+
+
+class EngineLike(Protocol):
+    def new_chat(self) -> None: ...
+
+    def respond(
+        self,
+        audio: Any = None,
+        text: str | None = None,
+        transcribe: bool = False,
+        options: Any = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Any]: ...
+
+
+def event_kind(ev: Any) -> str:
+    """'heard', 'token' or 'done' for an engine event (matched by shape, so fakes need not import it)."""
+    if hasattr(ev, "answer") and hasattr(ev, "timings"):
+        return "done"
+    name = type(ev).__name__.lower()
+    if name == "heard":
+        return "heard"
+    if name == "token":
+        return "token"
+    raise TypeError(f"unexpected engine event {ev!r}")
+
+
+def generation_options(settings: Settings) -> Any:
+    """The engine's `GenerationOptions` built from the settings (None when nothing is set)."""
+    values = settings.generation_options()
+    if not values:
+        return None
+    try:
+        from assistant.engine import GenerationOptions
+    except ImportError:
+        return values
+    known = getattr(GenerationOptions, "__dataclass_fields__", None)
+    if known is not None:
+        values = {k: v for k, v in values.items() if k in known}
+    return GenerationOptions(**values)
+
+
+def load_engine(bundle: str | None) -> EngineLike:
+    from assistant.engine import Engine
+
+    return Engine.load(bundle)
+
+
+# --------------------------------------------------------------------------------------------------
+# listening
+
+
+@dataclass
+class Level:
+    dbfs: float
+    overflows: int
+
+
+@dataclass
+class DeviceStatus:
+    message: str
+    ok: bool  # False: the device is gone and being reopened
+
+
+@dataclass
+class StreamEnded:
+    name: str
+
+
+ListenerEvent = Level | DeviceStatus | StreamEnded | SpeechStarted | SpeechDiscarded | Utterance
+
+
+class Listener:
+    """Capture thread: source -> level + segmenter events, device loss handled by reopening."""
+
+    def __init__(
+        self,
+        source: AudioSource,
+        on_event: Callable[[ListenerEvent], None],
+        *,
+        vad: VadOptions | None = None,
+        ptt: bool = False,
+        reopen: Callable[[], AudioSource] | None = None,
+        reconnect_s: float = 1.0,
+        detector: Any = None,
+    ) -> None:
+        self.source = source
+        self.on_event = on_event
+        self.ptt = ptt
+        self.detector = detector or (PushToTalk(vad) if ptt else Segmenter(vad))
+        self.reopen = reopen
+        self.reconnect_s = reconnect_s
+        self.muted = False  # microphone toggled off: audio is read and dropped
+        self.ignore = False  # the assistant is speaking and barge-in is off
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
+
+    def start(self) -> Listener:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def in_speech(self) -> bool:
+        return bool(self.detector.in_speech)
+
+    def press(self) -> None:
+        """Push-to-talk: start an utterance."""
+        with self._lock:
+            events = self.detector.press() if self.ptt else []
+        self._emit(events)
+
+    def release(self) -> None:
+        """Push-to-talk: end the utterance and send it."""
+        with self._lock:
+            events = self.detector.release() if self.ptt else []
+        self._emit(events)
+
+    def _emit(self, events: list[Any]) -> None:
+        for ev in events:
+            self.on_event(ev)
+
+    def _run(self) -> None:
+        src: AudioSource | None = self.source
+        while not self._stop.is_set():
+            if src is None:
+                src = self._reopen()
+                if src is None:
+                    continue
+            try:
+                chunk = src.read(timeout=0.2)
+            except EndOfStream:
+                with self._lock:
+                    events = self.detector.flush()
+                self._emit(events)
+                self.on_event(StreamEnded(src.name))
+                src.close()
+                return
+            except DeviceLost as e:
+                src.close()
+                src = None
+                self.on_event(DeviceStatus(f"{e}; trying to reopen it", ok=False))
+                continue
+            if chunk is None:
+                continue
+            silent = self.muted
+            self.on_event(Level(-100.0 if silent else level_dbfs(chunk), src.overflows))
+            with self._lock:
+                if silent or self.ignore:
+                    # keep the stream clock running, but hear nothing
+                    self.detector.feed(chunk)
+                    self.detector.reset()
+                    events = []
+                else:
+                    events = self.detector.feed(chunk)
+            self._emit(events)
+        if src is not None:
+            src.close()
+
+    def _reopen(self) -> AudioSource | None:
+        if self.reopen is None:
+            self._stop.set()
+            self.on_event(StreamEnded("input"))
+            return None
+        if self._stop.wait(self.reconnect_s):
+            return None
+        try:
+            src = self.reopen()
+            src.open()
+        except CaptureError:
+            return None
+        self.reconnects += 1
+        self.source = src
+        self.on_event(DeviceStatus(f"listening again on {src.name}", ok=True))
+        return src
+
+
+# --------------------------------------------------------------------------------------------------
+# answering
+
+
+@dataclass
+class TurnResult:
+    answer: str
+    heard: str | None
+    timings: dict[str, Any]
+    cancelled: bool
+    segment: Utterance | None = None
+    text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, input_name: str) -> dict[str, Any]:
+        """The runtime's JSON fields (`input`, `answer`, timings, `heard`) plus the segment bounds."""
+        rec: dict[str, Any] = {"input": input_name, "answer": self.answer}
+        rec.update(self.timings)
+        rec["heard"] = self.heard
+        if self.segment is not None:
+            rec["segment_start_s"] = round(self.segment.start_s, 3)
+            rec["segment_end_s"] = round(self.segment.end_s, 3)
+            if self.segment.truncated:
+                rec["truncated"] = True
+        if self.cancelled:
+            rec["cancelled"] = True
+        rec.update(self.extra)
+        return rec
+
+
+class Responder:
+    """Runs turns through the engine one at a time; `cancel()` stops the current one (Esc, barge-in)."""
+
+    def __init__(self, engine: EngineLike, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.options = generation_options(settings)
+        self._cancel = threading.Event()
+        self.busy = False
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def new_chat(self) -> None:
+        self.engine.new_chat()
+
+    def run(
+        self,
+        *,
+        segment: Utterance | None = None,
+        text: str | None = None,
+        on_heard: Callable[[str], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> TurnResult:
+        self._cancel = cancel = threading.Event()
+        self.busy = True
+        heard: str | None = None
+        parts: list[str] = []
+        t0 = time.perf_counter()
+        first: float | None = None
+        try:
+            events = self.engine.respond(
+                audio=segment.audio if segment is not None else None,
+                text=text,
+                transcribe=self.settings.transcribe,
+                options=self.options,
+                cancel=cancel,
+            )
+            for ev in events:
+                kind = event_kind(ev)
+                if kind == "heard":
+                    heard = ev.text
+                    if on_heard:
+                        on_heard(ev.text)
+                elif kind == "token":
+                    if first is None:
+                        first = time.perf_counter()
+                    parts.append(ev.text)
+                    if on_token:
+                        on_token(ev.text)
+                else:
+                    timings = dict(ev.timings or {})
+                    if first is not None:
+                        timings.setdefault("turn_first_token_ms", round((first - t0) * 1000, 1))
+                    timings.setdefault("turn_ms", round((time.perf_counter() - t0) * 1000, 1))
+                    return TurnResult(ev.answer, heard, timings, cancel.is_set(), segment, text)
+            answer = "".join(parts)
+            return TurnResult(answer, heard, {"turn_ms": round((time.perf_counter() - t0) * 1000, 1)},
+                              True, segment, text)
+        finally:
+            self.busy = False
+
+
+# --------------------------------------------------------------------------------------------------
+# sources from settings
+
+
+def make_source(settings: Settings, *, pyaudio_module: Any = None) -> tuple[AudioSource, Callable[[], AudioSource] | None]:
+    """The configured source (not yet opened) and a factory that reopens it after a device loss."""
+    if settings.mic_file:
+        return FileSource(settings.mic_file, realtime=settings.realtime), None
+    if settings.mic:
+        def factory() -> AudioSource:
+            return MicrophoneSource(settings.input_device, pyaudio_module=pyaudio_module)
+
+        return factory(), factory
+    raise HandsFreeError("no audio input chosen; pass --mic or --mic-file PATH")
+
+
+def make_speech(settings: Settings, on_state: Callable[[bool], None] | None = None) -> Any:
+    """Spoken replies through hibari and the default output device (opened now, so a missing one fails early)."""
+    from assistant.tts import HibariVoice, SpeechOutput
+
+    speech = SpeechOutput(HibariVoice(settings.voice), on_state=on_state)
+    try:
+        speech.player.open()
+    except Exception:
+        speech.close()
+        raise
+    return speech
+
+
+# --------------------------------------------------------------------------------------------------
+# headless
+
+
+def run_headless(
+    engine: EngineLike,
+    source: AudioSource,
+    settings: Settings,
+    *,
+    reopen: Callable[[], AudioSource] | None = None,
+    speech: Any = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    key_presses: Iterator[Any] | None = None,
+) -> int:
+    """Answer each utterance on `out` until the stream ends (file) or Ctrl-C (microphone)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    events: queue.Queue[ListenerEvent] = queue.Queue()
+    responder = Responder(engine, settings)
+    barge_in = settings.barge_in and speech is not None
+
+    def on_event(ev: ListenerEvent) -> None:
+        if isinstance(ev, Level):
+            return
+        if isinstance(ev, SpeechStarted) and barge_in and (responder.busy or speech.speaking):
+            responder.cancel()
+            speech.stop()
+        events.put(ev)
+
+    listener = Listener(source, on_event, vad=settings.vad, ptt=settings.ptt, reopen=reopen)
+    if speech is not None:
+        def on_speaking(active: bool) -> None:
+            listener.ignore = active and not settings.barge_in
+
+        speech.on_state = on_speaking
+
+    print(f"{PROG}: listening on {source.name} (Ctrl-C to stop)", file=err, flush=True)
+    if settings.ptt:
+        print(f"{PROG}: push-to-talk: press Enter to start talking, Enter again to send", file=err, flush=True)
+        _start_ptt_keys(listener, key_presses)
+    listener.start()
+    count = 0
+    try:
+        while True:
+            ev = events.get()
+            if isinstance(ev, DeviceStatus):
+                print(f"{PROG}: {ev.message}", file=err, flush=True)
+            elif isinstance(ev, StreamEnded):
+                break
+            elif isinstance(ev, Utterance):
+                count += 1
+                result = _answer(responder, ev, settings, speech, out)
+                if settings.json:
+                    rec = result.record(source.name)
+                    rec["utterance"] = count
+                    print(json.dumps(rec, ensure_ascii=False), file=out, flush=True)
+        if speech is not None:
+            speech.wait()
+        return 0
+    except KeyboardInterrupt:
+        responder.cancel()
+        return 0
+    finally:
+        listener.stop()
+        if speech is not None:
+            speech.close()
+
+
+def _answer(responder: Responder, seg: Utterance, settings: Settings, speech: Any, out: TextIO) -> TurnResult:
+    stream_text = not settings.json
+
+    def on_token(tok: str) -> None:
+        if stream_text:
+            out.write(tok)
+            out.flush()
+        if speech is not None:
+            speech.feed(tok)
+
+    result = responder.run(segment=seg, on_token=on_token)
+    if speech is not None and not result.cancelled:
+        speech.finish()
+    if stream_text:
+        out.write("\n")
+        out.flush()
+    if speech is not None:
+        speech.wait()
+    return result
+
+
+def _start_ptt_keys(listener: Listener, key_presses: Iterator[Any] | None) -> None:
+    presses = key_presses if key_presses is not None else iter(sys.stdin.readline, "")
+
+    def run() -> None:
+        talking = False
+        for _ in presses:
+            talking = not talking
+            (listener.press if talking else listener.release)()
+
+    threading.Thread(target=run, name="ptt-keys", daemon=True).start()
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(options: dict[str, Any]) -> int:
+    """`llasm-assistant` without --file/--text: the TUI, or `--no-tui` headless hands-free mode."""
+    try:
+        settings = merge_options(load_settings(), dict(options))
+    except SettingsError as e:
+        return _fail(str(e))
+
+    if options.get("list_devices"):
+        try:
+            print(format_devices(list_input_devices()))
+        except CaptureError as e:
+            return _fail(str(e))
+        return 0
+    if settings.mic and settings.mic_file:
+        return _fail("--mic and --mic-file both given; pick one input")
+    if settings.no_tui and not (settings.mic or settings.mic_file):
+        return _fail("--no-tui needs an audio input: add --mic or --mic-file PATH (or use --text/--file)")
+    if settings.ptt and settings.mic_file:
+        return _fail("--ptt needs a live microphone; drop it with --mic-file (the file is segmented by VAD)")
+    if settings.ptt and settings.no_tui and not sys.stdin.isatty():
+        return _fail("--ptt in --no-tui mode reads Enter presses from a terminal; run it in a terminal or drop --ptt")
+
+    source: AudioSource | None = None
+    reopen = None
+    try:
+        if settings.mic or settings.mic_file:
+            source, reopen = make_source(settings)
+            source.open()
+    except (CaptureError, HandsFreeError) as e:
+        return _fail(str(e))
+
+    if not settings.no_tui:
+        from assistant.tui.app import AssistantApp
+
+        app = AssistantApp(settings=settings, source=source, reopen=reopen)
+        app.run()
+        return app.return_code or 0
+
+    assert source is not None
+    try:
+        engine = load_engine(settings.bundle)
+    except Exception as e:  # the engine's own errors carry one-line messages
+        source.close()
+        return _fail(f"cannot load the model: {e}", 1)
+    speech = None
+    if settings.speak:
+        try:
+            speech = make_speech(settings)
+        except Exception as e:
+            source.close()
+            return _fail(str(e))
+    return run_headless(engine, source, settings, reopen=reopen, speech=speech)
