@@ -1,0 +1,526 @@
+"""Build Hugging Face models from the shipped offline weights.
+
+- CTranslate2 Whisper directory -> transformers ``WhisperForConditionalGeneration`` + tokenizer, feature
+  extractor and generation config (``model.bin`` is read here: it is a flat list of named arrays).
+- GGUF LLaMA -> transformers ``LlamaForCausalLM`` + tokenizer with its chat template.
+
+Both are written once under ``<llasm cache>/hf/`` (a temp directory renamed into place) and reused:
+a second call only checks a stamp file. ``base_models()`` materializes the defaults and returns their paths.
+
+Parity with the engines the runtime uses is measured by ``python -m training.convert --parity``
+(numbers in docs/converters.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from assistant import basemodels
+from assistant.basemodels import ModelResolutionError
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import torch
+
+CONVERTER_VERSION = 1
+STAMP = "llasm-convert.json"
+DEFAULT_WHISPER = "default:whisper-base"
+DEFAULT_LLM = "default:smollm2"
+
+
+class ConversionError(RuntimeError):
+    """A model could not be converted; the message names the problem and the fix."""
+
+
+# ------------------------------------------------------------------------------------------------------
+# CTranslate2 model.bin
+
+
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+
+
+@dataclass
+class Ct2Model:
+    spec: str
+    revision: int
+    variables: dict[str, np.ndarray]
+
+    def weight(self, name: str) -> np.ndarray:
+        """A float32 copy of variable ``name``; int8/int16 weights are dequantized with ``<name>_scale``."""
+        if name not in self.variables:
+            raise ConversionError(f"{self.spec} model.bin has no variable {name!r}: not a supported Whisper model")
+        w = self.variables[name]
+        scale = self.variables.get(name + "_scale")
+        if w.dtype in (np.int8, np.int16):
+            if scale is None:
+                raise ConversionError(f"quantized variable {name!r} has no {name}_scale: model.bin is damaged")
+            s = scale.astype(np.float32)
+            return w.astype(np.float32) / (s.reshape(-1, *([1] * (w.ndim - 1))) if s.ndim else s)
+        return w.astype(np.float32)
+
+    def scalar(self, name: str, default: int | None = None) -> int:
+        if name not in self.variables:
+            if default is None:
+                raise ConversionError(f"{self.spec} model.bin has no variable {name!r}")
+            return default
+        return int(np.asarray(self.variables[name]).reshape(-1)[0])
+
+
+def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
+    """Read a CTranslate2 ``model.bin`` (format version >= 5) into numpy arrays (aliases resolved)."""
+    path = Path(path)
+    try:
+        data = memoryview(path.read_bytes())
+    except OSError as e:
+        raise ConversionError(f"cannot read {path}: {e.strerror}; pass a CTranslate2 model directory") from None
+    pos = 0
+
+    def take(fmt: str) -> tuple[Any, ...]:
+        nonlocal pos
+        size = struct.calcsize("<" + fmt)
+        if pos + size > len(data):
+            raise ConversionError(f"{path} ends early: the file is truncated; reinstall or re-convert the model")
+        out = struct.unpack_from("<" + fmt, data, pos)
+        pos += size
+        return out
+
+    def string() -> str:
+        nonlocal pos
+        (n,) = take("H")
+        raw = bytes(data[pos : pos + n])
+        pos += n
+        return raw.rstrip(b"\0").decode("utf-8")
+
+    (version,) = take("I")
+    if version < 5 or version > 64:
+        raise ConversionError(f"{path} is not a CTranslate2 model.bin of a supported version (found {version})")
+    spec = string()
+    (revision,) = take("I")
+    (count,) = take("I")
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(count):
+        name = string()
+        (rank,) = take("B")
+        dims = take("I" * rank) if rank else ()
+        (code,) = take("B")
+        (nbytes,) = take("I")
+        if pos + nbytes > len(data):
+            raise ConversionError(f"{path} ends inside {name!r}: the file is truncated; reinstall the model")
+        raw = data[pos : pos + nbytes]
+        pos += nbytes
+        dt = _CT2_DTYPES.get(code)
+        if dt is None:
+            raise ConversionError(f"{path}: variable {name!r} has unknown dtype code {code}")
+        if dt == "bfloat16":
+            arr = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=dt)
+        variables[name] = arr.reshape(dims)
+    if pos < len(data):
+        (n_alias,) = take("I")
+        for _ in range(n_alias):
+            alias, target = string(), string()
+            if target in variables:
+                variables[alias] = variables[target]
+    return Ct2Model(spec=spec, revision=revision, variables=variables)
+
+
+# ------------------------------------------------------------------------------------------------------
+# CT2 Whisper -> HF Whisper
+
+
+def _whisper_sinusoids(length: int, channels: int) -> np.ndarray:
+    log_timescale = np.log(10000) / (channels // 2 - 1)
+    inv = np.exp(-log_timescale * np.arange(channels // 2))
+    t = np.arange(length)[:, None] * inv[None, :]
+    return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
+
+
+def _count_layers(ct2: Ct2Model, prefix: str) -> int:
+    n = 0
+    while any(k.startswith(f"{prefix}/layer_{n}/") for k in ct2.variables):
+        n += 1
+    return n
+
+
+def _read_special_ids(ct2_dir: Path) -> dict[str, int]:
+    """Token -> id for the special tokens, from tokenizer.json's added tokens (else vocabulary.txt)."""
+    tok = ct2_dir / "tokenizer.json"
+    if tok.is_file():
+        d = json.loads(tok.read_text(encoding="utf-8"))
+        return {t["content"]: int(t["id"]) for t in d.get("added_tokens", [])}
+    voc = ct2_dir / "vocabulary.txt"
+    if voc.is_file():
+        lines = voc.read_text(encoding="utf-8").split("\n")
+        return {t: i for i, t in enumerate(lines) if t.startswith("<|") and t.endswith("|>")}
+    raise ConversionError(f"{ct2_dir} has neither tokenizer.json nor vocabulary.txt: cannot build a Whisper tokenizer")
+
+
+def whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Map CT2 Whisper variables to HF ``WhisperForConditionalGeneration`` names; also return shape facts."""
+    if ct2.spec != "WhisperSpec":
+        raise ConversionError(f"model.bin holds a {ct2.spec}, not a WhisperSpec: pass a CTranslate2 Whisper model")
+    w = ct2.weight
+    sd: dict[str, np.ndarray] = {}
+    conv1 = w("encoder/conv1/weight")
+    d_model, n_mels = conv1.shape[0], conv1.shape[1]
+
+    def linear(dst: str, src: str, bias: bool = True) -> None:
+        sd[f"{dst}.weight"] = w(f"{src}/weight")
+        if bias:
+            sd[f"{dst}.bias"] = w(f"{src}/bias")
+
+    def norm(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"] = w(f"{src}/gamma")
+        sd[f"{dst}.bias"] = w(f"{src}/beta")
+
+    def fused(dst: str, src: str, names: tuple[str, ...]) -> None:
+        """CT2 concatenates q, k, v (or k, v) row-wise; Whisper's k_proj has no bias (CT2 stores zeros)."""
+        wt, b = w(f"{src}/weight"), w(f"{src}/bias")
+        for name, wi, bi in zip(names, np.split(wt, len(names)), np.split(b, len(names)), strict=True):
+            sd[f"{dst}.{name}.weight"] = wi
+            if name != "k_proj":
+                sd[f"{dst}.{name}.bias"] = bi
+            elif np.abs(bi).max() > 0:
+                raise ConversionError(f"{src}: the key bias is not zero, which Whisper cannot represent")
+
+    for i in (1, 2):
+        linear(f"model.encoder.conv{i}", f"encoder/conv{i}")
+    n_src = 1500
+    if "encoder/position_encodings/encodings" in ct2.variables:
+        pos = w("encoder/position_encodings/encodings")
+        n_src = pos.shape[0]
+    else:
+        pos = _whisper_sinusoids(n_src, d_model)
+    sd["model.encoder.embed_positions.weight"] = pos
+    n_enc = _count_layers(ct2, "encoder")
+    for i in range(n_enc):
+        s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+        fused(f"{d}.self_attn", f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        linear(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
+        norm(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
+        linear(f"{d}.fc1", f"{s}/ffn/linear_0")
+        linear(f"{d}.fc2", f"{s}/ffn/linear_1")
+        norm(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
+    norm("model.encoder.layer_norm", "encoder/layer_norm")
+
+    emb = w("decoder/embeddings/weight")
+    sd["model.decoder.embed_tokens.weight"] = emb
+    sd["model.decoder.embed_positions.weight"] = w("decoder/position_encodings/encodings")
+    n_dec = _count_layers(ct2, "decoder")
+    for i in range(n_dec):
+        s, d = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
+        fused(f"{d}.self_attn", f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        linear(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
+        norm(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
+        linear(f"{d}.encoder_attn.q_proj", f"{s}/attention/linear_0")
+        fused(f"{d}.encoder_attn", f"{s}/attention/linear_1", ("k_proj", "v_proj"))
+        linear(f"{d}.encoder_attn.out_proj", f"{s}/attention/linear_2")
+        norm(f"{d}.encoder_attn_layer_norm", f"{s}/attention/layer_norm")
+        linear(f"{d}.fc1", f"{s}/ffn/linear_0")
+        linear(f"{d}.fc2", f"{s}/ffn/linear_1")
+        norm(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
+    norm("model.decoder.layer_norm", "decoder/layer_norm")
+    proj = ct2.variables.get("decoder/projection/weight")
+    tied = proj is None or proj is ct2.variables.get("decoder/embeddings/weight")
+    if not tied:
+        sd["proj_out.weight"] = w("decoder/projection/weight")
+    facts = {
+        "d_model": int(d_model),
+        "num_mel_bins": int(n_mels),
+        "encoder_layers": n_enc,
+        "decoder_layers": n_dec,
+        "encoder_attention_heads": ct2.scalar("encoder/num_heads", max(1, d_model // 64)),
+        "decoder_attention_heads": ct2.scalar("decoder/num_heads", max(1, d_model // 64)),
+        "encoder_ffn_dim": int(sd["model.encoder.layers.0.fc1.weight"].shape[0]) if n_enc else 4 * d_model,
+        "decoder_ffn_dim": int(sd["model.decoder.layers.0.fc1.weight"].shape[0]) if n_dec else 4 * d_model,
+        "vocab_size": int(emb.shape[0]),
+        "max_source_positions": int(n_src),
+        "max_target_positions": int(sd["model.decoder.embed_positions.weight"].shape[0]),
+        "tie_word_embeddings": bool(tied),
+    }
+    return sd, facts
+
+
+def _whisper_config_and_generation(ct2_dir: Path, facts: dict[str, Any]) -> tuple[Any, Any]:
+    from transformers import GenerationConfig, WhisperConfig
+
+    cfg_path = ct2_dir / "config.json"
+    ct2_cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    special = _read_special_ids(ct2_dir)
+    multilingual = facts["vocab_size"] >= 51865  # CTranslate2's own rule
+
+    def tid(token: str) -> int:
+        if token not in special:
+            raise ConversionError(f"{ct2_dir}: special token {token} missing from the tokenizer files")
+        return special[token]
+
+    eot, sot = tid("<|endoftext|>"), tid("<|startoftranscript|>")
+    config = WhisperConfig(
+        **facts,
+        activation_function="gelu",
+        scale_embedding=False,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=sot,
+        begin_suppress_tokens=None,  # these live in the generation config only
+        suppress_tokens=None,
+    )
+    id_to_token = {i: t for t, i in special.items()}
+    gen: dict[str, Any] = {
+        "decoder_start_token_id": sot,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "begin_suppress_tokens": ct2_cfg.get("suppress_ids_begin", [220, eot]),
+        "suppress_tokens": ct2_cfg.get("suppress_ids", []),
+        "no_timestamps_token_id": tid("<|notimestamps|>"),
+        "max_initial_timestamp_index": 50,
+        "max_length": facts["max_target_positions"],
+        "return_timestamps": False,
+        "is_multilingual": multilingual,
+    }
+    if "<|startofprev|>" in special:
+        gen["prev_sot_token_id"] = special["<|startofprev|>"]
+    if ct2_cfg.get("alignment_heads"):
+        gen["alignment_heads"] = ct2_cfg["alignment_heads"]
+    if multilingual:
+        gen["lang_to_id"] = {id_to_token[i]: i for i in ct2_cfg.get("lang_ids", []) if i in id_to_token}
+        gen["task_to_id"] = {"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")}
+    return config, GenerationConfig(**gen)
+
+
+def _save_whisper_tokenizer(ct2_dir: Path, out_dir: Path, n_mels: int) -> None:
+    """Tokenizer + feature extractor (a WhisperProcessor) from the CT2 dir's tokenizer.json."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    src = ct2_dir / "tokenizer.json"
+    if not src.is_file():
+        raise ConversionError(
+            f"{ct2_dir} has no tokenizer.json: copy the tokenizer.json of the matching openai/whisper model there"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(src, Path(tmp) / "tokenizer.json")
+        (Path(tmp) / "tokenizer_config.json").write_text(
+            json.dumps({"tokenizer_class": "WhisperTokenizer", "model_max_length": 1024})
+        )
+        tokenizer = WhisperTokenizer.from_pretrained(tmp)
+    features = WhisperFeatureExtractor(feature_size=n_mels)
+    WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+
+
+def ct2_whisper_to_hf(ct2_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Convert a CTranslate2 Whisper directory into a transformers Whisper directory (float32 safetensors)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
+    if not (ct2_dir / "model.bin").is_file():
+        raise ConversionError(f"{ct2_dir} has no model.bin: pass a CTranslate2 Whisper model directory")
+    ct2 = read_ct2_model(ct2_dir / "model.bin")
+    sd, facts = whisper_state_dict(ct2)
+    config, generation = _whisper_config_and_generation(ct2_dir, facts)
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+    if facts["tie_word_embeddings"]:
+        tensors["proj_out.weight"] = tensors["model.decoder.embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    if unexpected or missing:
+        raise ConversionError(f"CT2 -> HF Whisper mapping mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.tie_weights()
+    model.generation_config = generation
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    _save_whisper_tokenizer(ct2_dir, out_dir, facts["num_mel_bins"])
+    return out_dir
+
+
+def whisper_encode(encoder: Any, input_features: torch.Tensor) -> torch.Tensor:
+    """Run a HF ``WhisperEncoder`` on mel features of any length ``T <= 2 * max_source_positions``.
+
+    Same computation as ``WhisperEncoder.forward`` except that the positional table is sliced to the real
+    length (``T/2`` states), as CTranslate2 and Ultravox do, instead of demanding 3000 frames.
+    """
+    import torch.nn.functional as F
+
+    x = F.gelu(encoder.conv1(input_features))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    n = x.shape[1]
+    if n > encoder.embed_positions.num_embeddings:
+        raise ValueError(f"{input_features.shape[-1]} mel frames exceed the encoder's 30 s window")
+    x = x + encoder.embed_positions.weight[:n]
+    for layer in encoder.layers:
+        out = layer(x, None)
+        x = out[0] if isinstance(out, tuple) else out
+    return encoder.layer_norm(x)
+
+
+# ------------------------------------------------------------------------------------------------------
+# GGUF -> HF LLaMA
+
+
+def _gguf_chat_template(gguf_path: Path) -> str | None:
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return None
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.chat_template")
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Dequantize a LLaMA-architecture GGUF into a float32 ``LlamaForCausalLM`` + tokenizer directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if not gguf_path.is_file():
+        raise ConversionError(f"{gguf_path} is not a file: pass a .gguf model file")
+    with open(gguf_path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ConversionError(f"{gguf_path} is not a GGUF file: pass a .gguf model file")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except (ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"transformers cannot load {gguf_path.name} ({first}): pass a LLaMA-family GGUF") from None
+    if type(model).__name__ != "LlamaForCausalLM":
+        raise ConversionError(f"{gguf_path.name} loads as {type(model).__name__}, not LlamaForCausalLM")
+    if not getattr(tokenizer, "chat_template", None):
+        template = _gguf_chat_template(gguf_path)
+        if template is None:
+            raise ConversionError(f"{gguf_path.name} carries no tokenizer.chat_template: pass an instruct GGUF")
+        tokenizer.chat_template = template
+    model.generation_config.do_sample = False
+    model.generation_config.temperature = None
+    model.generation_config.top_p = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------------------
+# cached conversion
+
+
+def hf_cache_dir() -> Path:
+    return basemodels.cache_dir() / "hf"
+
+
+def _cache_name(kind: str, ref: str, source: Path) -> str:
+    """``whisper-base`` / ``smollm2`` for defaults; ``<kind>-<stem>-<hash of path, size, mtime>`` for paths."""
+    if basemodels.is_default_ref(ref):
+        return ref.removeprefix(basemodels.DEFAULT_PREFIX)
+    st = source.stat()
+    key = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{kind}-{source.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def _cached(kind: str, ref: str, source: Path, build: Callable[[Path, Path], Path], force: bool) -> Path:
+    target = hf_cache_dir() / _cache_name(kind, ref, source)
+    stamp = target / STAMP
+    if not force and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()).get("converter_version") == CONVERTER_VERSION:
+                return target
+        except (OSError, ValueError):
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        with _status(f"converting {ref} -> {target}"):
+            build(source, tmp)
+        (tmp / STAMP).write_text(
+            json.dumps({"converter_version": CONVERTER_VERSION, "ref": ref, "source": str(source)}, indent=1)
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class _status:
+    """A rich spinner on stderr while something slow runs (silent when stderr is not a terminal)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._ctx: Any = None
+
+    def __enter__(self) -> _status:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._ctx = Console(stderr=True).status(self.text)
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+
+
+def whisper_hf(ref: str = DEFAULT_WHISPER, *, force: bool = False) -> Path:
+    """HF Whisper directory for a CT2 Whisper reference (``default:...`` or a path), converted once."""
+    ct2_dir = basemodels.resolve(ref)
+    if not ct2_dir.is_dir():
+        raise ConversionError(f"{ct2_dir} is not a directory: pass a CTranslate2 Whisper model directory")
+    return _cached("whisper", str(ref), ct2_dir, ct2_whisper_to_hf, force)
+
+
+def llama_hf(ref: str = DEFAULT_LLM, *, force: bool = False) -> Path:
+    """HF LLaMA directory for a GGUF reference (``default:smollm2`` or a path), converted once."""
+    gguf_path = basemodels.resolve(ref)
+    return _cached("llama", str(ref), gguf_path, gguf_to_hf, force)
+
+
+def base_models(whisper: str = DEFAULT_WHISPER, llm: str = DEFAULT_LLM) -> dict[str, str]:
+    """Materialize the default base models; returns
+    ``{"whisper_hf": DIR, "whisper_ct2": DIR, "llm_hf": DIR, "llm_gguf": FILE}`` (absolute paths)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ConversionError(f"converting base models needs {e.name}: pip install -e '.[train]'") from None
+    return {
+        "whisper_hf": str(whisper_hf(whisper)),
+        "whisper_ct2": str(basemodels.resolve(whisper)),
+        "llm_hf": str(llama_hf(llm)),
+        "llm_gguf": str(basemodels.resolve(llm)),
+    }
+
+
+__all__ = [
+    "ConversionError",
+    "ModelResolutionError",
+    "base_models",
+    "ct2_whisper_to_hf",
+    "gguf_to_hf",
+    "llama_hf",
+    "read_ct2_model",
+    "whisper_encode",
+    "whisper_hf",
+]
