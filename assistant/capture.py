@@ -65,13 +65,14 @@ class AudioSource(Protocol):
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null for the duration (C libraries write there directly)."""
+    fd = 2  # C libraries write to the descriptor, whatever Python's sys.stderr is
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        saved = os.dup(fd)
+    except OSError:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, fd)
@@ -112,6 +113,11 @@ def open_pyaudio(pyaudio_module: Any = None) -> Any:
 
 
 def list_input_devices(pyaudio_module: Any = None) -> list[InputDevice]:
+    with quiet_stderr():
+        return _list_input_devices(pyaudio_module)
+
+
+def _list_input_devices(pyaudio_module: Any) -> list[InputDevice]:
     pa = open_pyaudio(pyaudio_module)
     try:
         try:
@@ -231,14 +237,13 @@ class MicrophoneSource:
                 )
                 stream.start_stream()
         except Exception as e:
-            pa.terminate()
+            with quiet_stderr():
+                pa.terminate()
             raise CaptureError(
                 f"cannot open input device {dev.index} ({dev.name}) at 16 kHz mono: {e}; {LIST_DEVICES_HINT}"
             ) from None
         with self._lock:
             self._pa, self._stream = pa, stream
-        while not self._queue.empty():
-            self._queue.get_nowait()
         self._last_data = time.monotonic()
 
     def read(self, timeout: float = 0.5) -> np.ndarray | None:
@@ -272,7 +277,7 @@ class MicrophoneSource:
             with contextlib.suppress(Exception):
                 stream.close()
         if pa is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), quiet_stderr():
                 pa.terminate()
 
 

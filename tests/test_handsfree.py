@@ -1,0 +1,181 @@
+"""Headless hands-free mode end to end with a fake engine: segmentation, JSON records, barge-in, settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from test_handsfree_fakes import SR, FakeEngine, conversation
+
+from assistant import handsfree
+from assistant.capture import ArraySource
+from assistant.handsfree import main, run_headless
+from assistant.history import History
+from assistant.settings import Settings, SettingsError, load_settings, merge_options
+from assistant.tts import SpeechOutput, speakable, split_sentences
+
+
+@pytest.fixture(scope="module")
+def convo(tmp_path_factory):
+    return conversation(tmp_path_factory.mktemp("speech"))
+
+
+def test_headless_json_one_record_per_utterance(convo):
+    audio, truth = convo
+    out, err = io.StringIO(), io.StringIO()
+    engine = FakeEngine()
+    rc = run_headless(engine, ArraySource(audio, realtime=False, name="talk.wav"), Settings(json=True), out=out, err=err)
+    assert rc == 0
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(recs) == len(truth)
+    for i, (rec, (a, b)) in enumerate(zip(recs, truth, strict=True)):
+        assert rec["input"] == "talk.wav" and rec["utterance"] == i + 1
+        for key in ("answer", "heard", "encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s"):
+            assert key in rec
+        assert abs(rec["segment_start_s"] - a) <= 0.1 and abs(rec["segment_end_s"] - b) <= 0.1
+        # the engine got pre-roll + speech + tail, and answered about that audio
+        assert rec["answer"].startswith("You said")
+        assert rec["audio_s"] == pytest.approx(b - a + 0.5, abs=0.15)
+    assert "listening on talk.wav" in err.getvalue()
+
+
+def test_headless_text_streams_answers(convo):
+    audio, truth = convo
+    out = io.StringIO()
+    run_headless(FakeEngine(), ArraySource(audio, realtime=False), Settings(), out=out, err=io.StringIO())
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(truth) and all(line.startswith("You said **") for line in lines)
+
+
+class SlowPlayer:
+    """Pretends to play: `seconds` of wall time per sentence, cut short when cancelled."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.cut, self.played = seconds, 0, 0
+
+    def open(self):
+        pass
+
+    def play(self, audio, cancelled):
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            if cancelled():
+                self.cut += 1
+                return False
+            time.sleep(0.01)
+        self.played += 1
+        return True
+
+    def close(self):
+        pass
+
+
+def _two_questions(tmp_path):
+    return conversation(tmp_path, sentences=["What is the capital of France?", "Tell me a joke about cats."],
+                        silences=[0.5, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("barge_in", [True, False])
+def test_speaking_barge_in_or_deaf(tmp_path, barge_in):
+    audio, truth = _two_questions(tmp_path)
+    player = SlowPlayer(1.5)
+    speech = SpeechOutput(voice=lambda text: np.zeros(2400, np.float32), player=player)
+    out = io.StringIO()
+    src = ArraySource(audio, realtime=True, speed=2.0)
+    rc = run_headless(FakeEngine(), src, Settings(json=True, speak=True, barge_in=barge_in), speech=speech,
+                      out=out, err=io.StringIO())
+    assert rc == 0
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    if barge_in:
+        # the second question's onset cut the first spoken answer; both questions were answered
+        assert player.cut >= 1
+        assert len(recs) == 2
+        assert abs(recs[1]["segment_start_s"] - truth[1][0]) <= 0.1
+    else:
+        # the microphone was ignored while the assistant spoke: the second question was not heard
+        assert player.cut == 0
+        assert len(recs) == 1
+
+
+def test_tts_sentence_splitting_and_markdown():
+    done, rest = split_sentences("Paris is the capital. It has **2 million** people and")
+    assert done == ["Paris is the capital."] and rest.startswith("It has")
+    assert speakable("**Paris** is [here](http://x) `now`") == "Paris is here now"
+
+
+def test_settings_toml_and_flags(tmp_path, monkeypatch):
+    p = tmp_path / "settings.toml"
+    p.write_text('mic = true\ninput_device = 3\ntemperature = 0.2\nbarge_in = false\n[vad]\nend_silence_ms = 500\n')
+    s = load_settings(p)
+    assert s.mic and s.input_device == "3" and s.temperature == 0.2 and not s.barge_in and s.vad.end_silence_ms == 500
+    s = merge_options(s, {"input_device": "USB", "temperature": None, "json": False, "no_tui": True})
+    assert s.input_device == "USB" and s.temperature == 0.2 and s.no_tui
+    assert s.generation_options() == {"temperature": 0.2}
+    p.write_text("colour = 'red'\n")
+    with pytest.raises(SettingsError, match="unknown setting 'colour'"):
+        load_settings(p)
+    p.write_text("[vad]\nframe_ms = 25\n")
+    with pytest.raises(SettingsError, match="frame_ms"):
+        load_settings(p)
+    p.write_text("max_tokens = 'many'\n")
+    with pytest.raises(SettingsError, match="max_tokens must be int"):
+        load_settings(p)
+
+
+def test_history_roundtrip(tmp_path):
+    h = History(tmp_path / "h.db")
+    c = h.new_chat()
+    h.add_turn(c, "user", "What is the capital of France?", spoken=True)
+    h.add_turn(c, "assistant", "Paris.", timings={"ttft_ms": 120.0})
+    h.new_chat()  # an empty chat is not listed
+    h.close()
+    h = History(tmp_path / "h.db")
+    chats = h.chats()
+    assert [(x.id, x.title, x.turns) for x in chats] == [(c, "What is the capital of France?", 2)]
+    turns = h.turns(c)
+    assert [(t.role, t.text, t.spoken) for t in turns] == [("user", "What is the capital of France?", True),
+                                                         ("assistant", "Paris.", False)]
+    assert turns[1].timings == {"ttft_ms": 120.0}
+
+
+def test_main_mic_file_headless_json(tmp_path, monkeypatch, capsys, convo):
+    import soundfile as sf
+
+    audio, truth = convo
+    wav = tmp_path / "q.wav"
+    sf.write(wav, audio, SR)
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("realtime = false\n")
+    monkeypatch.setenv("LLASM_CONFIG", str(cfg))
+    monkeypatch.setattr(handsfree, "load_engine", lambda bundle: FakeEngine())
+    rc = main({"mic_file": str(wav), "no_tui": True, "json": True})
+    assert rc == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(recs) == len(truth) and recs[0]["input"] == str(wav)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"mic": True, "no_tui": True}, "--list-devices"),  # this machine has no input device
+        ({"no_tui": True}, "--no-tui needs an audio input"),
+        ({"mic_file": "/nonexistent.wav", "no_tui": True}, "--mic-file /nonexistent.wav"),
+        ({"mic": True, "mic_file": "x.wav"}, "pick one input"),
+    ],
+)
+def test_main_bad_input_is_one_line(tmp_path, monkeypatch, capfd, options, message):
+    monkeypatch.setenv("LLASM_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setattr(handsfree, "load_engine", lambda bundle: FakeEngine())
+    if options.get("mic") and not options.get("mic_file"):
+        from assistant.capture import list_input_devices
+
+        if list_input_devices():
+            pytest.skip("this machine has an input device")
+    rc = main(options)
+    err = capfd.readouterr().err
+    assert rc != 0
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err  # one line: ALSA/JACK noise silenced, no traceback
