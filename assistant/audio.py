@@ -179,6 +179,33 @@ def _read_file(
     return mono, rate, name
 
 
+def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono float audio as a 16-bit PCM wav, atomically (a temporary file renamed into place).
+
+    Samples are clipped to [-1, 1]. Returns the path. Raises `AudioError` for empty or non-finite audio.
+    """
+    import os
+
+    import soundfile as sf
+
+    _check_rate(sample_rate, "sample_rate")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise AudioError(f"save_wav needs non-empty 1-D mono audio, not shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise AudioError("save_wav: audio contains NaN or infinite samples")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # log-mel
 

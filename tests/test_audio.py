@@ -19,6 +19,7 @@ from assistant.audio import (
     log_mel,
     mel_filters,
     n_frames,
+    save_wav,
 )
 
 
@@ -105,6 +106,19 @@ def test_load_arrays() -> None:
     assert np.abs(loud).max() == pytest.approx(1.0)
     # a different target rate
     assert len(load_audio(x, source_rate=48000, sample_rate=24000)) == 12000
+
+
+def test_save_wav_roundtrip(tmp_path: Path) -> None:
+    x = tone(440.0, 16000, 0.5)
+    x[10] = 1.7  # clipped on write
+    path = save_wav(tmp_path / "sub" / "a.wav", x)
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    y = load_audio(path)
+    assert np.abs(y - np.clip(x, -1, 1)).max() < 1e-4
+    assert [p.name for p in path.parent.iterdir()] == ["a.wav"]  # no temporary left behind
+    assert "NaN" in one_line_error(save_wav, tmp_path / "b.wav", np.full(10, np.nan, np.float32))
+    assert "non-empty" in one_line_error(save_wav, tmp_path / "b.wav", np.zeros(0, np.float32))
 
 
 # --------------------------------------------------------------------------------------------------
