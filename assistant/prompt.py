@@ -123,65 +123,56 @@ class PromptTemplate:
                            bos_token: str | None = None) -> PromptTemplate:
         """Derive the strings by rendering sentinel messages through the tokenizer's own chat template."""
         s, u, a = _SENTINEL["system"], _SENTINEL["user"], _SENTINEL["assistant"]
+        u2 = u + "2"
 
-        def render(conv: list[dict[str, str]], gen: bool) -> str:
-            return tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+        def render(conv: list[tuple[str, str]], gen: bool) -> str:
+            msgs = [{"role": r, "content": c} for r, c in conv]
+            return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
-        with_sys = render([{"role": "system", "content": s}, {"role": "user", "content": u},
-                           {"role": "assistant", "content": a}], False)
-        gen_text = render([{"role": "system", "content": s}, {"role": "user", "content": u}], True)
-        no_sys = render([{"role": "user", "content": u}], False)
+        def between(text: str, left: str, right: str | None) -> str:
+            i = text.index(left) + len(left)
+            return text[i:] if right is None else text[i:text.index(right, i)]
 
-        i_s, i_u, i_a = with_sys.index(s), with_sys.index(u), with_sys.index(a)
-        prefix_and_sys_open = with_sys[:i_s]
-        sys_close_user_open = with_sys[i_s + len(s):i_u]
-        user_close_ast_open = with_sys[i_u + len(u):i_a]
-        ast_close = with_sys[i_a + len(a):]
-        generation_tail = gen_text[gen_text.index(u) + len(u):]
+        full = render([("system", s), ("user", u), ("assistant", a)], False)
+        two_users = render([("user", u), ("assistant", a), ("user", u2)], False)
+        one_user = render([("user", u)], False)
 
-        # The close of a turn is the same for every role in chatml-like templates; detect it from the
-        # assistant close (which may carry a trailing newline).
-        close = ast_close
-        if user_close_ast_open.startswith(close):
-            user_close, ast_open = close, user_close_ast_open[len(close):]
-        else:  # templates whose turns have no closing text (e.g. "User: ...\nAssistant: ...")
-            cut = _common_suffix_start(user_close_ast_open, generation_tail)
-            user_close, ast_open = user_close_ast_open[:cut], user_close_ast_open[cut:]
-        if sys_close_user_open.startswith(close):
-            sys_close, user_open = close, sys_close_user_open[len(close):]
-        else:
-            sys_close, user_open = "", sys_close_user_open
+        ast_close = between(full, a, None)
+        a_to_u2 = between(two_users, a, u2)
+        if not a_to_u2.startswith(ast_close):
+            raise ValueError("chat template: cannot find where an assistant turn ends")
+        user_open = a_to_u2[len(ast_close):]
+        user_close = between(one_user, u, None)
+        u_to_a = between(full, u, a)
+        if not u_to_a.startswith(user_close):
+            raise ValueError("chat template: cannot find where a user turn ends")
+        ast_open = u_to_a[len(user_close):]
+        s_to_u = between(full, s, u)
+        if not s_to_u.endswith(user_open):
+            raise ValueError("chat template: cannot find where the system turn ends")
+        sys_close = s_to_u[: len(s_to_u) - len(user_open)]
 
-        # Which part of the text before the system sentinel is a fixed prefix (BOS) and which opens
-        # the system turn? The user turn's opening tells us the shape of a turn opening.
-        sys_open = prefix_and_sys_open
+        sys_open = full[: full.index(s)]
         prefix = ""
-        if bos_token and sys_open.startswith(bos_token):
+        # A BOS that opens only the conversation is a prefix; one that opens every turn (chatml) is not.
+        if bos_token and sys_open.startswith(bos_token) and not user_open.startswith(bos_token):
             prefix, sys_open = bos_token, sys_open[len(bos_token):]
 
         # A default system prompt: what the template inserts when the conversation has none.
         default_system = None
-        if u in no_sys:
-            head = no_sys[: no_sys.index(u)]
-            if head.startswith(prefix):
-                head = head[len(prefix):]
-            if head != user_open and head.startswith(sys_open) and head.endswith(sys_close + user_open):
-                default_system = head[len(sys_open): len(head) - len(sys_close + user_open)]
-        stops = tuple(x for x in {close.strip(), eos_token or ""} if x)
+        head = one_user[: one_user.index(u)]
+        head = head[len(prefix):] if head.startswith(prefix) else head
+        if head != user_open and head.startswith(sys_open) and head.endswith(sys_close + user_open):
+            default_system = head[len(sys_open): len(head) - len(sys_close + user_open)]
+        stops = {x for x in (ast_close.strip(), eos_token or "") if x}
         return cls(
             prefix=prefix,
             system=sys_open + "{content}" + sys_close,
             user=user_open + "{content}" + user_close,
-            assistant=ast_open + "{content}" + close,
+            assistant=ast_open + "{content}" + ast_close,
             generation=ast_open,
             default_system=default_system,
             stop=tuple(sorted(stops)),
         )
 
 
-def _common_suffix_start(a: str, b: str) -> int:
-    """Index in `a` where the longest common suffix of `a` and `b` starts."""
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return len(a) - n
