@@ -1,0 +1,320 @@
+"""Training data: manifest readers, audio features, length-grouped batches, and collation.
+
+Readers (paths are relative to the manifest):
+- ASR JSON lines `{"audio": "a.wav", "text": "...", "language": "en"}`
+- conversations JSON lines (LLaVA / LLaSM-Audio-Instructions): `{"id", "conversations": [{"from": "human",
+  "value": transcript, "audio": "q.wav"}, {"from": "gpt", "value": ...}]}`
+- LibriSpeech (a directory with `*.trans.txt`), AISHELL-1 (`transcript/aishell_transcript_v0.8.txt` +
+  `wav/`), Common Voice (`*.tsv` with `path`, `sentence`, `locale` and a sibling `clips/`).
+A missing or unreadable clip is reported, skipped and counted (`Manifest.skipped`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
+from training.model import Sample, Turn
+
+SAMPLE_RATE = 16000
+
+
+class DataError(ValueError):
+    """A manifest that cannot be read; the message names the file and the fix."""
+
+
+@dataclass
+class Example:
+    id: str
+    clips: list[Path]  # audio files, indexed by Turn.audio
+    turns: list[dict[str, Any]]  # conversations: raw turns; ASR: empty
+    text: str = ""  # ASR transcript
+    language: str = ""
+    seconds: float = 0.0  # total audio duration (for length grouping)
+
+    @property
+    def is_asr(self) -> bool:
+        return not self.turns
+
+
+@dataclass
+class Manifest:
+    examples: list[Example]
+    skipped: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def report(self, stream: Any = None) -> None:
+        if self.skipped:
+            stream = stream or sys.stderr
+            for p in self.problems[:5]:
+                print(f"skipped: {p}", file=stream)
+            print(f"{self.skipped} example(s) skipped for missing or unreadable audio", file=stream)
+
+
+# ---- readers -----------------------------------------------------------------------------------------
+def read_manifest(path: str | Path, *, limit: int | None = None) -> Manifest:
+    """Read any supported dataset into examples; clips are checked (exists, readable, <= 30 s)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"dataset {p} not found; give a .jsonl manifest, a .tsv or a corpus directory")
+    if p.is_dir():
+        if next(p.rglob("*.trans.txt"), None) is not None:
+            raw = _librispeech(p)
+        elif next(p.rglob("aishell_transcript*.txt"), None) is not None:
+            raw = _aishell(p)
+        else:
+            raise DataError(f"{p}: no LibriSpeech *.trans.txt or AISHELL-1 transcript found")
+    elif p.suffix == ".tsv":
+        raw = _common_voice(p)
+    else:
+        raw = _jsonl(p)
+    m = Manifest([])
+    for ex in raw:
+        if limit is not None and len(m.examples) >= limit:
+            break
+        problem = _check_clips(ex)
+        if problem:
+            m.skipped += 1
+            m.problems.append(problem)
+        else:
+            m.examples.append(ex)
+    if not m.examples:
+        raise DataError(f"{p}: no usable examples ({m.skipped} skipped: {m.problems[:1]})")
+    return m
+
+
+def _check_clips(ex: Example) -> str | None:
+    import soundfile as sf
+
+    total = 0.0
+    for c in ex.clips:
+        try:
+            info = sf.info(str(c))
+        except Exception as e:  # soundfile raises RuntimeError / LibsndfileError / OSError
+            return f"{c}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        secs = info.frames / max(info.samplerate, 1)
+        if secs <= 0.0 or secs > 30.0:
+            return f"{c}: duration {secs:.1f} s outside (0, 30] s"
+        total += secs
+    ex.seconds = total
+    return None
+
+
+def _jsonl(p: Path) -> Iterator[Example]:
+    base = p.parent
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: not JSON ({e.msg}); each line must be one JSON object") from None
+            if "conversations" in d:
+                clips, turns = [], []
+                for t in d["conversations"]:
+                    t = dict(t)
+                    if t.get("audio"):
+                        clips.append(base / t["audio"])
+                        t["audio_index"] = len(clips) - 1
+                    turns.append(t)
+                yield Example(str(d.get("id", n)), clips, turns)
+            elif "audio" in d and "text" in d:
+                yield Example(str(d.get("id", n)), [base / d["audio"]], [], d["text"], d.get("language", ""))
+            else:
+                raise DataError(f"{p}:{n}: need either 'audio'+'text' (ASR) or 'conversations'")
+
+
+def _librispeech(root: Path) -> Iterator[Example]:
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text(encoding="utf-8").splitlines():
+            if " " not in line:
+                continue
+            uid, text = line.split(" ", 1)
+            text = text.strip().lower()
+            yield Example(uid, [trans.parent / f"{uid}.flac"], [], text[:1].upper() + text[1:], "en")
+
+
+def _aishell(root: Path) -> Iterator[Example]:
+    trans = next(root.rglob("aishell_transcript*.txt"))
+    wavs = {w.stem: w for w in root.rglob("*.wav")}
+    for line in trans.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        uid, text = parts[0], "".join(parts[1:])
+        yield Example(uid, [wavs.get(uid, root / "wav" / f"{uid}.wav")], [], text, "zh")
+
+
+def _common_voice(tsv: Path) -> Iterator[Example]:
+    import csv
+
+    clips = tsv.parent / "clips"
+    with tsv.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if not row.get("path") or row.get("sentence") is None:
+                raise DataError(f"{tsv}: a Common Voice TSV needs 'path' and 'sentence' columns")
+            lang = (row.get("locale") or "").split("-")[0]
+            yield Example(row["path"], [clips / row["path"]], [], row["sentence"].strip(), lang)
+
+
+# ---- examples -> turns ---------------------------------------------------------------------------------
+def instruction_for(language: str, rng: random.Random) -> str:
+    if language.startswith("zh"):
+        pool = TRANSCRIBE_INSTRUCTIONS_ZH
+    elif language:
+        pool = TRANSCRIBE_INSTRUCTIONS_EN
+    else:
+        pool = TRANSCRIBE_INSTRUCTIONS_EN + TRANSCRIBE_INSTRUCTIONS_ZH
+    return rng.choice(pool)
+
+
+def asr_turns(ex: Example, rng: random.Random | None, *, with_answer: bool = True) -> list[Turn]:
+    """Stage 1: instruction randomly before or after the audio (rng None: fixed, audio after)."""
+    if rng is None:
+        instr, first = TRANSCRIBE_INSTRUCTIONS_EN[0], False
+    else:
+        instr, first = instruction_for(ex.language, rng), rng.random() < 0.5
+    turns = [Turn("user", instr, audio=0, audio_first=first, transcript=ex.text)]
+    if with_answer:
+        turns.append(Turn("assistant", ex.text))
+    return turns
+
+
+def conversation_turns(ex: Example) -> list[Turn]:
+    """Stage 2: spoken (with audio) and typed human turns, every gpt turn trained."""
+    out = []
+    for t in ex.turns:
+        who = t.get("from", "")
+        if who in ("human", "user"):
+            if "audio_index" in t:
+                out.append(Turn("user", "", audio=t["audio_index"], transcript=t.get("value", "")))
+            else:
+                out.append(Turn("user", t.get("value", "")))
+        elif who in ("gpt", "assistant"):
+            out.append(Turn("assistant", t.get("value", "")))
+        elif who == "system":
+            out.append(Turn("system", t.get("value", "")))
+    return out
+
+
+def example_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """Per-example randomness from (seed, epoch, index): independent of process state, so resumes repeat it."""
+    return random.Random((seed * 1_000_003 + epoch) * 1_000_003 + index)
+
+
+# ---- audio --------------------------------------------------------------------------------------------
+def load_clip(path: Path) -> np.ndarray:
+    from assistant.audio import load_audio
+
+    return load_audio(str(path), sample_rate=SAMPLE_RATE)
+
+
+def features_batch(audios: Sequence[np.ndarray], n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel of each clip at its real length, zero padded: [B, n_mels, T] and lengths [B]."""
+    from assistant.audio import log_mel
+
+    mels = [log_mel(a, n_mels=n_mels) for a in audios]
+    t = max(m.shape[1] for m in mels)
+    out = np.zeros((len(mels), n_mels, t), np.float32)
+    for i, m in enumerate(mels):
+        out[i, :, : m.shape[1]] = m
+    return torch.from_numpy(out), torch.tensor([m.shape[1] for m in mels], dtype=torch.long)
+
+
+# ---- batching -----------------------------------------------------------------------------------------
+def length_grouped_batches(seconds: Sequence[float], batch_size: int, seed: int, epoch: int,
+                           world: int = 1, group: int = 32) -> list[list[int]]:
+    """Shuffle, sort within mega-batches of `group` batches by length, shuffle the batches; the count is a
+    multiple of `world` so every rank gets the same number. Deterministic in (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(seconds))
+    mega = batch_size * group
+    batches: list[list[int]] = []
+    for i in range(0, len(order), mega):
+        chunk = sorted(order[i: i + mega].tolist(), key=lambda j: -seconds[j])
+        batches.extend(chunk[k: k + batch_size] for k in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    n = len(batches) - len(batches) % world
+    if n == 0:
+        raise DataError(f"{len(seconds)} examples make fewer batches than processes ({world})")
+    return batches[:n]
+
+
+class StateCache:
+    """Frozen encoder states computed once: sharded safetensors + index.json {audio path: [shard, key, T]}."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            self.index = json.loads((self.root / "index.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"state cache {self.root} unreadable ({e}); rebuild it with `llasm-train cache-states`") from None
+        self._open: dict[str, Any] = {}
+
+    def __contains__(self, path: Path) -> bool:
+        return str(Path(path).resolve()) in self.index["clips"]
+
+    def get(self, path: Path) -> torch.Tensor:
+        from safetensors import safe_open
+
+        shard, key = self.index["clips"][str(Path(path).resolve())]
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.root / shard), framework="pt")
+        return self._open[shard].get_tensor(key).float()
+
+
+def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: str, seed: int, epoch: int,
+            indices: Sequence[int], cache: StateCache | None = None, kl: bool = False,
+            train: bool = True) -> dict[str, Any]:
+    """Examples -> a batch dict for `LLaSM.forward` (audio features or cached states, samples, targets)."""
+    clip_paths: list[Path] = []
+    samples, teacher, targets, texts = [], [], [], []
+    for ex, idx in zip(examples, indices, strict=True):
+        base = len(clip_paths)
+        clip_paths.extend(ex.clips)
+        rng = example_rng(seed, epoch, idx) if train else None
+        turns = asr_turns(ex, rng) if (stage == 1 or ex.is_asr) else conversation_turns(ex)
+        for t in turns:
+            if t.audio is not None:
+                t.audio += base
+        if objective == "ctc":
+            targets.append(model.prompt.encode(ex.text if ex.is_asr else turns[0].transcript))
+        else:
+            samples.append(model.prompt.build(turns))
+            if kl:
+                teacher.append(model.prompt.build(turns, text_only=True))
+        texts.append(ex.text)
+    batch: dict[str, Any] = {"samples": samples, "teacher": teacher if kl else None, "targets": targets,
+                             "texts": texts, "objective": objective}
+    if cache is not None:
+        states = [cache.get(p) for p in clip_paths]
+        t = max(s.shape[0] for s in states)
+        x = torch.zeros(len(states), t, states[0].shape[1])
+        for i, s in enumerate(states):
+            x[i, : s.shape[0]] = s
+        batch["states"], batch["state_lengths"] = x, torch.tensor([s.shape[0] for s in states])
+    else:
+        batch["features"], batch["mel_lengths"] = features_batch([load_clip(p) for p in clip_paths],
+                                                                 model.encoder.n_mels)
+    return batch
+
+
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """LLM input positions in a batch (ctc: target tokens), for tokens/s."""
+    if batch["objective"] == "ctc":
+        return sum(len(t) for t in batch["targets"])
+    return sum(len(s.ids) for s in batch["samples"])
+
+
+__all__ = ["DataError", "Example", "Manifest", "Sample", "StateCache", "collate", "features_batch",
+           "length_grouped_batches", "read_manifest"]
