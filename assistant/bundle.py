@@ -405,3 +405,62 @@ def read_gguf_index(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 def check_gguf(path: Path) -> None:
     """A GGUF whose header parses and whose tensors all lie inside the file."""
     read_gguf_index(path)
+
+
+# ---- writing bundles by hand (tests, the default bundle) ------------------------------------------------
+def prompt_from_gguf(path: str | os.PathLike[str], *, bos_token: str = "", eos_token: str = "") -> PromptTemplate:
+    """The PromptTemplate of a GGUF's own chat template (`tokenizer.chat_template`), rendered with jinja2
+    the way transformers renders it. Pass the BOS/EOS strings for templates that print them (Llama 2/3);
+    ChatML templates (SmolLM2) do not."""
+    import jinja2
+
+    meta, _ = read_gguf_index(path)
+    source = meta.get("tokenizer.chat_template")
+    if not source:
+        raise BundleError(f"{path} has no tokenizer.chat_template: write the prompt template by hand")
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(str(source))
+
+    class _Renderer:
+        def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> str:
+            return template.render(messages=conversation,
+                                   add_generation_prompt=kwargs.get("add_generation_prompt", False),
+                                   bos_token=bos_token, eos_token=eos_token)
+
+    return PromptTemplate.from_chat_template(_Renderer(), bos_token=bos_token or None,
+                                             eos_token=eos_token or None)
+
+
+def write_bundle(out: str | os.PathLike[str], *, encoder: str, llm: str, adaptor_config: dict[str, Any],
+                 adaptor_tensors: dict[str, Any], prompt: PromptTemplate, encoder_format: str = "ct2",
+                 encoder_dtype: str = "int8", d_model: int = 0, n_mels: int = 80, n_ctx: int = DEFAULT_N_CTX,
+                 quant: str = "", lora: str | None = None, stop: list[str] | None = None) -> Path:
+    """Write a bundle directory: `adaptor.safetensors` + `bundle.json` (with sha256 of every local file).
+
+    `encoder` and `llm` are paths relative to `out` (files already placed there) or `default:...` refs."""
+    from .adaptor import save_adaptor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_adaptor(out / "adaptor.safetensors", adaptor_tensors)
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "audio": {"sample_rate": 16000, "n_mels": n_mels},
+        "encoder": {"format": encoder_format, "path": encoder, "dtype": encoder_dtype, "d_model": d_model},
+        "adaptor": {**adaptor_config, "path": "adaptor.safetensors"},
+        "llm": {"path": llm, "quant": quant, "lora": lora, "n_ctx": n_ctx},
+        "prompt": prompt.to_dict(),
+        "stop": list(stop if stop is not None else prompt.stop),
+        "checksums": {},
+    }
+    files: list[Path] = []
+    for ref in (encoder, llm, lora, "adaptor.safetensors"):
+        if ref and not ref.startswith("default:"):
+            p = out / ref
+            files.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+    for f in files:
+        manifest["checksums"][f.relative_to(out).as_posix()] = file_sha256_cached(f)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    return out

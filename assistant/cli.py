@@ -1,0 +1,214 @@
+"""`llasm-assistant`: the voice assistant's command line.
+
+    llasm-assistant --file question.wav              # answer a recording, stream the reply to stdout
+    llasm-assistant --file a.wav --file b.wav --json # one JSON object per input (answer + timings)
+    llasm-assistant --text "What is the capital of France?"
+    llasm-assistant --file a.wav --transcribe        # the words, not an answer
+    llasm-assistant bench clips/                     # latency benchmark + cascade baseline
+    llasm-assistant                                  # the TUI (also --mic, --mic-file, --no-tui, --speak ...)
+
+Bad input gives one line on stderr and a non-zero exit; with several inputs the good ones are still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="On-device LLaSM voice assistant: ask by voice (a file or the microphone) or by text.")
+
+EXIT_BAD_INPUT = 1
+EXIT_BAD_BUNDLE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _err(msg: str) -> None:
+    print("llasm-assistant: " + " ".join(str(msg).split()), file=sys.stderr, flush=True)
+
+
+def _options(max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int,
+             stop: list[str] | None) -> Any:
+    from .engine import GenerationOptions
+
+    return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                             stop=tuple(stop or ()), seed=seed)
+
+
+@app.callback(invoke_without_command=True)
+def main_command(
+    ctx: typer.Context,
+    file: list[Path] = typer.Option(None, "--file", "-f", help="Answer this audio file (wav/flac/ogg); "
+                                    "repeatable, each file a fresh conversation."),
+    text: list[str] = typer.Option(None, "--text", "-t", help="Answer this typed question; repeatable."),
+    transcribe: bool = typer.Option(False, "--transcribe", help="Transcribe the audio instead of answering."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per input (answer, timings, "
+                                  "heard) instead of streaming text."),
+    bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the installed "
+                                "default bundle, or $LLASM_BUNDLE)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest reply, in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy decoding."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0 = off)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    stop: list[str] = typer.Option(None, "--stop", help="Extra stop string; repeatable."),
+    system: str = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = one per physical core)."),
+    mic: bool = typer.Option(False, "--mic", help="Listen through the microphone (hands-free)."),
+    mic_file: Path = typer.Option(None, "--mic-file", help="Replay a recording through the microphone "
+                                  "path (capture -> VAD) in real time."),
+    no_tui: bool = typer.Option(False, "--no-tui", help="Headless hands-free mode: answers on stdout."),
+    speak: bool = typer.Option(False, "--speak", help="Answer aloud (TTS)."),
+    ptt: bool = typer.Option(False, "--ptt", help="Push-to-talk instead of voice activity detection."),
+    list_devices: bool = typer.Option(False, "--list-devices", help="List audio input devices and exit."),
+    input_device: str = typer.Option(None, "--input-device", help="Input device index or name."),
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    files, texts = list(file or []), list(text or [])
+    handsfree = mic or mic_file is not None or no_tui or speak or ptt or list_devices or input_device is not None
+    if handsfree or not (files or texts):
+        options = {
+            "mic": mic, "mic_file": mic_file, "no_tui": no_tui, "speak": speak, "ptt": ptt,
+            "list_devices": list_devices, "input_device": input_device, "json": json_out, "bundle": bundle,
+            "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+            "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads or None,
+            "files": files, "texts": texts,
+        }
+        raise typer.Exit(_handsfree(options))
+    opts = _options(max_tokens, temperature, top_p, top_k, seed, stop)
+    raise typer.Exit(run_inputs(files, texts, bundle=bundle, transcribe=transcribe, json_out=json_out,
+                                options=opts, system=system, threads=threads or None))
+
+
+def _handsfree(options: dict[str, Any]) -> int:
+    try:
+        from . import handsfree
+    except ImportError as e:
+        _err(f"the hands-free/TUI mode is not available ({e}); use --file or --text")
+        return EXIT_BAD_INPUT
+    main = getattr(handsfree, "main", None)
+    if main is None:
+        _err("the hands-free/TUI mode is not available (assistant.handsfree.main is missing); use --file or --text")
+        return EXIT_BAD_INPUT
+    return int(main(options) or 0)
+
+
+def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
+               options: Any, system: str | None = None, threads: int | None = None) -> int:
+    """Answer each file, then each text, each in a fresh conversation. Returns the exit status."""
+    from .audio import AudioError, load_audio
+    from .bundle import BundleError
+    from .engine import Done, Engine, EngineError, Heard, Token
+    from .llm import LLMError
+
+    if transcribe and texts:
+        _err("--transcribe applies to audio: use it with --file, not --text")
+        return EXIT_BAD_INPUT
+    failed = False
+    engine = None
+    inputs: list[tuple[str, Path | None, str | None]] = [(str(f), f, None) for f in files]
+    inputs += [(t, None, t) for t in texts]
+    for label, path, question in inputs:
+        audio = None
+        if path is not None:
+            try:
+                audio = load_audio(path)
+            except AudioError as e:
+                _err(f"{path}: {e}")
+                failed = True
+                continue
+        elif not question or not question.strip():
+            _err("--text is empty: type a question")
+            failed = True
+            continue
+        if engine is None:
+            try:
+                engine = Engine.load(bundle, n_threads=threads)
+            except (BundleError, LLMError) as e:
+                _err(e)
+                return EXIT_BAD_BUNDLE
+        try:
+            engine.new_chat(system)
+            done = None
+            for ev in engine.respond(audio=audio, text=question, transcribe=transcribe, options=options):
+                if json_out:
+                    if isinstance(ev, Done):
+                        done = ev
+                    continue
+                if isinstance(ev, Heard) and sys.stderr.isatty():
+                    print(f"(heard: {ev.text})", file=sys.stderr, flush=True)
+                elif isinstance(ev, Token):
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+                elif isinstance(ev, Done):
+                    done = ev
+            if json_out and done is not None:
+                print(json.dumps(result_record(label, done), ensure_ascii=False), flush=True)
+            elif not json_out:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+        except (AudioError, EngineError) as e:
+            _err(f"{label}: {e}")
+            failed = True
+        except KeyboardInterrupt:
+            _err("interrupted")
+            return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def result_record(label: str, done: Any) -> dict[str, Any]:
+    t = done.timings
+    return {
+        "input": label,
+        "answer": done.answer,
+        "encoder_ms": round(t.get("encoder_ms", 0.0) + t.get("features_ms", 0.0), 2),
+        "adaptor_ms": round(t.get("adaptor_ms", 0.0), 2),
+        "prefill_ms": round(t.get("prefill_ms", 0.0), 2),
+        "ttft_ms": round(t.get("ttft_ms", 0.0), 2),
+        "decode_tokens_per_s": round(t.get("decode_tokens_per_s", 0.0), 2),
+        "audio_s": round(t.get("audio_s", 0.0), 3),
+        "heard": done.heard,
+        "n_tokens": int(t.get("n_tokens", 0)),
+        "stop_reason": done.stop_reason,
+    }
+
+
+@app.command("bench")
+def bench_command(
+    clips: Path = typer.Argument(..., help="Folder of audio clips (wav/flac/ogg) to time."),
+    bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the default bundle)."),
+    out: Path = typer.Option(Path("bench"), "--out", "-o", help="Where to write bench.json and bench.png."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=2, help="Tokens generated per clip."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = one per physical core)."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Passes over the folder."),
+    cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Also time Whisper transcription "
+                                 "followed by the same LLM on the text."),
+) -> None:
+    """Latency benchmark over a folder of clips: median and p90 of every timing, decode speed against
+    llama.cpp's own, peak RSS, and the cascade baseline; a table, bench.json and bench.png."""
+    from .bench import BenchError, run_bench
+    from .bundle import BundleError
+    from .llm import LLMError
+
+    try:
+        run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
+                  repeats=repeats, cascade=cascade)
+    except (BenchError, BundleError, LLMError) as e:
+        _err(e)
+        raise typer.Exit(EXIT_BAD_BUNDLE) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

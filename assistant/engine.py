@@ -1,0 +1,481 @@
+"""The runtime engine: bundle -> streamed answers, spoken or typed, in one multi-turn conversation.
+
+The hot path (end of audio -> first token), all in this file and the three it calls:
+
+    audio (16 kHz float32) -> assistant.audio.log_mel -> assistant.encoder (CT2/ONNX, real length)
+        -> assistant.adaptor (numpy) -> assistant.llm.LlamaLM.decode_embeddings -> sampled tokens
+
+    engine = Engine.load(bundle_dir_or_None)      # loads everything once and warms it up
+    engine.new_chat()
+    for ev in engine.respond(audio=clip, options=GenerationOptions(max_tokens=128), cancel=event):
+        ...                                        # Heard(text) | Token(text) | Done(answer, timings)
+
+KV cache: the conversation is kept as a list of pieces (token-id arrays and embedding arrays) whose prefix
+is in llama.cpp's KV cache (`_n_kv` positions). A new turn only prefills what is not there yet (the previous
+reply's closing tokens and the new turn). When a turn would overflow the context, the oldest turns are
+dropped and the kept ones prefilled again after the system prompt (whose KV stays). Cancelling (the
+`cancel` event, or closing the generator) keeps a partial reply, or drops an unanswered turn, and leaves the
+engine ready for the next turn.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .adaptor import Adaptor, AdaptorError, load_adaptor
+from .audio import AudioError, load_audio, log_mel
+from .bundle import Bundle, BundleError
+from .encoder import load_encoder
+from .llm import LlamaLM, LLMError, physical_cores
+from .prompt import AUDIO, DEFAULT_TRANSCRIBE_INSTRUCTION, Message
+
+SAMPLE_RATE = 16000
+MIN_AUDIO_S = 0.1
+CLOSE_MARGIN = 8  # positions reserved for the closing tokens of a reply
+
+
+class EngineError(RuntimeError):
+    """A request the engine cannot serve (no input, a turn longer than the context); one line, with the fix."""
+
+
+@dataclass
+class GenerationOptions:
+    max_tokens: int = 256
+    temperature: float = 0.0  # <= 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    stop: tuple[str, ...] = ()  # extra stop strings (the bundle's always apply)
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the adaptor itself heard (the ctc adaptor's transcript), before the answer starts."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    answer: str
+    timings: dict[str, float]
+    heard: str | None = None
+    stop_reason: str = "eos"  # eos | stop | length | cancelled
+    cancelled: bool = False
+
+
+Event = Heard | Token | Done
+
+
+@dataclass
+class _Turn:
+    role_text: str  # the user's text (typed, or the instruction for audio)
+    spoken: bool
+    pieces: list[np.ndarray] = field(default_factory=list)  # int32 [n] tokens or float32 [n, n_embd]
+    answer: str = ""
+    heard: str | None = None
+
+    @property
+    def n(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+
+def _sample(logits: np.ndarray, opts: GenerationOptions, rng: np.random.Generator) -> int:
+    if opts.temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / opts.temperature
+    if opts.top_k and opts.top_k < z.shape[0]:
+        kth = np.partition(z, -opts.top_k)[-opts.top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if opts.top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, opts.top_p)) + 1]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(p.shape[0], p=p))
+
+
+class _StopScanner:
+    """Streams text, holding back any tail that may begin a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        start = max(0, self.emitted - max((len(s) for s in self.stops), default=0))
+        hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        if hits:
+            cut = min(hits)
+            out = self.text[self.emitted:cut] if cut > self.emitted else ""
+            self.text = self.text[:cut]
+            self.emitted = len(self.text)
+            self.stopped = True
+            return out
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        end = len(self.text) - hold
+        out = self.text[self.emitted:end] if end > self.emitted else ""
+        self.emitted = max(self.emitted, end)
+        return out
+
+    def flush(self) -> str:
+        out = self.text[self.emitted:]
+        self.emitted = len(self.text)
+        return out
+
+
+class Engine:
+    """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
+
+    def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True) -> None:
+        self.bundle = bundle
+        self.n_threads = n_threads or physical_cores()
+        self.template = bundle.prompt
+        self.stops = tuple(dict.fromkeys(bundle.stop))
+        self._lock = threading.Lock()
+        t0 = time.perf_counter()
+        self.encoder = load_encoder(bundle.encoder, n_threads=self.n_threads)
+        enc_mels = getattr(self.encoder, "n_mels", 0)
+        if enc_mels and enc_mels != bundle.n_mels:
+            raise BundleError(f"{bundle.encoder.path} takes {enc_mels} mel bins but bundle.json says "
+                              f"audio.n_mels = {bundle.n_mels}: fix the manifest or re-export")
+        try:
+            self.lm = LlamaLM(bundle.llm.path, n_ctx=bundle.llm.n_ctx, n_threads=self.n_threads,
+                              lora=bundle.llm.lora)
+        except LLMError as e:
+            raise BundleError(str(e)) from None
+        self.adaptor = self._load_adaptor()
+        self.load_s = time.perf_counter() - t0
+        self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
+        self._prefix: list[np.ndarray] = []
+        self._turns: list[_Turn] = []
+        self._n_kv = 0
+        self._system: str | None = None
+        if warmup:
+            self.warmup()
+        self.new_chat()
+
+    @classmethod
+    def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
+             warmup: bool = True) -> Engine:
+        """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.load(bundle)
+        return cls(bundle, n_threads=n_threads, warmup=warmup)
+
+    def _load_adaptor(self) -> Adaptor:
+        cfg = dict(self.bundle.adaptor)
+        path = self.bundle.adaptor_path
+        if int(cfg.get("n_embd", self.lm.n_embd)) != self.lm.n_embd:
+            raise BundleError(f"{path}: the adaptor outputs n_embd {cfg.get('n_embd')} but the LLM "
+                              f"{self.bundle.llm.path} takes {self.lm.n_embd}: re-export the bundle")
+        table = None
+        if cfg.get("type") == "ctc":
+            try:
+                table = self.lm.token_embeddings()
+            except LLMError as e:
+                raise BundleError(str(e)) from None
+        try:
+            return load_adaptor(path, cfg, token_embeddings=table)
+        except AdaptorError as e:
+            raise BundleError(f"{path}: {e}") from None
+
+    # ---- conversation state ------------------------------------------------------------------------
+    def new_chat(self, system: str | None = None) -> None:
+        """Forget the conversation (the system prompt's KV is kept when it does not change)."""
+        with self._lock:
+            msgs = [Message("system", system)] if system is not None else []
+            prefix = self._render(self.template.render(msgs, add_generation=False, include_prefix=True), None)
+            same = (len(prefix) == len(self._prefix)
+                    and all(np.array_equal(a, b) for a, b in zip(prefix, self._prefix, strict=True)))
+            n_prefix = sum(len(p) for p in prefix)
+            if not same:
+                self._n_kv = 0
+            self._prefix = prefix
+            self._turns = []
+            self._system = system
+            self._n_kv = min(self._n_kv, n_prefix)
+            self.lm.truncate(self._n_kv)
+            self._sync(None)
+
+    @property
+    def history(self) -> list[tuple[str, str, bool]]:
+        """[(role, text, spoken)] of the conversation so far (oldest trimmed turns are gone)."""
+        out: list[tuple[str, str, bool]] = []
+        for t in self._turns:
+            out.append(("user", t.role_text if not t.spoken else (t.heard or t.role_text), t.spoken))
+            out.append(("assistant", t.answer, False))
+        return out
+
+    @property
+    def n_positions(self) -> int:
+        return sum(len(p) for p in self._all_pieces())
+
+    def _all_pieces(self) -> list[np.ndarray]:
+        out = list(self._prefix)
+        for t in self._turns:
+            out.extend(t.pieces)
+        return out
+
+    def _render(self, segments: Sequence[str | object], audio_emb: np.ndarray | None) -> list[np.ndarray]:
+        pieces: list[np.ndarray] = []
+        for seg in segments:
+            if seg is AUDIO:
+                assert audio_emb is not None
+                pieces.append(audio_emb)
+            else:
+                ids = self.lm.tokenize(str(seg))
+                if ids:
+                    pieces.append(np.asarray(ids, np.int32))
+        return pieces
+
+    def _sync(self, cancel: threading.Event | None) -> np.ndarray | None:
+        """Prefill every position not yet in the KV cache; returns the last position's logits (or None
+        when nothing was decoded). Stops early (returning None) when `cancel` is set."""
+        logits = None
+        offset = 0
+        pieces = self._all_pieces()
+        total = sum(len(p) for p in pieces)
+        step = self.lm.n_batch
+        for p in pieces:
+            end = offset + len(p)
+            while self._n_kv < end:
+                if cancel is not None and cancel.is_set():
+                    return None
+                lo = self._n_kv - offset
+                hi = min(len(p), lo + step)
+                chunk = p[lo:hi]
+                last = offset + hi == total
+                if chunk.ndim == 2:
+                    logits = self.lm.decode_embeddings(chunk, self._n_kv, logits=last)
+                else:
+                    logits = self.lm.decode_tokens(chunk, self._n_kv, logits=last)
+                self._n_kv += len(chunk)
+            offset = end
+        return logits
+
+    def _fit(self, max_tokens: int) -> int:
+        """Drop the oldest turns until the conversation plus `max_tokens` fits; returns the max tokens to use."""
+        n_ctx = self.lm.n_ctx
+        n_prefix = sum(len(p) for p in self._prefix)
+        dropped = False
+        while len(self._turns) > 1 and self.n_positions + max_tokens + CLOSE_MARGIN > n_ctx:
+            self._turns.pop(0)
+            dropped = True
+        if dropped:
+            self._n_kv = min(self._n_kv, n_prefix)
+            self.lm.truncate(self._n_kv)
+        room = n_ctx - self.n_positions - CLOSE_MARGIN
+        if room < 1:
+            n_turn = self._turns[-1].n if self._turns else 0
+            self._turns.pop()
+            raise EngineError(f"the turn needs {n_turn} positions but the context holds {n_ctx} "
+                              f"(system prompt {n_prefix}): use a shorter clip or text, or a bundle with a "
+                              f"larger llm.n_ctx")
+        return min(max_tokens, room)
+
+    # ---- the hot path ----------------------------------------------------------------------------------
+    def encode_audio(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]]:
+        """Audio -> (LLM input embeddings, the ctc transcript or None, timings)."""
+        t0 = time.perf_counter()
+        mel = log_mel(audio, n_mels=self.bundle.n_mels)
+        t1 = time.perf_counter()
+        states = self.encoder.encode(mel)
+        t2 = time.perf_counter()
+        try:
+            out = self.adaptor.run(states)
+        except AdaptorError as e:
+            raise BundleError(f"{self.bundle.adaptor_path}: {e}") from None
+        t3 = time.perf_counter()
+        heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
+        timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
+        return np.asarray(out.embeddings, np.float32), heard, timings
+
+    def respond(self, audio: np.ndarray | str | os.PathLike[str] | None = None, text: str | None = None, *,
+                transcribe: bool = False, options: GenerationOptions | None = None,
+                cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Answer one user turn (spoken, typed, or audio with a typed instruction) and stream the reply.
+
+        `transcribe=True` asks for a transcription of the audio (the stage-1 instruction). The turn and
+        its reply join the conversation. Yields Heard (ctc adaptors), then Token..., then one Done."""
+        opts = options or GenerationOptions()
+        if audio is None and not (text and text.strip()):
+            raise EngineError("nothing to answer: pass audio or non-empty text")
+        if transcribe and audio is None:
+            raise EngineError("transcribe needs audio: pass a clip")
+        if opts.max_tokens < 1:
+            raise EngineError(f"max_tokens must be >= 1, not {opts.max_tokens}")
+        if isinstance(audio, (str, Path, os.PathLike)):
+            audio = load_audio(audio, sample_rate=SAMPLE_RATE)
+        if audio is not None:
+            audio = np.asarray(audio, dtype=np.float32)
+            if audio.ndim != 1:
+                raise AudioError(f"audio must be mono 1-D samples at 16 kHz, not shape {audio.shape}; use "
+                                 f"assistant.audio.load_audio")
+            if audio.shape[0] < MIN_AUDIO_S * SAMPLE_RATE:
+                raise AudioError(f"the clip is {audio.shape[0] / SAMPLE_RATE:.3f} s long; speak for at least "
+                                 f"{MIN_AUDIO_S} s")
+        return self._respond(audio, text, transcribe, opts, cancel)
+
+    def _respond(self, audio: np.ndarray | None, text: str | None, transcribe: bool, opts: GenerationOptions,
+                 cancel: threading.Event | None) -> Iterator[Event]:
+        with self._lock:
+            yield from self._respond_locked(audio, text, transcribe, opts, cancel)
+
+    def _respond_locked(self, audio: np.ndarray | None, text: str | None, transcribe: bool,
+                        opts: GenerationOptions, cancel: threading.Event | None) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {"audio_s": 0.0, "features_ms": 0.0, "encoder_ms": 0.0, "adaptor_ms": 0.0}
+        heard = None
+        emb = None
+        if audio is not None:
+            timings["audio_s"] = audio.shape[0] / SAMPLE_RATE
+            emb, heard, enc_t = self.encode_audio(audio)
+            timings.update(enc_t)
+            if heard is not None:
+                yield Heard(heard)
+            instruction = DEFAULT_TRANSCRIBE_INSTRUCTION if transcribe else (text or "").strip()
+            msg = Message("user", instruction, audio=True, audio_first=True)
+        else:
+            instruction = (text or "").strip()
+            msg = Message("user", instruction)
+
+        turn = _Turn(instruction, audio is not None, heard=heard)
+        turn.pieces = self._render(self.template.render([msg], add_generation=True, include_prefix=False), emb)
+        turn_start = self.n_positions
+        n_kv_before = self._n_kv
+        self._turns.append(turn)
+        timings["prompt_positions"] = float(turn.n)
+        timings["audio_positions"] = float(len(emb) if emb is not None else 0)
+
+        reply: list[int] = []
+        scanner = _StopScanner(self.stops + tuple(opts.stop))
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        rng = np.random.default_rng(opts.seed)
+        stop_reason = "cancelled"
+        answered = False
+        t_first = t_last = None
+        try:
+            max_tokens = self._fit(opts.max_tokens)
+            turn_start = self.n_positions - turn.n
+            tp = time.perf_counter()
+            logits = self._sync(cancel)
+            timings["prefill_ms"] = (time.perf_counter() - tp) * 1e3
+            timings["prefill_positions"] = float(self._n_kv - min(n_kv_before, self._n_kv))
+            if logits is None:  # cancelled during the prefill
+                raise _Cancelled
+            answered = True
+            stop_reason = "length"
+            while len(reply) < max_tokens:
+                if cancel is not None and cancel.is_set():
+                    stop_reason = "cancelled"
+                    break
+                tok = _sample(logits, opts, rng)
+                now = time.perf_counter()
+                if t_first is None:
+                    t_first = now
+                    timings["ttft_ms"] = (now - t0) * 1e3
+                t_last = now
+                if self.lm.is_eog(tok):
+                    stop_reason = "eos"
+                    break
+                reply.append(tok)
+                out = scanner.feed(utf8.decode(self.lm.piece(tok)))
+                if out:
+                    yield Token(out)
+                if scanner.stopped:
+                    stop_reason = "stop"
+                    break
+                if len(reply) >= max_tokens:
+                    break
+                logits = self.lm.decode_tokens([tok], self._n_kv)
+                self._n_kv += 1
+        except _Cancelled:
+            stop_reason = "cancelled"
+        finally:
+            # Leave the conversation consistent whatever happened (done, cancelled, generator closed,
+            # error): an unanswered turn is dropped, an answered one keeps its (partial) reply + close.
+            if not answered:
+                if self._turns and self._turns[-1] is turn:
+                    self._turns.pop()
+                if self._n_kv > turn_start:
+                    self._n_kv = turn_start
+                    self.lm.truncate(self._n_kv)
+            else:
+                if reply:
+                    turn.pieces.append(np.asarray(reply, np.int32))
+                if len(self._close_ids):
+                    turn.pieces.append(self._close_ids)
+        tail = utf8.decode(b"", final=True)
+        rest = scanner.feed(tail) if tail else ""
+        if not scanner.stopped:
+            rest += scanner.flush()
+        if rest:
+            yield Token(rest)
+        turn.answer = scanner.text
+        n_gen = len(reply)
+        timings["n_tokens"] = float(n_gen)
+        timings.setdefault("ttft_ms", (time.perf_counter() - t0) * 1e3)
+        timings.setdefault("prefill_ms", 0.0)
+        span = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
+        timings["decode_tokens_per_s"] = (n_gen - 1) / span if n_gen > 1 and span > 0 else 0.0
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        yield Done(scanner.text, timings, heard, stop_reason, stop_reason == "cancelled")
+
+    def ask(self, audio: np.ndarray | str | os.PathLike[str] | None = None, text: str | None = None,
+            **kwargs: Any) -> Done:
+        """respond() to completion; returns the Done event."""
+        done = None
+        for ev in self.respond(audio, text, **kwargs):
+            if isinstance(ev, Done):
+                done = ev
+        assert done is not None
+        return done
+
+    # ---- start-up ------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Run every stage once on a throw-away input so the first real question is as fast as the tenth
+        (thread pools, allocations, graph caches). Leaves the conversation empty."""
+        rng = np.random.default_rng(0)
+        clip = (0.01 * rng.standard_normal(2 * SAMPLE_RATE)).astype(np.float32)
+        for ev in self.respond(clip, options=GenerationOptions(max_tokens=4)):
+            del ev
+        for ev in self.respond(text="Hi", options=GenerationOptions(max_tokens=2)):
+            del ev
+        self._turns = []
+        self._n_kv = min(self._n_kv, sum(len(p) for p in self._prefix))
+        self.lm.truncate(self._n_kv)
+
+    def close(self) -> None:
+        self.lm.close()
+
+
+class _Cancelled(Exception):
+    pass
