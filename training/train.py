@@ -1,0 +1,612 @@
+"""The training loop for both stages (and the ctc "stage 0" objective), read top to bottom.
+
+    cfg = TrainConfig.from_recipe("training/recipes/cpu.toml", stage=1, data="train.jsonl", out="runs/s1")
+    train(cfg)       # or: accelerate launch -m training.cli stage1 --recipe ... (DDP / FSDP)
+
+Checkpoints go to OUT/checkpoints/step-NNNNNNN (layout in docs/architecture.md), written to a temporary
+directory and renamed, keep-last-K; OUT/final is the last one. A run restarted with the same OUT resumes
+exactly from the newest checkpoint whose checksums verify (model, optimizer, scheduler, RNG, data position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+import torch
+
+from training.data import (
+    Manifest,
+    StateCache,
+    batch_tokens,
+    collate,
+    length_grouped_batches,
+    load_clip,
+    read_manifest,
+)
+from training.model import LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+class TrainError(ValueError):
+    """A bad training setup; the message names the fix."""
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    data: str = ""
+    eval_data: str = ""
+    out: str = "runs/llasm"
+    # model
+    encoder: str = "default:whisper-base"
+    llm: str = "default:smollm2"
+    llm_gguf: str = ""
+    adaptor: str = "ultravox"
+    stack: int = 0  # 0: the adaptor type's default
+    hidden: int = 0  # 0: derived from the widths
+    topk: int = 8
+    objective: str = "llm"  # llm (LLM in the loop) | ctc (ctc adaptor, stage 0, no LLM forward)
+    init: str = ""  # start from this checkpoint (stage 2 from stage 1)
+    llm_weights: str = ""  # stage 2: full | lora (stage 1: base)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    loss: str = "ce"  # ce | kl
+    # optimisation
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    # bookkeeping
+    save_every: int = 100
+    keep_last: int = 3
+    eval_every: int = 100
+    eval_max: int = 64
+    eval_generate: int = 16  # clips transcribed greedily for WER per eval
+    log_every: int = 10
+    state_cache: str = ""
+    limit: int = 0  # use only the first N examples (0: all)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, recipe: str | Path | None, **overrides: Any) -> TrainConfig:
+        values: dict[str, Any] = {}
+        if recipe:
+            p = Path(recipe)
+            if not p.exists() and (RECIPES / f"{recipe}.toml").exists():
+                p = RECIPES / f"{recipe}.toml"
+            try:
+                raw = tomllib.loads(p.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise TrainError(f"recipe {recipe}: {e}; give a TOML file or one of {recipe_names()}") from None
+            for k, v in raw.items():  # sections only group keys
+                if isinstance(v, dict):
+                    values.update(v)
+                else:
+                    values[k] = v
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TrainError(f"unknown setting(s) {', '.join(unknown)}; see training/recipes/cpu.toml")
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.stage not in (1, 2):
+            raise TrainError(f"stage must be 1 or 2, got {self.stage}")
+        if self.objective not in ("llm", "ctc"):
+            raise TrainError("objective must be 'llm' or 'ctc'")
+        if self.objective == "ctc" and (self.adaptor != "ctc" or self.stage != 1):
+            raise TrainError("the ctc objective trains a ctc adaptor in stage 1 (--adaptor ctc --stage 1)")
+        if self.loss not in ("ce", "kl"):
+            raise TrainError("loss must be 'ce' or 'kl'")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise TrainError("mixed_precision must be 'no' or 'bf16'")
+        if self.llm_weights not in ("", "base", "full", "lora"):
+            raise TrainError("llm_weights must be base, full or lora")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
+            raise TrainError("batch_size, grad_accum and max_steps must be >= 1")
+
+    def what_trains(self) -> str:
+        if self.stage == 1:
+            return "base"
+        return self.llm_weights or "lora"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def resolve_base(ref: str, kind: str) -> str:
+    """A HF directory for `default:...` refs (converted once by training.convert), else the path as is."""
+    if not ref.startswith("default:"):
+        if not Path(ref).exists():
+            raise TrainError(f"{kind} {ref} not found; give a local Hugging Face directory or default:NAME")
+        return ref
+    from training import convert
+
+    return str(convert.whisper_hf(ref) if kind == "encoder" else convert.llama_hf(ref))
+
+
+# ---- schedule ------------------------------------------------------------------------------------------
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    js = {"python": _jsonable(random.getstate()),
+          "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    ts = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        ts.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return js, ts
+
+
+def _jsonable(x: Any) -> Any:
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _set_rng_state(js: dict[str, Any], ts: dict[str, torch.Tensor]) -> None:
+    py = js["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, gauss = js["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(ts["torch"])
+    cuda = [ts[k] for k in sorted(ts) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(model: LLaSM, ckpt: Path, *, cfg: TrainConfig, step: int, opt: torch.optim.Optimizer | None,
+                    sched: Any, accelerator: Any, llm_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a checkpoint atomically: everything into `.tmp-NAME`, checksums last, then rename."""
+    from safetensors.torch import save_file
+
+    tmp = ckpt.parent / f".tmp-{ckpt.name}"
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "trainer").mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    js, ts = _rng_state()
+    save_file(ts, str(tmp / "trainer" / f"rng-{rank}.safetensors"))
+    (tmp / "trainer" / f"rng-{rank}.json").write_text(json.dumps(js))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        desc = model.describe() | {"format": "llasm-checkpoint", "version": 1, "stage": cfg.stage, "step": step,
+                                   "objective": cfg.objective}
+        (tmp / "llasm.json").write_text(json.dumps(desc, indent=2, ensure_ascii=False))
+        save_file(model.adaptor.tensors(), str(tmp / "adaptor.safetensors"))
+        if model.spec.llm_weights == "full":
+            model.llm.save_pretrained(str(tmp / "llm"), state_dict=llm_state, max_shard_size="100GB")
+        elif model.spec.llm_weights == "lora":
+            model.llm.save_pretrained(str(tmp / "lora"))
+        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if opt is not None:
+            tensors, meta = optimizer_tensors(opt)
+            save_file(tensors, str(tmp / "trainer" / "optimizer.safetensors"))
+            (tmp / "trainer" / "optimizer.json").write_text(json.dumps(meta))
+            (tmp / "trainer" / "scheduler.json").write_text(json.dumps(
+                {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        state = {"step": step, "world_size": world, "config": dataclasses.asdict(cfg),
+                 "sha256": {str(p.relative_to(tmp)): _sha256(p) for p in files}}
+        (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=1))
+        for p in [*files, tmp / "trainer" / "state.json"]:
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        os.replace(tmp, ckpt)
+    accelerator.wait_for_everyone()
+
+
+def verify_checkpoint(ckpt: Path) -> dict[str, Any] | None:
+    """The trainer state of a complete, uncorrupted checkpoint, else None."""
+    try:
+        state = json.loads((ckpt / "trainer" / "state.json").read_text())
+        for rel, digest in state["sha256"].items():
+            if _sha256(ckpt / rel) != digest:
+                return None
+        return state
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def latest_checkpoint(out: Path, log: Any = print) -> tuple[Path, dict[str, Any]] | None:
+    """Newest verified checkpoint under OUT/checkpoints; corrupt ones are reported and skipped."""
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return None
+    for ckpt in sorted(root.glob("step-*"), reverse=True):
+        state = verify_checkpoint(ckpt)
+        if state is not None:
+            return ckpt, state
+        log(f"checkpoint {ckpt} is incomplete or corrupt; falling back to an earlier one")
+    return None
+
+
+def prune_checkpoints(out: Path, keep: int) -> None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    for old in ckpts[: max(0, len(ckpts) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- model setup -------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig) -> LLaSM:
+    trains = cfg.what_trains()
+    kl_teacher = cfg.loss == "kl" and trains == "full"
+    if cfg.init:
+        read_checkpoint_config(cfg.init)
+        return load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+    adaptor = {"type": cfg.adaptor, "topk": cfg.topk}
+    if cfg.stack:
+        adaptor["stack"] = cfg.stack
+    if cfg.hidden:
+        adaptor["hidden"] = cfg.hidden
+    llm = resolve_base(cfg.llm, "llm")
+    gguf = cfg.llm_gguf or None
+    if Path(llm).is_file() and llm.endswith(".gguf"):
+        llm, gguf = str(Path(llm).parent), Path(llm).name
+    spec = ModelSpec(encoder=resolve_base(cfg.encoder, "encoder"), llm=llm, llm_gguf=gguf, adaptor=adaptor,
+                     llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+    return LLaSM.build(spec)
+
+
+def restore_weights(model: LLaSM, ckpt: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.adaptor.load_state_dict(load_file(str(ckpt / "adaptor.safetensors")))
+    if model.spec.llm_weights == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model.llm, load_file(str(ckpt / "lora" / "adapter_model.safetensors")))
+    elif model.spec.llm_weights == "full":
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted((ckpt / "llm").glob("*.safetensors")):
+            sd.update(load_file(str(f)))
+        missing, unexpected = model.llm.load_state_dict(sd, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:
+            raise TrainError(f"{ckpt}/llm does not match the model ({len(missing)} missing, {len(unexpected)} unexpected)")
+
+
+# ---- eval -----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCache | None = None,
+             max_examples: int | None = None, n_generate: int | None = None) -> dict[str, float]:
+    """Held-out loss (fixed instruction, audio after) and WER of greedy transcriptions."""
+    import jiwer
+
+    was_training = model.training
+    model.eval()
+    exs = manifest.examples[: max_examples or cfg.eval_max]
+    losses, weights, hyps, refs = [], [], [], []
+    n_gen = cfg.eval_generate if n_generate is None else n_generate
+    for i in range(0, len(exs), cfg.batch_size):
+        chunk = exs[i: i + cfg.batch_size]
+        batch = collate(chunk, model, stage=1, objective=cfg.objective, seed=cfg.seed, epoch=0,
+                        indices=list(range(i, i + len(chunk))), cache=cache, train=False)
+        loss, n = model(batch)
+        losses.append(float(loss) * n)
+        weights.append(n)
+        if len(hyps) < n_gen:
+            hyps.extend(transcribe_batch(model, batch, chunk)[: n_gen - len(hyps)])
+            refs.extend(e.text for e in chunk[: len(hyps) - len(refs)])
+    model.train(was_training)
+    out = {"eval_loss": sum(losses) / max(1, sum(weights))}
+    if hyps:
+        norm = [_norm(r) for r in refs], [_norm(h) for h in hyps]
+        out["wer"] = float(jiwer.wer(*norm)) if all(norm[0]) else float("nan")
+        out["example"] = f"{refs[0]!r} -> {hyps[0]!r}"
+    return out
+
+
+def _norm(s: str) -> str:
+    import re
+
+    s = re.sub(r"[^\w\s]", " ", s.lower())
+    if re.search(r"[\u4e00-\u9fff]", s):  # Chinese: character error rate through jiwer's word rate
+        s = " ".join(ch for ch in s if not ch.isspace())
+    return " ".join(s.split()) or "<empty>"
+
+
+def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -> list[str]:
+    if "states" in batch:
+        states, lens = batch["states"], batch["state_lengths"]
+    else:
+        states, lens = model.encode(batch["features"], batch["mel_lengths"])
+    dev = model.adaptor_device()
+    emb, heard = model.adaptor(states.to(dev), lens.to(dev))
+    if heard is not None and model.adaptor.config.type == "ctc" and batch["objective"] == "ctc":
+        return [model.tokenizer.decode(h, skip_special_tokens=True).strip() for h in heard]
+    from training.data import asr_turns
+
+    out = []
+    for i, ex in enumerate(examples):
+        sample = model.prompt.build(asr_turns(ex, None, with_answer=False), add_generation=True)
+        out.append(model.generate(sample, [emb[i]], max_new_tokens=max(16, 3 * len(ex.text.split()) + 8)))
+    return out
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def plot_metrics(out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    tr = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    ev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    if not tr and not ev:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if tr:
+        ax.plot(*zip(*tr, strict=True), label="train loss")
+    if ev:
+        ax.plot(*zip(*ev, strict=True), "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = out / "loss.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) a training run; returns the final checkpoint directory."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    out = Path(cfg.out)
+    log = (lambda m: print(m, file=sys.stderr)) if acc.is_main_process else (lambda m: None)
+    if acc.is_main_process:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    torch.manual_seed(cfg.seed + acc.process_index)
+    random.seed(cfg.seed + acc.process_index)
+    np.random.seed(cfg.seed + acc.process_index)
+
+    if not cfg.data:
+        raise TrainError("no training data: pass --data MANIFEST")
+    manifest = read_manifest(cfg.data, limit=cfg.limit or None)
+    if acc.is_main_process:
+        manifest.report()
+    eval_manifest = read_manifest(cfg.eval_data) if cfg.eval_data else None
+    cache = StateCache(cfg.state_cache) if cfg.state_cache else None
+
+    model = build_model(cfg)
+    resume = latest_checkpoint(out, log)
+    params = model.trainable_parameters()
+    if not params:
+        raise TrainError("nothing to train: the adaptor and LLM are all frozen")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    start = 0
+    if resume is not None:
+        ckpt, state = resume
+        if state["world_size"] != acc.num_processes:
+            raise TrainError(f"{ckpt} was written by {state['world_size']} process(es); resume with as many")
+        restore_weights(model, ckpt)
+        from safetensors.torch import load_file
+
+        load_optimizer(opt, load_file(str(ckpt / "trainer" / "optimizer.safetensors")),
+                       json.loads((ckpt / "trainer" / "optimizer.json").read_text()))
+        sched.load_state_dict(json.loads((ckpt / "trainer" / "scheduler.json").read_text()))
+        r = acc.process_index
+        _set_rng_state(json.loads((ckpt / "trainer" / f"rng-{r}.json").read_text()),
+                       load_file(str(ckpt / "trainer" / f"rng-{r}.safetensors")))
+        start = state["step"]
+        log(f"resumed from {ckpt} at step {start}")
+    wrapped, opt = acc.prepare(model, opt)
+    model.to(acc.device)
+    model._attach_table()
+
+    seconds = [e.seconds for e in manifest.examples]
+    world, rank = acc.num_processes, acc.process_index
+    n_batches = len(length_grouped_batches(seconds, cfg.batch_size, cfg.seed, 0, world))
+    epoch_cache: dict[int, list[list[int]]] = {}
+
+    def micro_batch(m: int) -> tuple[int, list[int]]:
+        g = m * world + rank  # global micro-batch index: the data position is a function of the step
+        epoch, k = divmod(g, n_batches)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = length_grouped_batches(seconds, cfg.batch_size, cfg.seed, epoch, world)
+        return epoch, epoch_cache[epoch][k]
+
+    metrics = (out / "metrics.jsonl").open("a") if acc.is_main_process else None
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_main_process, dynamic_ncols=True,
+               desc=f"stage {cfg.stage} ({cfg.adaptor}, {cfg.objective})")
+    wrapped.train()
+    model.encoder.eval()
+    t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
+    for step in range(start, cfg.max_steps):
+        for a in range(cfg.grad_accum):
+            epoch, idx = micro_batch(step * cfg.grad_accum + a)
+            batch = collate([manifest.examples[i] for i in idx], model, stage=cfg.stage, objective=cfg.objective,
+                            seed=cfg.seed, epoch=epoch, indices=idx, cache=cache, kl=cfg.loss == "kl")
+            ctx = acc.no_sync(wrapped) if a < cfg.grad_accum - 1 else _nullcontext()
+            with ctx, acc.autocast():
+                loss, _ = wrapped(batch)
+                acc.backward(loss / cfg.grad_accum)
+            loss_acc += float(loss.detach())
+            n_acc += 1
+            samples_acc += len(idx)
+            tokens_acc += batch_tokens(batch)
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            stats = torch.tensor([loss_acc, n_acc, samples_acc, tokens_acc], dtype=torch.float64, device=acc.device)
+            stats = acc.reduce(stats, reduction="sum")
+            dt = time.time() - t_last
+            row = {"step": done, "loss": float(stats[0] / stats[1]), "lr": sched.get_last_lr()[0],
+                   "samples_per_s": float(stats[2]) / dt, "tokens_per_s": float(stats[3]) / dt, "epoch": epoch}
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}")
+            if metrics:
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+            t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
+        if eval_manifest is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+            if acc.is_main_process:
+                ev = evaluate(model, eval_manifest, cfg, cache)
+                row = {"step": done, **{k: v for k, v in ev.items() if k != "example"}}
+                bar.write(f"step {done}: eval loss {ev['eval_loss']:.3f}  WER {ev.get('wer', float('nan')):.3f}  "
+                          f"{ev.get('example', '')}")
+                if metrics:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                plot_metrics(out)
+            acc.wait_for_everyone()
+            t_last = time.time()
+        if done % cfg.save_every == 0 or done == cfg.max_steps:
+            llm_state = acc.get_state_dict(wrapped.llm if hasattr(wrapped, "llm") else model.llm) \
+                if model.spec.llm_weights == "full" and acc.distributed_type.name == "FSDP" else None
+            save_checkpoint(model, out / "checkpoints" / f"step-{done:07d}", cfg=cfg, step=done, opt=opt,
+                            sched=sched, accelerator=acc, llm_state=llm_state)
+            if acc.is_main_process:
+                prune_checkpoints(out, cfg.keep_last)
+            acc.wait_for_everyone()
+            t_last = time.time()
+    bar.close()
+    final = out / "final"
+    if acc.is_main_process:
+        last = latest_checkpoint(out, log)
+        if last is None:
+            raise TrainError(f"no valid checkpoint under {out}/checkpoints after training")
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(last[0], final)
+        if metrics:
+            metrics.close()
+            plot_metrics(out)
+    acc.wait_for_everyone()
+    return final
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def evaluate_checkpoint(ckpt: str | Path, data: str, *, max_examples: int = 200, n_generate: int = 50,
+                        batch_size: int = 8) -> dict[str, float]:
+    cfgj = read_checkpoint_config(ckpt)
+    model = load_checkpoint(ckpt)
+    cfg = TrainConfig(objective=cfgj.get("objective", "llm"), batch_size=batch_size, eval_max=max_examples,
+                      eval_generate=n_generate, adaptor=cfgj["adaptor"]["type"])
+    return evaluate(model, read_manifest(data), cfg, max_examples=max_examples, n_generate=n_generate)
+
+
+def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 512, batch_size: int = 8) -> Path:
+    """Encode every clip once; write shard-NNNNN.safetensors (float16 states) and index.json."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+    from transformers import WhisperModel
+
+    from training.data import features_batch
+    from training.model import WhisperEncoderVL
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = WhisperEncoderVL(WhisperModel.from_pretrained(resolve_base(encoder, "encoder")).get_encoder()).eval()
+    manifest = read_manifest(data)
+    manifest.report()
+    clips = sorted({str(c.resolve()) for e in manifest.examples for c in e.clips})
+    index: dict[str, list[str]] = {}
+    shard: dict[str, torch.Tensor] = {}
+    n_shard = 0
+
+    def flush() -> None:
+        nonlocal shard, n_shard
+        if shard:
+            save_file(shard, str(out / f"shard-{n_shard:05d}.safetensors"))
+            n_shard += 1
+            shard = {}
+
+    with torch.no_grad():
+        for i in tqdm(range(0, len(clips), batch_size), desc="encoding", unit="batch"):
+            group = clips[i: i + batch_size]
+            feats, lens = features_batch([load_clip(Path(c)) for c in group], enc.n_mels)
+            states, slen = enc(feats, lens)
+            for c, s, n in zip(group, states, slen, strict=True):
+                key = str(len(index))
+                shard[key] = s[: int(n)].to(torch.float16).contiguous()
+                index[c] = [f"shard-{n_shard:05d}.safetensors", key]
+                if len(shard) >= shard_size:
+                    flush()
+    flush()
+    (out / "index.json").write_text(json.dumps({"encoder": encoder, "d_model": enc.d_model, "clips": index}))
+    return out
