@@ -410,6 +410,17 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         if template is None:
             raise ConversionError(f"{gguf_path.name} carries no tokenizer.chat_template: pass an instruct GGUF")
         tokenizer.chat_template = template
+    # The GGUF loader marks the model as "quantized with gguf" although its weights are now plain float32
+    # tensors; rebuild a plain model around them so that save_pretrained writes ordinary safetensors.
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    config = type(model.config).from_dict(cfg)
+    with torch.device("meta"):
+        plain = type(model)(config)
+    plain.load_state_dict(model.state_dict(), strict=True, assign=True)
+    plain.tie_weights()
+    plain.generation_config = model.generation_config
+    model = plain.eval()
     model.generation_config.do_sample = False
     model.generation_config.temperature = None
     model.generation_config.top_p = None
