@@ -323,10 +323,15 @@ class Responder:
                     if first is not None:
                         timings.setdefault("turn_first_token_ms", round((first - t0) * 1000, 1))
                     timings.setdefault("turn_ms", round((time.perf_counter() - t0) * 1000, 1))
-                    return TurnResult(ev.answer, heard, timings, cancel.is_set(), segment, text)
+                    heard = heard if heard is not None else getattr(ev, "heard", None)
+                    cancelled = bool(getattr(ev, "cancelled", False)) or cancel.is_set()
+                    return TurnResult(ev.answer, heard, timings, cancelled, segment, text)
             answer = "".join(parts)
             return TurnResult(answer, heard, {"turn_ms": round((time.perf_counter() - t0) * 1000, 1)},
                               True, segment, text)
+        except Exception as e:  # the engine's errors are one-line messages (too-short clip, full context...)
+            return TurnResult("".join(parts), heard, {}, cancel.is_set(), segment, text,
+                              extra={"error": str(e) or type(e).__name__})
         finally:
             self.busy = False
 
@@ -413,6 +418,8 @@ def run_headless(
             elif isinstance(ev, Utterance):
                 count += 1
                 result = _answer(responder, ev, settings, speech, out)
+                if "error" in result.extra:
+                    print(f"{PROG}: utterance {count}: {result.extra['error']}", file=err, flush=True)
                 if settings.json:
                     rec = result.record(source.name)
                     rec["utterance"] = count
