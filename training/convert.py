@@ -461,7 +461,12 @@ def _cached(kind: str, ref: str, source: Path, build: Callable[[Path, Path], Pat
     try:
         os.chmod(tmp, 0o755)
         with _status(f"converting {ref} -> {target}"):
-            build(source, tmp)
+            try:
+                build(source, tmp)
+            except ImportError as e:
+                raise ConversionError(
+                    f"converting {ref} needs {e.name or 'torch and transformers'}: pip install -e '.[train]'"
+                ) from None
         (tmp / STAMP).write_text(
             json.dumps({"converter_version": CONVERTER_VERSION, "ref": ref, "source": str(source)}, indent=1)
         )
@@ -511,11 +516,6 @@ def llama_hf(ref: str = DEFAULT_LLM, *, force: bool = False) -> Path:
 def base_models(whisper: str = DEFAULT_WHISPER, llm: str = DEFAULT_LLM) -> dict[str, str]:
     """Materialize the default base models; returns
     ``{"whisper_hf": DIR, "whisper_ct2": DIR, "llm_hf": DIR, "llm_gguf": FILE}`` (absolute paths)."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise ConversionError(f"converting base models needs {e.name}: pip install -e '.[train]'") from None
     return {
         "whisper_hf": str(whisper_hf(whisper)),
         "whisper_ct2": str(basemodels.resolve(whisper)),
