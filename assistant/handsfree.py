@@ -93,10 +93,13 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**values)
 
 
-def load_engine(bundle: str | None) -> EngineLike:
+def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
-    return Engine.load(bundle)
+    engine = Engine.load(settings.bundle, n_threads=settings.threads)
+    if settings.system is not None:
+        engine.new_chat(system=settings.system)
+    return engine
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +285,10 @@ class Responder:
         self._cancel.set()
 
     def new_chat(self) -> None:
-        self.engine.new_chat()
+        if self.settings.system is not None:
+            self.engine.new_chat(system=self.settings.system)
+        else:
+            self.engine.new_chat()
 
     def run(
         self,
@@ -491,6 +497,8 @@ def main(options: dict[str, Any]) -> int:
         except CaptureError as e:
             return _fail(str(e))
         return 0
+    if options.get("files") or options.get("texts"):
+        return _fail("--file/--text answer recordings or typed questions once; drop them to use --mic/--mic-file/the TUI")
     if settings.mic and settings.mic_file:
         return _fail("--mic and --mic-file both given; pick one input")
     if settings.no_tui and not (settings.mic or settings.mic_file):
@@ -514,11 +522,11 @@ def main(options: dict[str, Any]) -> int:
 
         app = AssistantApp(settings=settings, source=source, reopen=reopen)
         app.run()
-        return app.return_code or 0
+        return int(app.return_code or 0)
 
     assert source is not None
     try:
-        engine = load_engine(settings.bundle)
+        engine = load_engine(settings)
     except Exception as e:  # the engine's own errors carry one-line messages
         source.close()
         return _fail(f"cannot load the model: {e}", 1)

@@ -49,8 +49,12 @@ class Settings:
     transcribe: bool = False
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    system: str | None = None
+    threads: int | None = None
     # settings only
     barge_in: bool = True  # speech onset stops playback and generation while speaking
     realtime: bool = True  # --mic-file replays in real time (False: as fast as possible)
@@ -62,10 +66,12 @@ class Settings:
     def generation_options(self) -> dict[str, Any]:
         """The generation settings that are set, by name."""
         out = {}
-        for k in ("temperature", "top_p", "max_tokens", "seed"):
+        for k in ("temperature", "top_p", "top_k", "max_tokens", "seed"):
             v = getattr(self, k)
             if v is not None:
                 out[k] = v
+        if self.stop:
+            out["stop"] = tuple(self.stop)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +87,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "int | None": (int,),
     "int": (int,),
     "float": (int, float),
+    "list[str]": (list,),
 }
+
+# what `llasm-assistant` passes for a flag the user did not give (its generation flags have real defaults)
+CLI_DEFAULTS: dict[str, Any] = {"max_tokens": 256, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0}
 
 
 def settings_path() -> Path:
@@ -103,6 +113,8 @@ def _check(where: str, key: str, value: Any, type_name: str) -> Any:
         raise SettingsError(f"{where}: {key} must be {type_name.replace(' | None', '')}, not a boolean")
     if not isinstance(value, allowed):
         raise SettingsError(f"{where}: {key} must be {type_name.replace(' | None', '')}, got {value!r}")
+    if type_name == "list[str]" and not all(isinstance(x, str) for x in value):
+        raise SettingsError(f"{where}: {key} must be a list of strings, got {value!r}")
     return value
 
 
@@ -140,11 +152,20 @@ def load_settings(path: str | Path | None = None) -> Settings:
 
 
 def merge_options(settings: Settings, options: dict[str, Any]) -> Settings:
-    """Overlay command-line options: a value that is not None (or True for on/off flags) wins."""
+    """Overlay command-line options: a value the user gave wins over the file.
+
+    Not given means None, False for on/off flags, an empty list, or the command line's own default for the
+    generation flags (`CLI_DEFAULTS`) — so `temperature = 0.3` in the file is not undone by `--temperature`'s
+    default of 0.0.
+    """
     for key, value in options.items():
         name = key.replace("-", "_")
-        if name in ("vad",) or value is None or value is False:
+        if name in ("vad",) or value is None or value is False or value == []:
             continue
+        if name in CLI_DEFAULTS and value == CLI_DEFAULTS[name] and type(value) is type(CLI_DEFAULTS[name]):
+            continue
+        if hasattr(value, "__fspath__"):
+            value = str(value)
         if name.startswith("vad_") and name[4:] in _VAD_FIELDS:
             setattr(settings.vad, name[4:], value)
         elif name in _FIELDS:

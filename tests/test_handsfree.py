@@ -150,7 +150,7 @@ def test_main_mic_file_headless_json(tmp_path, monkeypatch, capsys, convo):
     cfg = tmp_path / "settings.toml"
     cfg.write_text("realtime = false\n")
     monkeypatch.setenv("LLASM_CONFIG", str(cfg))
-    monkeypatch.setattr(handsfree, "load_engine", lambda bundle: FakeEngine())
+    monkeypatch.setattr(handsfree, "load_engine", lambda settings: FakeEngine())
     rc = main({"mic_file": str(wav), "no_tui": True, "json": True})
     assert rc == 0
     recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -168,7 +168,7 @@ def test_main_mic_file_headless_json(tmp_path, monkeypatch, capsys, convo):
 )
 def test_main_bad_input_is_one_line(tmp_path, monkeypatch, capfd, options, message):
     monkeypatch.setenv("LLASM_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.setattr(handsfree, "load_engine", lambda bundle: FakeEngine())
+    monkeypatch.setattr(handsfree, "load_engine", lambda settings: FakeEngine())
     if options.get("mic") and not options.get("mic_file"):
         from assistant.capture import list_input_devices
 
@@ -179,3 +179,26 @@ def test_main_bad_input_is_one_line(tmp_path, monkeypatch, capfd, options, messa
     assert rc != 0
     assert message in err
     assert len(err.strip().splitlines()) == 1, err  # one line: ALSA/JACK noise silenced, no traceback
+
+
+def test_cli_flags_reach_handsfree_and_keep_file_settings(tmp_path, monkeypatch, convo):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    audio, truth = convo
+    wav = tmp_path / "q.wav"
+    sf.write(wav, audio, SR)
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("realtime = false\ntemperature = 0.3\n[vad]\nend_silence_ms = 600\n")
+    monkeypatch.setenv("LLASM_CONFIG", str(cfg))
+    engine = FakeEngine()
+    monkeypatch.setattr(handsfree, "load_engine", lambda settings: engine)
+    res = CliRunner().invoke(app, ["--mic-file", str(wav), "--no-tui", "--json", "--max-tokens", "40"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert len(recs) == len(truth)
+    opts = engine.calls[0]["options"]
+    # the file's temperature survives the flag's default; the flag given on the command line wins
+    assert opts.temperature == 0.3 and opts.max_tokens == 40

@@ -83,7 +83,7 @@ class AssistantApp(App[int]):
         self.source = source
         self.reopen = reopen
         self.engine = engine
-        self.engine_factory = engine_factory or (lambda: load_engine(self.settings.bundle))
+        self.engine_factory = engine_factory or (lambda: load_engine(self.settings))
         self._history = history
         self.speech = speech
         self.responder: Responder | None = None
@@ -329,8 +329,8 @@ class AssistantApp(App[int]):
 
     async def action_new_chat(self) -> None:
         self.action_cancel()
-        if self.engine is not None:
-            self.engine.new_chat()
+        if self.responder is not None:
+            self.responder.new_chat()
         self.chat_id = None
         await self.transcript.clear()
         self.notify("new chat")
@@ -383,8 +383,8 @@ class AssistantApp(App[int]):
         if chat_id is None or self.history is None:
             return
         self.action_cancel()
-        if self.engine is not None:
-            self.engine.new_chat()
+        if self.responder is not None:
+            self.responder.new_chat()
         await self.transcript.clear()
         turns = self.history.turns(chat_id)
         from assistant.tui.message import latency_line
