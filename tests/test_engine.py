@@ -1,0 +1,223 @@
+"""Runtime engine on the real small models (whisper-tiny.en CT2 + SmolLM2-135M Q4_1) with hand-built
+bundles (random, deterministic adaptors): embedding feeding, KV reuse, trimming, cancellation, streaming."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.adaptor import AdaptorConfig, random_tensors
+from assistant.bundle import prompt_from_gguf, write_bundle
+from assistant.engine import (
+    Done,
+    Engine,
+    EngineError,
+    GenerationOptions,
+    Heard,
+    Token,
+    _sample,
+    _StopScanner,
+)
+
+GREEDY = GenerationOptions(max_tokens=12)
+
+
+def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048, seed: int = 0) -> Path:
+    """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor."""
+    from assistant.basemodels import resolve
+
+    extra = {"linear": {"stack": 2}, "ultravox": {"stack": 8, "hidden": 64},
+             "ctc": {"stack": 2, "hidden": 64, "vocab_size": 49152, "topk": 4}}[adaptor_type]
+    cfg = AdaptorConfig.from_dict({"type": adaptor_type, "d_model": 384, "n_embd": 576, **extra})
+    return write_bundle(root, encoder="default:whisper-tiny.en", llm="default:smollm2",
+                        adaptor_config=cfg.to_dict(), adaptor_tensors=random_tensors(cfg, seed=seed, scale=0.02),
+                        prompt=prompt_from_gguf(resolve("default:smollm2")), d_model=384, n_ctx=n_ctx)
+
+
+def clip(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.2 * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+# ---- fast: sampling and stop strings --------------------------------------------------------------
+def test_stop_scanner_holds_back_partial_stop():
+    s = _StopScanner(["<|im_end|>", "User:"])
+    assert s.feed("Hello <|im") == "Hello "
+    assert s.feed("_e") == ""
+    assert s.feed("nd|> tail") == ""
+    assert s.stopped and s.text == "Hello "
+    s = _StopScanner(["STOP"])
+    assert s.feed("ST") == "" and s.feed("ONE") == "STONE" and not s.stopped
+    assert s.flush() == ""
+
+
+def test_sampling_greedy_top_p_top_k():
+    logits = np.array([0.0, 3.0, 1.0, 2.9], np.float32)
+    rng = np.random.default_rng(0)
+    assert _sample(logits, GenerationOptions(temperature=0), rng) == 1
+    assert all(_sample(logits, GenerationOptions(temperature=1.0, top_p=0.01), rng) == 1 for _ in range(20))
+    picks = {_sample(logits, GenerationOptions(temperature=1.0, top_k=2), rng) for _ in range(200)}
+    assert picks == {1, 3}
+    a = [_sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
+    b = [_sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
+    assert a == b
+
+
+# ---- real models ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Engine:
+    root = build_bundle(tmp_path_factory.mktemp("bundle") / "linear")
+    eng = Engine.load(root, n_threads=1)
+    yield eng
+    eng.close()
+
+
+def _fresh_prefill_answer(eng: Engine, question: str, options: GenerationOptions = GREEDY) -> str:
+    """Re-prefill the whole kept history from position 0, then answer `question` greedily."""
+    eng._n_kv = 0
+    eng.lm.truncate(0)
+    return eng.ask(text=question, options=options).answer
+
+
+@pytest.mark.real
+def test_embedding_path_equals_token_path(engine):
+    lm = engine.lm
+    table = lm.token_embeddings()
+    ids = lm.tokenize("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+    lm.clear()
+    by_id = lm.decode_tokens(ids, 0)
+    lm.clear()
+    by_emb = lm.decode_embeddings(table[ids], 0)
+    lm.clear()
+    engine._n_kv = 0
+    np.testing.assert_allclose(by_emb, by_id, atol=1e-3)
+    assert int(by_emb.argmax()) == int(by_id.argmax())
+    # and mixed: half ids, half embedding rows, at an offset
+    half = len(ids) // 2
+    lm.decode_tokens(ids[:half], 0, logits=False)
+    mixed = lm.decode_embeddings(table[ids[half:]], half)
+    lm.clear()
+    np.testing.assert_allclose(mixed, by_id, atol=1e-3)
+    engine.new_chat()
+
+
+@pytest.mark.real
+def test_stream_matches_done_and_answers(engine):
+    engine.new_chat()
+    events = list(engine.respond(text="What is the capital of France?", options=GREEDY))
+    assert isinstance(events[-1], Done)
+    tokens = "".join(e.text for e in events if isinstance(e, Token))
+    done = events[-1]
+    assert tokens == done.answer and done.answer
+    t = done.timings
+    for key in ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s"):
+        assert key in t
+    assert t["ttft_ms"] >= t["prefill_ms"] > 0
+
+
+@pytest.mark.real
+def test_kv_reuse_equals_fresh_prefill_with_spoken_and_typed_turns(engine):
+    engine.new_chat()
+    engine.ask(text="What is the capital of France?", options=GREEDY)
+    spoken = engine.ask(audio=clip(), options=GREEDY)
+    assert spoken.timings["audio_s"] == pytest.approx(2.0) and spoken.timings["encoder_ms"] > 0
+    n_kv = engine._n_kv
+    reused = engine.ask(text="And of Germany?", options=GREEDY)
+    assert reused.timings["prefill_positions"] < engine.n_positions - n_kv + 30  # only the new turn
+    assert [r for r, _, _ in engine.history] == ["user", "assistant"] * 3
+    engine._turns.pop()
+    assert _fresh_prefill_answer(engine, "And of Germany?") == reused.answer
+
+
+@pytest.mark.real
+def test_cancel_mid_stream_and_before_start(engine):
+    engine.new_chat()
+    cancel = threading.Event()
+    got = []
+    for ev in engine.respond(text="Tell me a long story about a cat.", options=GenerationOptions(max_tokens=64),
+                             cancel=cancel):
+        if isinstance(ev, Token):
+            got.append(ev.text)
+            if len(got) == 3:
+                cancel.set()
+        last = ev
+    assert isinstance(last, Done) and last.cancelled and last.stop_reason == "cancelled"
+    assert last.timings["n_tokens"] <= 4
+    after = engine.ask(text="What is 2 plus 2?", options=GREEDY)
+    assert after.answer and not after.cancelled
+    engine._turns.pop()
+    assert _fresh_prefill_answer(engine, "What is 2 plus 2?") == after.answer
+
+    # cancelled before the prefill: the turn is dropped, nothing else changes
+    n_turns, n_kv = len(engine._turns), engine._n_kv
+    pre = threading.Event()
+    pre.set()
+    done = engine.ask(audio=clip(), options=GREEDY, cancel=pre)
+    assert done.cancelled and done.answer == ""
+    assert len(engine._turns) == n_turns and engine._n_kv == n_kv
+    # closing the generator early also leaves the engine usable
+    gen = engine.respond(text="Count to ten.", options=GREEDY)
+    next(gen)
+    gen.close()
+    assert engine.ask(text="Say hi.", options=GREEDY).answer
+
+
+@pytest.mark.real
+def test_overflow_trims_oldest_turns(tmp_path):
+    eng = Engine.load(build_bundle(tmp_path / "small", n_ctx=160), n_threads=1, warmup=False)
+    try:
+        n_ctx = eng.lm.n_ctx  # llama.cpp may round the context up
+        opts = GenerationOptions(max_tokens=16)
+        questions = ["What is the capital of France?", "Name a fruit.", "What is 3 times 3?", "Name a colour.",
+                     "What is the largest ocean?", "Who wrote Hamlet?", "Name a planet.", "What is ice?",
+                     "Name an animal.", "What is the boiling point of water?"]
+        for q in questions:
+            d = eng.ask(text=q, options=opts)
+            assert eng.n_positions <= n_ctx
+        assert len(eng._turns) < len(questions)  # the oldest turns were dropped
+        eng._turns.pop()
+        assert _fresh_prefill_answer(eng, questions[-1], opts) == d.answer
+        with pytest.raises(EngineError, match="context"):
+            eng.ask(audio=clip(30.0), options=opts)
+        assert eng.ask(text="Hi!", options=opts).answer
+    finally:
+        eng.close()
+
+
+@pytest.mark.real
+def test_stop_strings_and_limits(engine):
+    engine.new_chat()
+    free = engine.ask(text="Count from 1 to 20, separated by commas.", options=GenerationOptions(max_tokens=40))
+    assert free.answer
+    word = free.answer.strip()[:3]
+    if len(word) >= 2:
+        stopped = engine.ask(text="Count from 1 to 20, separated by commas.",
+                             options=GenerationOptions(max_tokens=40, stop=(word[1:],)))
+        assert word[1:] not in stopped.answer and stopped.stop_reason == "stop"
+    short = engine.ask(text="Count from 1 to 20.", options=GenerationOptions(max_tokens=3))
+    assert short.timings["n_tokens"] == 3 and short.stop_reason == "length"
+    with pytest.raises(EngineError):
+        engine.respond(text="  ")
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("kind", ["ctc", "ultravox"])
+def test_other_adaptors_run(tmp_path, kind):
+    eng = Engine.load(build_bundle(tmp_path / kind, kind), n_threads=1, warmup=False)
+    try:
+        events = list(eng.respond(audio=clip(), options=GenerationOptions(max_tokens=4)))
+        done = events[-1]
+        assert isinstance(done, Done)
+        if kind == "ctc":
+            assert isinstance(events[0], Heard) and done.heard == events[0].text
+            assert done.timings["audio_positions"] <= 50  # one position per CTC segment at most
+        else:
+            assert done.heard is None and done.timings["audio_positions"] == 13  # 2 s: 100 encoder states / stack 8
+        tr = eng.ask(audio=clip(), transcribe=True, options=GenerationOptions(max_tokens=4))
+        assert tr.timings["prompt_positions"] > done.timings["prompt_positions"]  # carries the instruction
+    finally:
+        eng.close()
