@@ -1,9 +1,115 @@
-"""Command group registered on `llasm-train` (filled in by its owner module)."""
+"""`llasm-train data asr|instructions|convert`: build speech datasets offline (see docs/data.md)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
+
+from training.datagen.build import BuildOptions, DataGenError
+
+data_app = typer.Typer(help="Build speech datasets offline with text-to-speech.", no_args_is_help=True)
+
+_TTS_HELP = "TTS backends, comma separated: espeak, hibari"
+
+
+def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, workers: int, quiet: bool) -> BuildOptions:
+    backends = tuple(b.strip() for b in tts.split(",") if b.strip())
+    bad = [b for b in backends if b not in ("espeak", "hibari")]
+    if bad or not backends:
+        raise DataGenError(f"unknown TTS backend {bad[0] if bad else tts!r}: use espeak, hibari or espeak,hibari")
+    if not 0 <= eval_fraction < 1:
+        raise DataGenError(f"--eval-fraction must be in [0, 1), not {eval_fraction}")
+    if workers < 1:
+        raise DataGenError(f"--workers must be at least 1, not {workers}")
+    return BuildOptions(seed=seed, eval_fraction=eval_fraction, backends=backends, hibari_fraction=hibari_fraction,
+                        workers=workers, progress=not quiet)
+
+
+def _run(fn, *args, **kwargs) -> None:  # noqa: ANN001
+    try:
+        fn(*args, **kwargs)
+    except (DataGenError, ValueError, RuntimeError, OSError) as e:
+        print(f"llasm-train data: {' '.join(str(e).split())}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        print("llasm-train data: interrupted; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+
+
+@data_app.command("asr")
+def asr_cmd(
+    out: Path = typer.Option(..., "--out", help="dataset directory (created; a rerun resumes)"),
+    count: int = typer.Option(..., "--count", help="number of clips (train + eval)"),
+    seed: int = typer.Option(0, help="random seed: the same seed plans the same clips"),
+    eval_fraction: float = typer.Option(0.05, help="fraction of clips in the held-out split"),
+    zh_fraction: float = typer.Option(0.0, help="fraction of Mandarin clips (espeak-ng cmn voices)"),
+    tts: str = typer.Option("espeak,hibari", help=_TTS_HELP),
+    hibari_fraction: float = typer.Option(0.2, help="fraction of English training clips spoken by hibari"),
+    workers: int = typer.Option(2, help="parallel worker processes"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+) -> None:
+    """ASR clips of natural English (and Mandarin) sentences: DIR/train.jsonl, DIR/eval.jsonl."""
+    from training.datagen.build import build_asr
+
+    def go() -> None:
+        build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet), zh_fraction=zh_fraction)
+
+    _run(go)
+
+
+@data_app.command("instructions")
+def instructions_cmd(
+    out: Path = typer.Option(..., "--out", help="dataset directory (created; a rerun resumes)"),
+    count: int = typer.Option(..., "--count", help="number of conversations"),
+    seed: int = typer.Option(0, help="random seed"),
+    eval_fraction: float = typer.Option(0.05, help="fraction of conversations in the held-out split"),
+    multi_turn: float = typer.Option(0.3, help="fraction of conversations with a spoken follow-up turn"),
+    llm: str = typer.Option("default:smollm2", help="GGUF that writes the replies (path or default:smollm2)"),
+    max_tokens: int = typer.Option(256, help="reply length limit in tokens"),
+    temperature: float = typer.Option(0.0, help="0 = greedy replies"),
+    threads: int = typer.Option(1, help="llama.cpp threads for the replies (1 is fastest on a busy machine)"),
+    tts: str = typer.Option("espeak,hibari", help=_TTS_HELP),
+    hibari_fraction: float = typer.Option(0.2, help="fraction of training conversations spoken by hibari"),
+    workers: int = typer.Option(2, help="parallel TTS worker processes"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+) -> None:
+    """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
+    from training.datagen.conversations import build_instructions
+    from training.datagen.replies import ReplySettings
+
+    def go() -> None:
+        reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
+        build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet),
+                           multi_turn=multi_turn, reply=reply)
+
+    _run(go)
+
+
+@data_app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="LLaVA / ShareGPT / Alpaca-style JSON or JSON-lines file"),
+    out: Path = typer.Option(..., "--out", help="dataset directory (created; a rerun resumes)"),
+    limit: int = typer.Option(None, help="use at most this many conversations"),
+    max_chars: int = typer.Option(300, help="longer human turns (or code) stay typed instead of spoken"),
+    seed: int = typer.Option(0, help="random seed"),
+    eval_fraction: float = typer.Option(0.05, help="fraction of conversations in the held-out split"),
+    tts: str = typer.Option("espeak,hibari", help=_TTS_HELP),
+    hibari_fraction: float = typer.Option(0.2, help="fraction of training conversations spoken by hibari"),
+    workers: int = typer.Option(2, help="parallel TTS worker processes"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+) -> None:
+    """Speak the human turns of your own text conversations (the paper's construction)."""
+    from training.datagen.conversations import build_converted
+
+    def go() -> None:
+        build_converted(src, out, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet),
+                        max_chars=max_chars, limit=limit)
+
+    _run(go)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to `app`."""
+    """Add the `data` command group to `llasm-train`."""
+    app.add_typer(data_app, name="data")
