@@ -1,0 +1,230 @@
+"""`llasm-assistant bench DIR`: latency of the spoken-question path over a folder of clips, against
+llama.cpp's own decode speed on the same GGUF and against the cascade (Whisper transcribes with its own
+decoder, then the same LLM answers the text), measured in the same run.
+
+Writes `bench.json` (every clip's timings and the summaries) and `bench.png`, and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import AudioError, load_audio, log_mel
+
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
+WHISPER_PAD_FRAMES = 3000
+KEYS = ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run (no clips, no Whisper decoder for the cascade); one line with the fix."""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"median": float("nan"), "p90": float("nan"), "n": 0}
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "n": int(a.size)}
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2 byte-level BPE: the printable stand-in character of each byte (Whisper's tokenizer uses it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+class WhisperCascadeASR:
+    """CTranslate2 Whisper transcription with its own decoder (greedy), as a cascade's first stage."""
+
+    def __init__(self, path: str | Path, *, n_threads: int = 1, compute_type: str = "int8") -> None:
+        import ctranslate2
+
+        self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
+                                                intra_threads=n_threads)
+        self.prompt = (["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+                       if self.model.is_multilingual else ["<|startoftranscript|>", "<|notimestamps|>"])
+        self._bytes = _byte_decoder()
+
+    def transcribe(self, audio: np.ndarray, max_length: int = 128) -> str:
+        import ctranslate2
+
+        mel = log_mel(audio, n_mels=self.model.n_mels)[:, :WHISPER_PAD_FRAMES]
+        if mel.shape[1] < WHISPER_PAD_FRAMES:  # Whisper's decoder is trained on 30-s windows (as faster-whisper)
+            floor = mel.min()
+            mel = np.pad(mel, ((0, 0), (0, WHISPER_PAD_FRAMES - mel.shape[1])), constant_values=floor)
+        sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
+        res = self.model.generate(sv, [self.prompt], beam_size=1, max_length=max_length)[0]
+        pieces = "".join(t for t in res.sequences[0] if not (t.startswith("<|") and t.endswith("|>")))
+        return bytes(self._bytes.get(ch, 32) for ch in pieces).decode("utf-8", "replace").strip()
+
+
+def llama_cpp_decode_speed(gguf: Path, *, n_threads: int, n_tokens: int = 64) -> float:
+    """llama.cpp's own greedy decode speed (tokens/s, from its perf counters) on the GGUF."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+    try:
+        prompt = llm.tokenize(b"<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n",
+                              add_bos=False, special=True)
+        llm.reset()
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        for i, _ in enumerate(llm.generate(prompt, temp=0.0, reset=True)):
+            if i + 1 >= n_tokens:
+                break
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        return perf.n_eval / (perf.t_eval_ms / 1e3) if perf.t_eval_ms > 0 else float("nan")
+    finally:
+        llm.close()
+
+
+def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: str | Path = "bench",
+              max_tokens: int = 32, threads: int | None = None, repeats: int = 1,
+              cascade: bool = True) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .basemodels import resolve
+    from .engine import Engine, GenerationOptions
+
+    console = Console(stderr=True)
+    clips_dir, out = Path(clips_dir), Path(out)
+    if not clips_dir.is_dir():
+        raise BenchError(f"{clips_dir} is not a folder: pass a folder of wav/flac/ogg clips")
+    paths = sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in AUDIO_EXTS)
+    clips: list[tuple[Path, np.ndarray]] = []
+    for p in paths:
+        try:
+            clips.append((p, load_audio(p)))
+        except AudioError as e:
+            console.print(f"skipping {p.name}: {e}")
+    if not clips:
+        raise BenchError(f"no readable audio clips in {clips_dir}: add .wav/.flac/.ogg files")
+
+    t0 = time.perf_counter()
+    engine = Engine.load(bundle, n_threads=threads)
+    load_s = time.perf_counter() - t0
+    opts = GenerationOptions(max_tokens=max_tokens)
+    rows: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("llasm", total=len(clips) * repeats)
+        for _ in range(repeats):
+            for p, audio in clips:
+                engine.new_chat()
+                d = engine.ask(audio=audio, options=opts)
+                t = d.timings
+                rows.append({"clip": p.name, "answer": d.answer, "heard": d.heard, "n_tokens": t["n_tokens"],
+                             "encoder_ms": t["encoder_ms"] + t["features_ms"], "adaptor_ms": t["adaptor_ms"],
+                             "prefill_ms": t["prefill_ms"], "ttft_ms": t["ttft_ms"],
+                             "decode_tokens_per_s": t["decode_tokens_per_s"], "audio_s": t["audio_s"],
+                             "audio_positions": t["audio_positions"]})
+                prog.advance(task)
+    rss_mb = peak_rss_mb()
+    summary = {k: summarize([r[k] for r in rows if not (k == "decode_tokens_per_s" and r["n_tokens"] < 2)])
+               for k in (*KEYS, "audio_positions")}
+
+    cascade_rows: list[dict[str, Any]] = []
+    cascade_summary: dict[str, Any] = {}
+    if cascade:
+        enc = engine.bundle.encoder
+        whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
+            resolve("default:whisper-base")
+        asr = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads)
+        with Progress(console=console, transient=True) as prog:
+            task = prog.add_task("cascade", total=len(clips) * repeats)
+            for _ in range(repeats):
+                for p, audio in clips:
+                    ta = time.perf_counter()
+                    text = asr.transcribe(audio)
+                    asr_ms = (time.perf_counter() - ta) * 1e3
+                    engine.new_chat()
+                    d = engine.ask(text=text or ".", options=opts)
+                    cascade_rows.append({"clip": p.name, "transcript": text, "answer": d.answer, "asr_ms": asr_ms,
+                                         "prefill_ms": d.timings["prefill_ms"],
+                                         "ttft_ms": asr_ms + d.timings["ttft_ms"],
+                                         "decode_tokens_per_s": d.timings["decode_tokens_per_s"]})
+                    prog.advance(task)
+        cascade_summary = {k: summarize([r[k] for r in cascade_rows])
+                           for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s")}
+        cascade_summary["whisper"] = str(whisper_dir)
+
+    gguf, n_threads = engine.bundle.llm.path, engine.n_threads
+    engine.close()
+    ref_tps = llama_cpp_decode_speed(gguf, n_threads=n_threads, n_tokens=max(16, max_tokens))
+
+    result = {
+        "bundle": str(engine.bundle.root), "clips": str(clips_dir), "n_clips": len(clips), "repeats": repeats,
+        "threads": n_threads, "max_tokens": max_tokens, "load_s": load_s, "peak_rss_mb": rss_mb,
+        "llasm": summary, "cascade": cascade_summary, "llama_cpp_decode_tokens_per_s": ref_tps,
+        "decode_vs_llama_cpp": summary["decode_tokens_per_s"]["median"] / ref_tps if ref_tps else float("nan"),
+        "rows": rows, "cascade_rows": cascade_rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot_bench(result, out / "bench.png")
+
+    table = Table(title=f"llasm bench: {len(clips)} clips x {repeats}, {n_threads} threads, "
+                        f"peak RSS {rss_mb:.0f} MB (before the cascade)")
+    table.add_column("metric")
+    table.add_column("median", justify="right")
+    table.add_column("p90", justify="right")
+    for k in (*KEYS, "audio_positions"):
+        table.add_row(f"llasm {k}", f"{summary[k]['median']:.1f}", f"{summary[k]['p90']:.1f}")
+    for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s"):
+        if k in cascade_summary:
+            table.add_row(f"cascade {k}", f"{cascade_summary[k]['median']:.1f}", f"{cascade_summary[k]['p90']:.1f}")
+    table.add_row("llama.cpp decode_tokens_per_s", f"{ref_tps:.1f}", "")
+    table.add_row("llasm decode / llama.cpp", f"{result['decode_vs_llama_cpp']:.2f}", "")
+    Console().print(table)
+    console.print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return result
+
+
+def plot_bench(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, c = result["llasm"], result.get("cascade") or {}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    stages = [("encoder_ms", "encoder"), ("adaptor_ms", "adaptor"), ("prefill_ms", "prefill")]
+    left = 0.0
+    for key, label in stages:
+        v = s[key]["median"]
+        ax1.barh(["llasm"], [v], left=left, label=label)
+        left += v
+    if c:
+        ax1.barh(["cascade"], [c["asr_ms"]["median"]], label="whisper transcribe")
+        ax1.barh(["cascade"], [c["prefill_ms"]["median"]], left=c["asr_ms"]["median"], label="prefill (text)")
+    names = ["llasm"] + (["cascade"] if c else [])
+    p90 = [s["ttft_ms"]["p90"]] + ([c["ttft_ms"]["p90"]] if c else [])
+    ax1.scatter(p90, names, marker="|", s=300, color="k", label="p90 time to first token")
+    ax1.set_xlabel("ms, end of audio to first token (median stages)")
+    ax1.legend(fontsize=8, loc="lower right")
+    ax1.set_title("time to first token")
+    tps = [s["decode_tokens_per_s"]["median"], result["llama_cpp_decode_tokens_per_s"]]
+    ax2.bar(["llasm engine", "llama.cpp own"], tps, color=["tab:blue", "tab:gray"])
+    ax2.set_ylabel("decode tokens/s (median)")
+    ax2.set_title(f"decode speed, {result['threads']} threads")
+    fig.suptitle(f"{result['n_clips']} clips, peak RSS {result['peak_rss_mb']:.0f} MB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
