@@ -1,9 +1,109 @@
-"""Command group registered on `llasm-train` (filled in by its owner module)."""
+"""`llasm-train stage1 | stage2 | eval | cache-states`: the LLaSM training commands."""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 import typer
+
+from training.data import DataError
+from training.model import ModelError
+from training.train import TrainConfig, TrainError, cache_states, evaluate_checkpoint, train
+
+ERRORS: tuple[type[Exception], ...] = (TrainError, DataError, ModelError, FileNotFoundError)
+
+
+def _fail(e: Exception) -> None:
+    print(f"error: {e}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def _run(stage: int, **opts: Any) -> None:
+    recipe = opts.pop("recipe")
+    try:
+        cfg = TrainConfig.from_recipe(recipe, stage=stage, **opts)
+        final = train(cfg)
+    except ERRORS as e:
+        _fail(e)
+    print(final)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to `app`."""
+    """Add stage1, stage2, eval and cache-states to `llasm-train`."""
+
+    def common(
+        recipe: str = typer.Option("cpu", help="recipe name under training/recipes or a TOML path"),
+        data: str = typer.Option(None, help="training manifest (.jsonl, .tsv, LibriSpeech/AISHELL dir)"),
+        eval_data: str = typer.Option(None, help="held-out ASR manifest for loss + WER"),
+        out: str = typer.Option(None, help="run directory (checkpoints, metrics.jsonl, loss.png)"),
+        encoder: str = typer.Option(None, help="HF Whisper dir or default:whisper-base"),
+        llm: str = typer.Option(None, help="HF LLaMA dir, a .gguf file, or default:smollm2"),
+        adaptor: str = typer.Option(None, help="linear | ultravox | ctc"),
+        stack: int = typer.Option(None), hidden: int = typer.Option(None), topk: int = typer.Option(None),
+        objective: str = typer.Option(None, help="llm | ctc (stage 0: ctc adaptor without the LLM)"),
+        init: str = typer.Option(None, help="start from this checkpoint"),
+        llm_weights: str = typer.Option(None, help="stage 2: full | lora"),
+        loss: str = typer.Option(None, help="ce | kl"),
+        lr: float = typer.Option(None), max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
+        grad_accum: int = typer.Option(None), warmup_steps: int = typer.Option(None),
+        mixed_precision: str = typer.Option(None, help="no | bf16"),
+        gradient_checkpointing: bool = typer.Option(None),
+        save_every: int = typer.Option(None), keep_last: int = typer.Option(None),
+        eval_every: int = typer.Option(None), log_every: int = typer.Option(None),
+        state_cache: str = typer.Option(None, help="directory from `llasm-train cache-states`"),
+        limit: int = typer.Option(None, help="use only the first N examples"),
+        seed: int = typer.Option(None),
+    ) -> dict[str, Any]:
+        return {k: v for k, v in locals().items()}
+
+    @app.command("stage1")
+    def stage1(**kw: Any) -> None:
+        """Stage 1: train the adaptor on ASR pairs (encoder and LLM frozen)."""
+        _run(1, **kw)
+
+    stage1.__signature__ = _sig(common)  # type: ignore[attr-defined]
+
+    @app.command("stage2")
+    def stage2(**kw: Any) -> None:
+        """Stage 2: adaptor + LLM (full or LoRA) on conversations; loss ce or kl."""
+        _run(2, **kw)
+
+    stage2.__signature__ = _sig(common)  # type: ignore[attr-defined]
+
+    @app.command("eval")
+    def eval_cmd(
+        checkpoint: str = typer.Option(..., help="checkpoint directory"),
+        data: str = typer.Option(..., help="ASR manifest"),
+        max_examples: int = typer.Option(200), n_generate: int = typer.Option(50),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Held-out loss and WER of greedy transcriptions."""
+        try:
+            res = evaluate_checkpoint(checkpoint, data, max_examples=max_examples, n_generate=n_generate)
+        except ERRORS as e:
+            _fail(e)
+        if as_json:
+            print(json.dumps(res, ensure_ascii=False))
+        else:
+            print(f"loss {res['eval_loss']:.4f}  WER {res.get('wer', float('nan')):.4f}  ({res.get('example', '')})")
+
+    @app.command("cache-states")
+    def cache_cmd(
+        data: str = typer.Option(..., help="manifest whose clips to encode"),
+        out: str = typer.Option(..., help="cache directory"),
+        encoder: str = typer.Option("default:whisper-base"),
+        shard_size: int = typer.Option(512),
+    ) -> None:
+        """Encode every clip once with the frozen encoder (sharded safetensors) for CPU training."""
+        try:
+            print(cache_states(data, encoder, out, shard_size=shard_size))
+        except ERRORS as e:
+            _fail(e)
+
+
+def _sig(fn: Any) -> Any:
+    import inspect
+
+    return inspect.signature(fn).replace(return_annotation=None)

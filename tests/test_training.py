@@ -1,0 +1,168 @@
+"""Training on tiny random models: every adaptor, both stages, both losses, LoRA and full, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.data import DataError, collate, read_manifest
+from training.model import LLaSM, ModelSpec
+from training.tiny import make_dataset, make_models
+from training.train import TrainConfig, TrainError, latest_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    make_models(root)
+    make_dataset(root)
+    return root
+
+
+def _cfg(tiny: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(encoder=str(tiny / "whisper"), llm=str(tiny / "llm"), data=str(tiny / "data" / "train.jsonl"),
+                out=str(out), max_steps=4, batch_size=4, warmup_steps=1, lr=3e-3, save_every=100, log_every=1,
+                eval_every=100, eval_generate=2)
+    base.update(kw)
+    return TrainConfig.from_recipe(None, **base)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stage1_loss_is_on_the_transcript_only(tiny: Path) -> None:
+    m = LLaSM.build(ModelSpec(encoder=str(tiny / "whisper"), llm=str(tiny / "llm"), adaptor={"type": "linear"}))
+    ex = read_manifest(tiny / "data" / "train.jsonl").examples[:2]
+    b = collate(ex, m, stage=1, objective="llm", seed=0, epoch=0, indices=[0, 1])
+    s = b["samples"][0]
+    trained = [i for i, t in zip(s.ids, s.train, strict=True) if t]
+    assert m.tokenizer.decode(trained) == ex[0].text + "<|im_end|>\n"
+    assert s.ids.count(-1) == 1
+    # instruction before/after the audio and its wording vary with the example seed
+    layouts = {tuple(collate(ex[:1], m, stage=1, objective="llm", seed=0, epoch=e, indices=[0])["samples"][0].ids)
+               for e in range(12)}
+    assert len(layouts) > 2
+
+
+@pytest.mark.parametrize("adaptor", ["linear", "ultravox"])
+def test_stage1_llm_objective_writes_a_checkpoint(tiny: Path, tmp_path: Path, adaptor: str) -> None:
+    out = tmp_path / adaptor
+    final = train(_cfg(tiny, out, adaptor=adaptor, eval_data=str(tiny / "data" / "eval.jsonl"), eval_every=4))
+    desc = json.loads((final / "llasm.json").read_text())
+    assert desc["format"] == "llasm-checkpoint" and desc["llm_weights"] == "base" and desc["step"] == 4
+    assert desc["adaptor"]["type"] == adaptor and "prompt" in desc
+    assert (final / "tokenizer" / "tokenizer_config.json").exists() and not (final / "llm").exists()
+    rows = _rows(out)
+    assert any("wer" in r and "eval_loss" in r for r in rows)
+    assert (out / "loss.png").stat().st_size > 1000
+
+
+def test_ctc_stage0_learns_and_transcribes(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ctc"
+    final = train(_cfg(tiny, out, adaptor="ctc", objective="ctc", max_steps=30, lr=1e-2, log_every=5, stack=1,
+                       eval_data=str(tiny / "data" / "eval.jsonl"), eval_every=30))
+    rows = [r for r in _rows(out) if "loss" in r]
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
+    t = load_file(str(final / "adaptor.safetensors"))
+    assert set(t) == {"ln_pre.weight", "linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias",
+                      "blank.weight", "blank.bias"}  # the token table is never stored
+
+
+@pytest.mark.parametrize("weights,loss", [("lora", "ce"), ("full", "kl"), ("lora", "kl"), ("full", "ce")])
+def test_stage2_from_stage1(tiny: Path, tmp_path: Path, weights: str, loss: str) -> None:
+    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ultravox", max_steps=1, stack=2))
+    out = tmp_path / "s2"
+    final = train(_cfg(tiny, out, stage=2, init=str(s1), llm_weights=weights, loss=loss, max_steps=6, lr=1e-2,
+                       data=str(tiny / "data" / "conv.jsonl")))
+    desc = json.loads((final / "llasm.json").read_text())
+    assert desc["stage"] == 2 and desc["llm_weights"] == weights
+    assert (final / ("lora" if weights == "lora" else "llm")).is_dir()
+    rows = [r for r in _rows(out) if "loss" in r]
+    if loss == "ce":
+        assert rows[-1]["loss"] < rows[0]["loss"]
+    else:  # the student starts as the teacher: KL starts near zero and stays finite
+        assert all(r["loss"] >= -1e-4 and r["loss"] < 50 for r in rows)
+    # the adaptor moved away from stage 1
+    a1, a2 = load_file(str(s1 / "adaptor.safetensors")), load_file(str(final / "adaptor.safetensors"))
+    assert any(not torch.equal(a1[k], a2[k]) for k in a1)
+
+
+def test_bad_settings_fail_clearly(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="unknown setting"):
+        TrainConfig.from_recipe(None, nonsense=1)
+    with pytest.raises(TrainError, match="ctc objective"):
+        TrainConfig.from_recipe(None, objective="ctc", adaptor="linear")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"audio": "nope.wav", "text": "x"}) + "\n")
+    with pytest.raises(DataError, match="no usable examples"):
+        read_manifest(bad)
+    mixed = tmp_path / "mixed.jsonl"
+    good = (tiny / "data" / "train.jsonl").read_text().splitlines()[0]
+    d = json.loads(good)
+    d["audio"] = str(tiny / "data" / d["audio"])
+    mixed.write_text(json.dumps(d) + "\n" + bad.read_text())
+    m = read_manifest(mixed)
+    assert len(m.examples) == 1 and m.skipped == 1
+
+
+def _cli(tiny: Path, out: Path, steps: int, *launcher: str) -> list[str]:
+    return [*launcher, "stage1", "--recipe", str(ROOT / "training/recipes/cpu.toml"),
+            "--encoder", str(tiny / "whisper"), "--llm", str(tiny / "llm"), "--data", str(tiny / "data/train.jsonl"),
+            "--out", str(out), "--adaptor", "ctc", "--objective", "ctc", "--stack", "1", "--hidden", "32",
+            "--max-steps", str(steps), "--batch-size", "4", "--save-every", "2", "--log-every", "1",
+            "--lr", "1e-2", "--warmup-steps", "1", "--mixed-precision", "no", "--keep-last", "5"]
+
+
+def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp_path: Path) -> None:
+    py = [sys.executable, "-m", "training.cli"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(tiny, ref, 8, *py), check=True, env=env, capture_output=True, cwd=ROOT)
+    run = tmp_path / "run"
+    p = subprocess.Popen(_cli(tiny, run, 8, *py), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step-0000006").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    ckpts = sorted((run / "checkpoints").glob("step-*"))
+    assert ckpts and not (run / "final").exists()
+    # corrupt the newest checkpoint: resume must fall back to the one before
+    (ckpts[-1] / "adaptor.safetensors").write_bytes(b"garbage")
+    found = latest_checkpoint(run, log=lambda m: None)
+    assert found is not None and found[0] == (ckpts[-2] if len(ckpts) > 1 else None)
+    subprocess.run(_cli(tiny, run, 8, *py), check=True, env=env, capture_output=True, cwd=ROOT)
+    a, b = load_file(str(ref / "final/adaptor.safetensors")), load_file(str(run / "final/adaptor.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    ref_loss = {r["step"]: r["loss"] for r in _rows(ref) if "loss" in r}
+    run_rows = [r for r in _rows(run) if "loss" in r]
+    for r in run_rows[-2:]:  # the last steps after the resume
+        assert r["loss"] == ref_loss[r["step"]]
+
+
+def test_two_process_gloo_run_learns(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.cli"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    r = subprocess.run(_cli(tiny, out, 12, *launcher), env=env, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [x for x in _rows(out) if "loss" in x]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    state = json.loads((out / "final" / "trainer" / "state.json").read_text())
+    assert state["world_size"] == 2
+    assert (out / "final" / "trainer" / "rng-1.safetensors").exists()
