@@ -4,8 +4,8 @@
         [--text "What is the capital of France?"] ...
 
 Runs the real app headlessly (Textual's test driver): asks each typed question, replays the recording
-through the capture -> VAD path, and saves the screen once the last reply has finished while the
-microphone is still live.
+through the capture -> VAD path, and saves the screen once the spoken turns are answered, while the
+microphone is still live (pad the recording with trailing silence).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from assistant.settings import Settings
 from assistant.tui.app import AssistantApp
 
 
-async def _shoot(out: Path, settings: Settings, texts: list[str], mic_file: str | None, size: tuple[int, int]) -> int:
+async def _shoot(out: Path, settings: Settings, texts: list[str], mic_file: str | None, size: tuple[int, int],
+                 utterances: int = 1) -> int:
     engine = load_engine(settings)
     source = FileSource(mic_file, realtime=True) if mic_file else None
     app = AssistantApp(settings, engine=engine, source=source)
@@ -32,8 +33,9 @@ async def _shoot(out: Path, settings: Settings, texts: list[str], mic_file: str 
             while len(app.results) < i + 1:
                 await pilot.pause(0.05)
         if source is not None:
+            # wait for the spoken turns' replies; shoot while the microphone is still live
             end = time.monotonic() + source.duration_s + 60
-            while (app.listener and app.listener.running or app.busy) and time.monotonic() < end:
+            while len(app.results) < len(texts) + utterances and time.monotonic() < end:
                 await pilot.pause(0.05)
         await pilot.pause(0.3)
         app.save_svg(out)
@@ -47,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mic-file")
     ap.add_argument("--text", action="append", default=[])
     ap.add_argument("--max-tokens", type=int, default=60)
+    ap.add_argument("--utterances", type=int, default=1, help="spoken turns in --mic-file to wait for")
     ap.add_argument("--size", default="100x34")
     a = ap.parse_args(argv)
     w, h = (int(x) for x in a.size.split("x"))
     settings = Settings(bundle=a.bundle, max_tokens=a.max_tokens, history=False)
-    n = asyncio.run(_shoot(a.out, settings, a.text, a.mic_file, (w, h)))
+    n = asyncio.run(_shoot(a.out, settings, a.text, a.mic_file, (w, h), a.utterances))
     print(f"saved {a.out} after {n} turns", file=sys.stderr)
     return 0
 

@@ -7,7 +7,7 @@ from textual.widgets import Static
 
 LABELS = {
     "loading": "◌ loading model",
-    "ready": "○ ready — type, or ctrl+r for the mic",
+    "ready": "○ ready (ctrl+r: mic)",
     "muted": "○ mic off",
     "listening": "● listening",
     "hearing": "◉ hearing you",
