@@ -1,0 +1,258 @@
+"""training.datagen: text sources, requests, augmentation, voice split, small builds and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from training.datagen import augment, prompts, text
+from training.datagen.build import BuildOptions, DataGenError, build_asr, validate_clip
+from training.datagen.conversations import build_instructions, parse_conversations
+from training.datagen.schema import check_manifest
+from training.datagen.tts import Voice, voices
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.", "Please turn off the lights in the kitchen.",
+    "My sister moved to Lisbon last year.", "What time does the library open on Saturday?",
+    "We planted twelve apple trees behind the house.", "Remind me to call the dentist tomorrow morning.",
+    "The concert was cancelled because of the storm.", "How far is the nearest train station?",
+    "He reads the newspaper every morning with his coffee.", "Set a timer for fifteen minutes.",
+    "The children built a snowman in the garden.", "Can you recommend a good book about history?",
+]
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------------
+# text
+
+
+def test_clean_sentence_keeps_natural_and_drops_junk() -> None:
+    assert text.clean_sentence("  the cat sat on the mat.") is None  # no capital
+    assert text.clean_sentence("The cat sat on the mat.") == "The cat sat on the mat."
+    assert text.clean_sentence("\u201cLife is what happens while you are busy.\u201d") == "Life is what happens while you are busy."
+    for junk in ("See http://example.com for more details.", "Use grep -v foo | wc -l to count lines.",
+                 "THIS IS ALL SHOUTING AT YOU NOW.", "Too short.", "Xqzv blorp fnarg wibble zot quux.",
+                 "An unbalanced (parenthesis is here.", "It costs 1234567 dollars to fix.",
+                 "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty twentyone."):
+        assert text.clean_sentence(junk) is None, junk
+
+
+def test_dedupe_ignores_case_and_punctuation() -> None:
+    assert text.dedupe(["Hello there, friend.", "hello there friend!", "Another one here."]) == [
+        "Hello there, friend.", "Another one here."]
+
+
+def test_templates_have_numbers_names_questions_commands() -> None:
+    s = text.sentences_from_templates(500, seed=3)
+    assert len(s) == len(set(s)) == 500
+    assert sum(any(c.isdigit() for c in x) for x in s) > 150
+    assert sum(x.endswith("?") for x in s) > 50
+    assert sum(any(n in x for n in text.NAMES) for x in s) > 50
+    assert text.sentences_from_templates(50, seed=3) == s[:50]
+
+
+@pytest.mark.skipif(not text.FORTUNE_DIR.is_dir() or not text.WORDNET_DIR.is_dir(),
+                    reason="Debian fortunes / wordnet-base not installed")
+def test_debian_sources_give_20000_english_sentences() -> None:
+    sources = text.english_sentences()
+    total = sum(len(v) for v in sources.values())
+    print({k: len(v) for k, v in sources.items()}, "total", total)
+    assert total >= 20000
+    keys = [text.norm_key(s) for v in sources.values() for s in v]
+    assert len(keys) == len(set(keys))  # deduplicated across sources
+    zh = text.chinese_sentences()
+    print("chinese", len(zh))
+    assert len(zh) > 1000 and all(text._HAN.search(s) for s in zh[:100])
+
+
+# --------------------------------------------------------------------------------------------------
+# requests
+
+
+def test_requests_are_distinct_and_varied() -> None:
+    reqs = prompts.generate_requests(5000, seed=0)
+    firsts = [text.norm_key(r.turns[0]) for r in reqs]
+    assert len(set(firsts)) == 5000
+    assert {r.kind for r in reqs} == set(prompts.TEMPLATES)
+    multi = sum(len(r.turns) == 2 for r in reqs)
+    assert 0.2 * 5000 < multi < 0.4 * 5000
+    assert all("{" not in t and "}" not in t for r in reqs for t in r.turns)
+    assert prompts.generate_requests(20, seed=0)[0].turns == reqs[0].turns  # deterministic
+
+
+# --------------------------------------------------------------------------------------------------
+# augmentation and voices
+
+
+def sine(seconds: float = 1.0, freq: float = 440.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(16000 * seconds)) / 16000)).astype(np.float32)
+
+
+def test_effects() -> None:
+    rng = np.random.default_rng(0)
+    x = sine()
+    assert len(augment.speed(x, 1.1)) == pytest.approx(16000 / 1.1, abs=2)
+    assert np.abs(augment.gain(x, -6)).max() == pytest.approx(0.5 * 10 ** (-6 / 20), rel=1e-3)
+    noisy = augment.add_noise(x, "pink", 10.0, rng)
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((noisy - x) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.1)
+    wet = augment.reverb(x, 0.5, 0.5, rng)
+    assert len(wet) == len(x) + 8000 - 1 and np.abs(wet[-2000:]).max() < np.abs(wet[16000:17000]).max()
+    low, mid = sine(1.0, 60.0), sine(1.0, 1000.0)
+    phone = lambda s: np.sqrt(np.mean(augment.band(s, 300, 3400) ** 2))  # noqa: E731
+    assert phone(low) < 0.1 * phone(mid)
+    assert len(augment.silence(x, 0.25, 0.5)) == 16000 + 4000 + 8000
+    for color in ("white", "pink", "brown", "hum"):
+        n = augment.colored_noise(4000, color, rng)
+        assert n.shape == (4000,) and np.isfinite(n).all()
+
+
+def test_train_and_eval_augmentations_are_disjoint() -> None:
+    rng = np.random.default_rng(1)
+    train = {augment.plan_augmentation(rng, "train").name for _ in range(2000)}
+    evals = {augment.plan_augmentation(rng, "eval").name for _ in range(2000)}
+    assert len(train) > 20 and len(evals) > 10
+    assert not train & evals
+    out = augment.apply(sine(), augment.plan_augmentation(rng, "eval"), rng)
+    assert np.abs(out).max() <= 0.98 + 1e-6
+
+
+def test_voice_split_is_disjoint() -> None:
+    vs = voices(("espeak", "hibari"), "en")
+    train = {v.id for v in vs if not v.held_out}
+    held = {v.id for v in vs if v.held_out}
+    assert train and held and not train & held
+    assert "hibari:heart" in train
+    accents = lambda ids: {i.split(":")[1].split("+")[0] for i in ids if i.startswith("espeak")}  # noqa: E731
+    variants = lambda ids: {i.split("+")[1] for i in ids if "+" in i}  # noqa: E731
+    assert not (accents(train) & {"en-029", "en-gb-x-gbcwmd"}) and not (variants(train) & {"f5", "Annie"})
+    assert Voice.parse("espeak:cmn+f2").language == "zh"
+    with pytest.raises(RuntimeError, match="unknown voice"):
+        Voice.parse("festival:kal")
+
+
+def test_validate_clip() -> None:
+    assert validate_clip(np.zeros(16000, np.float32)).startswith("peak")
+    assert "duration" in validate_clip(sine(0.1))
+    assert "clips" in validate_clip(np.ones(16000, np.float32))
+    quiet_blip = np.zeros(32000, np.float32)
+    quiet_blip[:800] = sine(0.05)
+    assert "silent" in validate_clip(quiet_blip)
+    assert validate_clip(sine()) == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# builds
+
+
+@needs_espeak
+def test_small_asr_build_resume_and_split(tmp_path: Path) -> None:
+    out = tmp_path / "asr"
+    opts = BuildOptions(seed=3, eval_fraction=0.25, backends=("espeak",), workers=2, progress=False)
+    summary = build_asr(out, 20, opts, english=SENTENCES * 3)
+    train, evals = rows(out / "train.jsonl"), rows(out / "eval.jsonl")
+    assert len(train) + len(evals) + summary["rejected"] == 20 and len(evals) >= 1
+    assert check_manifest(out / "train.jsonl") == [] and check_manifest(out / "eval.jsonl") == []
+    for r in train + evals:
+        info = sf.info(str(out / r["audio"]))
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert r["text"] in SENTENCES and r["language"] == "en"
+    assert not {r["voice"] for r in train} & {r["voice"] for r in evals}
+    assert not {r["aug"] for r in train} & {r["aug"] for r in evals}
+    assert not {r["text"] for r in train} & {r["text"] for r in evals}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["summary"]["splits"]["train"]["clips"] == len(train) and meta["plan"]["seed"] == 3
+    # resume: nothing is rendered again and the manifests are identical
+    before = (out / "train.jsonl").read_text()
+    again = build_asr(out, 20, opts, english=SENTENCES * 3)
+    assert again["rendered_now"] == 0 and (out / "train.jsonl").read_text() == before
+    # a larger count extends the same plan
+    more = build_asr(out, 24, opts, english=SENTENCES * 3)
+    assert more["rendered_now"] == 4 and (out / "train.jsonl").read_text().startswith(before[:200])
+    # other settings in the same directory are refused
+    with pytest.raises(DataGenError, match="different settings"):
+        build_asr(out, 20, BuildOptions(seed=4, backends=("espeak",), progress=False), english=SENTENCES)
+
+
+class FakeReplier:
+    def __init__(self) -> None:
+        self.calls: list[list[dict[str, str]]] = []
+
+    def __call__(self, history: list[dict[str, str]]) -> str:
+        self.calls.append([dict(m) for m in history])
+        return f"Answer number {len(self.calls)}."
+
+
+@needs_espeak
+def test_instructions_build_with_fake_replier(tmp_path: Path) -> None:
+    fake = FakeReplier()
+    opts = BuildOptions(seed=0, eval_fraction=0.2, backends=("espeak",), workers=1, progress=False)
+    summary = build_instructions(tmp_path / "inst", 5, opts, multi_turn=1.0, replier=fake)
+    convs = rows(tmp_path / "inst" / "train.jsonl") + rows(tmp_path / "inst" / "eval.jsonl")
+    assert len(convs) == 5 and summary["conversations"]["train"] + summary["conversations"]["eval"] == 5
+    assert check_manifest(tmp_path / "inst" / "train.jsonl") == []
+    for c in convs:
+        turns = c["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt", "human", "gpt"]
+        assert all("audio" in t for t in turns[::2]) and turns[1]["value"].startswith("Answer number")
+    assert len(fake.calls) == 10 and len(fake.calls[1]) == 3  # the follow-up sees the first exchange
+    # replies are cached: a rerun does not ask again
+    build_instructions(tmp_path / "inst", 5, opts, multi_turn=1.0, replier=fake)
+    assert len(fake.calls) == 10
+
+
+def test_parse_conversations(tmp_path: Path) -> None:
+    data = [
+        {"id": "a1", "conversations": [{"from": "human", "value": "<image>\nWhat is the tallest mountain?"},
+                                        {"from": "gpt", "value": "Mount Everest."},
+                                        {"from": "human", "value": "Fix this code: ```def f(): pass```"},
+                                        {"from": "gpt", "value": "Looks fine."}]},
+        {"id": "a2", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there!"},
+                                  {"role": "assistant", "content": "Hello!"}]},
+        {"instruction": "Name three colors.", "input": "", "output": "Red, green and blue."},
+        {"conversations": [{"from": "gpt", "value": "I start the talk, which is malformed."}]},
+        "not a record",
+    ]
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    convs, stats = parse_conversations(tmp_path / "d.json")
+    assert [c.id for c in convs] == ["a1", "a2", "conv000002"]
+    assert convs[0].turns[0]["value"] == "What is the tallest mountain?" and convs[0].turns[2]["speak"] == "0"
+    assert [t["from"] for t in convs[1].turns] == ["human", "gpt"]
+    assert stats == {"records": 5, "skipped_malformed": 2, "typed_turns": 1, "spoken_turns": 3}
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(d) for d in data[:3]))
+    assert len(parse_conversations(tmp_path / "d.jsonl")[0]) == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    cases = [
+        ["data", "asr", "--out", str(tmp_path / "x"), "--count", "5", "--tts", "festival"],
+        ["data", "asr", "--out", str(tmp_path / "x"), "--count", "0"],
+        ["data", "convert", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")],
+    ]
+    (tmp_path / "empty.json").write_text("")
+    cases.append(["data", "convert", str(tmp_path / "empty.json"), "--out", str(tmp_path / "z")])
+    for args in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, (args, res.output)
+        err = res.stderr if hasattr(res, "stderr") else res.output
+        assert err.startswith("llasm-train data: ") and err.count("\n") == 1, err
+        assert "Traceback" not in res.output
