@@ -1,37 +1,52 @@
 """Benchmark (not a test): VAD boundary accuracy per frame size and mode, and docs/tui-vad-boundaries.png.
 
-    python tests/test_vad_bench.py
+    .venv/bin/python tests/test_vad_bench.py
 """
 
-if __name__ == "__main__":
+from __future__ import annotations
+
+
+def bench() -> None:
     import sys
     import tempfile
     import time
-    sys.path.insert(0, "tests")
     from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
-    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
-    from test_handsfree_fakes import conversation, SILENCES, SR
-    from assistant.vad import Segmenter, VadOptions, Utterance
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_handsfree_fakes import SILENCES, SR, conversation
+
+    from assistant.vad import Segmenter, Utterance, VadOptions
+
     audio, truth = conversation(Path(tempfile.mkdtemp()))
-    print(f"stream {audio.size/SR:.1f} s, {len(truth)} utterances, silences {SILENCES}")
+    print(f"stream {audio.size / SR:.1f} s, {len(truth)} utterances, silences {SILENCES}")
     print("| frame ms | mode | found | start err mean/max ms | end err mean/max ms | VAD CPU per audio s |")
     print("|---|---|---|---|---|---|")
-    best = None
+    best: list[Utterance] = []
     for frame in (10, 20, 30):
         for mode in (1, 2, 3):
             seg = Segmenter(VadOptions(frame_ms=frame, aggressiveness=mode))
-            t0 = time.perf_counter(); ev = []
-            for i in range(0, audio.size, 480): ev += seg.feed(audio[i:i+480])
-            ev += seg.flush(); dt = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ev = []
+            for i in range(0, audio.size, 480):
+                ev += seg.feed(audio[i : i + 480])
+            ev += seg.flush()
+            cpu = (time.perf_counter() - t0) / (audio.size / SR) * 1000
             u = [e for e in ev if isinstance(e, Utterance)]
             if len(u) == len(truth):
-                se = [abs(x.start_s - a) * 1000 for x, (a, b) in zip(u, truth)]
-                ee = [abs(x.end_s - b) * 1000 for x, (a, b) in zip(u, truth)]
-                print(f"| {frame} | {mode} | {len(u)}/{len(truth)} | {np.mean(se):.0f} / {max(se):.0f} | {np.mean(ee):.0f} / {max(ee):.0f} | {dt/(audio.size/SR)*1000:.2f} ms |")
+                se = [abs(x.start_s - a) * 1000 for x, (a, _) in zip(u, truth, strict=True)]
+                ee = [abs(x.end_s - b) * 1000 for x, (_, b) in zip(u, truth, strict=True)]
+                errs = f"{np.mean(se):.0f} / {max(se):.0f} | {np.mean(ee):.0f} / {max(ee):.0f}"
             else:
-                print(f"| {frame} | {mode} | {len(u)}/{len(truth)} | - | - | {dt/(audio.size/SR)*1000:.2f} ms |")
-            if frame == 30 and mode == 2: best = u
+                errs = "- | -"
+            print(f"| {frame} | {mode} | {len(u)}/{len(truth)} | {errs} | {cpu:.2f} ms |")
+            if frame == 30 and mode == 2:
+                best = u
     t = np.arange(audio.size) / SR
     fig, ax = plt.subplots(figsize=(11, 3))
     ax.plot(t, audio, lw=0.3, color="0.5")
@@ -40,5 +55,12 @@ if __name__ == "__main__":
     for i, u in enumerate(best):
         ax.axvline(u.start_s, color="tab:blue", lw=1, label="VAD start" if i == 0 else None)
         ax.axvline(u.end_s, color="tab:red", lw=1, label="VAD end" if i == 0 else None)
-    ax.set_xlabel("seconds"); ax.set_title("webrtcvad segmenter (30 ms frames, mode 2) on espeak-ng questions with known silences")
-    ax.legend(loc="upper right", fontsize=8); fig.tight_layout(); fig.savefig("docs/tui-vad-boundaries.png", dpi=110)
+    ax.set_xlabel("seconds")
+    ax.set_title("webrtcvad segmenter (30 ms frames, mode 2) on espeak-ng questions with known silences")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(__file__).parent.parent / "docs" / "tui-vad-boundaries.png", dpi=110)
+
+
+if __name__ == "__main__":
+    bench()
