@@ -1,0 +1,120 @@
+"""`llasm-export`: turn a training checkpoint into a laptop bundle, and check a bundle against its checkpoint.
+
+    llasm-export bundle CHECKPOINT OUT [--encoder ct2|onnx] [--encoder-dtype int8|float16|float32]
+                        [--llm-quant f16|q8_0|q4_k_m|q4_0] [--lora-adapter] [--mmproj]
+    llasm-export verify BUNDLE [--checkpoint CKPT] [--audio FILE ...] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="llasm-export",
+    help="Export llasm checkpoints to laptop bundles (CTranslate2/ONNX encoder, GGUF LLM) and verify them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(msg: str) -> None:
+    typer.echo("llasm-export: " + " ".join(str(msg).split()), err=True)
+    raise typer.Exit(1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from assistant.adaptor import AdaptorError
+    from assistant.audio import AudioError
+    from assistant.basemodels import ModelResolutionError
+    from assistant.bundle import BundleError
+    from assistant.llm import LLMError
+    from export.errors import ExportError
+
+    return (ExportError, BundleError, AdaptorError, AudioError, ModelResolutionError, LLMError)
+
+
+@app.command()
+def bundle(
+    checkpoint: Path = typer.Argument(..., help="checkpoint directory (llasm.json) written by llasm-train"),
+    out: Path = typer.Argument(..., help="bundle directory to create"),
+    encoder: str = typer.Option("ct2", help="encoder format: ct2 or onnx"),
+    encoder_dtype: str = typer.Option("int8", help="encoder weights: int8, float16 or float32"),
+    llm_quant: str = typer.Option(None, help="LLM GGUF type: f16, q8_0, q4_k_m, q4_0 ... (default: reuse "
+                                             "default:smollm2 when the LLM is unchanged, else q8_0)"),
+    lora_adapter: bool = typer.Option(False, "--lora-adapter", help="keep a LoRA as lora.gguf over the base GGUF"),
+    mmproj: bool = typer.Option(False, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
+    reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),
+    n_ctx: int = typer.Option(2048, help="llama.cpp context length recorded in bundle.json"),
+    force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
+) -> None:
+    """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
+    from rich.console import Console
+
+    from export.bundle import export_bundle
+
+    console = Console(stderr=True)
+    try:
+        with console.status("exporting") as status:
+            report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
+                                   llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
+                                   mmproj=mmproj, n_ctx=n_ctx, force=force,
+                                   progress=lambda m: (console.log(m), status.update(m)))
+    except _known_errors() as e:
+        _fail(str(e))
+        return
+    total = sum(report.sizes.values())
+    typer.echo(f"wrote {report.out} ({total / 1e6:.1f} MB in {len(report.sizes)} files; "
+               f"encoder {report.manifest['encoder']['path']}, LLM {report.manifest['llm']['path']} "
+               f"[{report.manifest['llm']['quant']}])")
+
+
+@app.command()
+def verify(
+    bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="bundle directory"),
+    checkpoint: Path = typer.Option(None, help="checkpoint (default: the one recorded in bundle.json)"),
+    audio: list[Path] = typer.Option(None, help="audio files (default: two synthetic clips)"),
+    as_json: bool = typer.Option(False, "--json", help="print the full report as JSON"),
+    threads: int = typer.Option(0, help="threads for the bundle side (0: physical cores)"),
+) -> None:
+    """Run the same audio through the torch checkpoint and the bundle; exit 1 past the thresholds."""
+    from export.verify import verify_bundle
+
+    try:
+        report = verify_bundle(bundle_dir, checkpoint, [str(a) for a in audio] if audio else None,
+                               n_threads=threads or None)
+    except _known_errors() as e:
+        _fail(str(e))
+        return
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{bundle_dir} vs {report.checkpoint}")
+        for col in ("clip", "s", "enc max|d|", "enc rel", "adaptor rel", "1st token", "top-5"):
+            t.add_column(col)
+        for c in report.clips:
+            t.add_row(c.name, f"{c.seconds:.1f}", f"{c.encoder_max_abs:.4f}", f"{c.encoder_rel:.4f}",
+                      f"{c.adaptor_rel:.4f}", "same" if c.first_token_agrees else
+                      f"{c.first_token_torch}!={c.first_token_bundle}", f"{c.top5_overlap:.0%}")
+        Console().print(t)
+    if not report.passed:
+        _fail("verification failed: " + "; ".join(report.failures()))
+    typer.echo("verification passed", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
