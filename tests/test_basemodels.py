@@ -184,5 +184,7 @@ def test_real_defaults_resolve(_tmp_cache):
 @pytest.mark.real
 def test_real_whisper_base_loads_in_ctranslate2():
     ctranslate2 = pytest.importorskip("ctranslate2")
-    model = ctranslate2.models.Whisper(str(bm.resolve("default:whisper-base")), device="cpu", compute_type="int8")
+    model = ctranslate2.models.Whisper(
+        str(bm.resolve("default:whisper-base")), device="cpu", compute_type="int8"
+    )
     assert model.is_multilingual and model.n_mels == 80

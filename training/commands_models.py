@@ -31,9 +31,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("base-models")
     def base_models_command(
-        as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object with the four paths."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print exactly one JSON object with the four paths."
+        ),
         list_only: bool = typer.Option(
-            False, "--list", help="Only list the default models shipped by packages (no conversion, no torch)."
+            False,
+            "--list",
+            help="Only list the default models shipped by packages (no conversion, no torch).",
         ),
     ) -> None:
         """Assemble, convert and print the default base models (offline, idempotent).

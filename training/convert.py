@@ -59,12 +59,16 @@ class Ct2Model:
     def weight(self, name: str) -> np.ndarray:
         """A float32 copy of variable ``name``; int8/int16 weights are dequantized with ``<name>_scale``."""
         if name not in self.variables:
-            raise ConversionError(f"{self.spec} model.bin has no variable {name!r}: not a supported Whisper model")
+            raise ConversionError(
+                f"{self.spec} model.bin has no variable {name!r}: not a supported Whisper model"
+            )
         w = self.variables[name]
         scale = self.variables.get(name + "_scale")
         if w.dtype in (np.int8, np.int16):
             if scale is None:
-                raise ConversionError(f"quantized variable {name!r} has no {name}_scale: model.bin is damaged")
+                raise ConversionError(
+                    f"quantized variable {name!r} has no {name}_scale: model.bin is damaged"
+                )
             s = scale.astype(np.float32)
             return w.astype(np.float32) / (s.reshape(-1, *([1] * (w.ndim - 1))) if s.ndim else s)
         return w.astype(np.float32)
@@ -83,14 +87,18 @@ def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
     try:
         data = memoryview(path.read_bytes())
     except OSError as e:
-        raise ConversionError(f"cannot read {path}: {e.strerror}; pass a CTranslate2 model directory") from None
+        raise ConversionError(
+            f"cannot read {path}: {e.strerror}; pass a CTranslate2 model directory"
+        ) from None
     pos = 0
 
     def take(fmt: str) -> tuple[Any, ...]:
         nonlocal pos
         size = struct.calcsize("<" + fmt)
         if pos + size > len(data):
-            raise ConversionError(f"{path} ends early: the file is truncated; reinstall or re-convert the model")
+            raise ConversionError(
+                f"{path} ends early: the file is truncated; reinstall or re-convert the model"
+            )
         out = struct.unpack_from("<" + fmt, data, pos)
         pos += size
         return out
@@ -104,7 +112,9 @@ def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
 
     (version,) = take("I")
     if version < 5 or version > 64:
-        raise ConversionError(f"{path} is not a CTranslate2 model.bin of a supported version (found {version})")
+        raise ConversionError(
+            f"{path} is not a CTranslate2 model.bin of a supported version (found {version})"
+        )
     spec = string()
     (revision,) = take("I")
     (count,) = take("I")
@@ -160,17 +170,24 @@ def _read_special_ids(ct2_dir: Path) -> dict[str, int]:
     if tok.is_file():
         d = json.loads(tok.read_text(encoding="utf-8"))
         return {t["content"]: int(t["id"]) for t in d.get("added_tokens", [])}
-    voc = ct2_dir / "vocabulary.txt"
-    if voc.is_file():
-        lines = voc.read_text(encoding="utf-8").split("\n")
-        return {t: i for i, t in enumerate(lines) if t.startswith("<|") and t.endswith("|>")}
-    raise ConversionError(f"{ct2_dir} has neither tokenizer.json nor vocabulary.txt: cannot build a Whisper tokenizer")
+    voc_json, voc_txt = ct2_dir / "vocabulary.json", ct2_dir / "vocabulary.txt"
+    if voc_json.is_file() or voc_txt.is_file():
+        if voc_json.is_file():
+            tokens = json.loads(voc_json.read_text(encoding="utf-8"))
+        else:
+            tokens = voc_txt.read_text(encoding="utf-8").split("\n")
+        return {t: i for i, t in enumerate(tokens) if t.startswith("<|") and t.endswith("|>")}
+    raise ConversionError(
+        f"{ct2_dir} has neither tokenizer.json nor vocabulary.txt: cannot build a Whisper tokenizer"
+    )
 
 
 def whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Map CT2 Whisper variables to HF ``WhisperForConditionalGeneration`` names; also return shape facts."""
     if ct2.spec != "WhisperSpec":
-        raise ConversionError(f"model.bin holds a {ct2.spec}, not a WhisperSpec: pass a CTranslate2 Whisper model")
+        raise ConversionError(
+            f"model.bin holds a {ct2.spec}, not a WhisperSpec: pass a CTranslate2 Whisper model"
+        )
     w = ct2.weight
     sd: dict[str, np.ndarray] = {}
     conv1 = w("encoder/conv1/weight")
@@ -339,7 +356,9 @@ def ct2_whisper_to_hf(ct2_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         tensors["proj_out.weight"] = tensors["model.decoder.embed_tokens.weight"]
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     if unexpected or missing:
-        raise ConversionError(f"CT2 -> HF Whisper mapping mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ConversionError(
+            f"CT2 -> HF Whisper mapping mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     model.tie_weights()
     model.generation_config = generation
     model.eval()
@@ -402,13 +421,17 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         )
     except (ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"transformers cannot load {gguf_path.name} ({first}): pass a LLaMA-family GGUF") from None
+        raise ConversionError(
+            f"transformers cannot load {gguf_path.name} ({first}): pass a LLaMA-family GGUF"
+        ) from None
     if type(model).__name__ != "LlamaForCausalLM":
         raise ConversionError(f"{gguf_path.name} loads as {type(model).__name__}, not LlamaForCausalLM")
     if not getattr(tokenizer, "chat_template", None):
         template = _gguf_chat_template(gguf_path)
         if template is None:
-            raise ConversionError(f"{gguf_path.name} carries no tokenizer.chat_template: pass an instruct GGUF")
+            raise ConversionError(
+                f"{gguf_path.name} carries no tokenizer.chat_template: pass an instruct GGUF"
+            )
         tokenizer.chat_template = template
     # The GGUF loader marks the model as "quantized with gguf" although its weights are now plain float32
     # tensors; rebuild a plain model around them so that save_pretrained writes ordinary safetensors.
@@ -524,6 +547,269 @@ def base_models(whisper: str = DEFAULT_WHISPER, llm: str = DEFAULT_LLM) -> dict[
     }
 
 
+# ------------------------------------------------------------------------------------------------------
+# parity with the runtime engines (python -m training.convert --parity)
+
+PARITY_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please set a timer for ten minutes.",
+    "What is the weather like in Paris today?",
+)
+PARITY_PROMPTS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three primary colors.",
+    "How many legs does a spider have?",
+)
+ENCODER_TOLERANCE = 2e-3  # max |HF - CT2 float32| on encoder states (whose values reach about 25)
+
+
+def speak(text: str, out_wav: str | os.PathLike[str], voice: str = "en-us") -> np.ndarray:
+    """Synthesize ``text`` with espeak-ng into ``out_wav``; return it as 16 kHz mono float32."""
+    import subprocess
+
+    from assistant.audio import load_audio
+
+    if shutil.which("espeak-ng") is None:
+        raise ConversionError("espeak-ng is not installed: apt-get install espeak-ng")
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-w", str(out_wav), "--", text], check=True, capture_output=True
+    )
+    return load_audio(out_wav)
+
+
+def whisper_parity(
+    ref: str = DEFAULT_WHISPER, sentences: tuple[str, ...] = PARITY_SENTENCES
+) -> dict[str, Any]:
+    """Converted HF Whisper vs ``ctranslate2.models.Whisper`` (float32) on espeak-ng clips.
+
+    Encoder: HF's own forward on the 3000-frame (30 s padded) mel, and :func:`whisper_encode` on the real
+    length (positional table sliced) against CT2 ``encode`` on the same frames. Decoder: greedy ``generate``
+    of both (``<|en|><|transcribe|><|notimestamps|>`` where multilingual), compared as token ids and text.
+    """
+    import ctranslate2
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+
+    hf_dir, ct2_dir = whisper_hf(ref), basemodels.resolve(ref)
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    processor = WhisperProcessor.from_pretrained(hf_dir)
+    ct2 = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
+    fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+    tok = processor.tokenizer
+    gen = model.generation_config
+    prefix = (
+        ["<|startoftranscript|>"]
+        + (["<|en|>", "<|transcribe|>"] if gen.is_multilingual else [])
+        + ["<|notimestamps|>"]
+    )
+    prompt_ids = tok.convert_tokens_to_ids(prefix)
+    clips = []
+    padded_diff, sliced_diff, state_max = 0.0, 0.0, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, text in enumerate(sentences):
+            audio = speak(text, Path(tmp) / f"clip{k}.wav")
+            mel = fe(audio, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+            n = min(mel.shape[-1], 2 * (len(audio) // 320 + 1))  # real length in frames, even
+            short = np.ascontiguousarray(mel[:, :, :n])
+            with torch.no_grad():
+                hf_full = model.model.encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+                hf_short = whisper_encode(model.model.encoder, torch.from_numpy(short)).numpy()
+                kwargs = {"language": "en", "task": "transcribe"} if gen.is_multilingual else {}
+                hf_ids = model.generate(torch.from_numpy(mel), do_sample=False, num_beams=1, **kwargs)[
+                    0
+                ].tolist()
+            ct_full = np.array(ct2.encode(ctranslate2.StorageView.from_array(mel)))
+            ct_short = np.array(ct2.encode(ctranslate2.StorageView.from_array(short)))
+            res = ct2.generate(ctranslate2.StorageView.from_array(mel), [prompt_ids], beam_size=1)
+            ct_ids = list(res[0].sequences_ids[0])
+            hf_ids = [t for t in hf_ids if t not in prompt_ids and t != gen.eos_token_id]
+            padded_diff = max(padded_diff, float(np.abs(hf_full - ct_full).max()))
+            sliced_diff = max(sliced_diff, float(np.abs(hf_short - ct_short).max()))
+            state_max = max(state_max, float(np.abs(ct_full).max()))
+            hf_text = tok.decode(hf_ids, skip_special_tokens=True).strip()
+            ct_text = tok.decode(ct_ids, skip_special_tokens=True).strip()
+            clips.append(
+                {
+                    "spoken": text,
+                    "frames": int(n),
+                    "hf": hf_text,
+                    "ct2": ct_text,
+                    "same_tokens": hf_ids == ct_ids,
+                }
+            )
+    return {
+        "ref": ref,
+        "encoder_max_abs_diff_padded_3000": padded_diff,
+        "encoder_max_abs_diff_real_length": sliced_diff,
+        "encoder_state_max_abs": state_max,
+        "tolerance": ENCODER_TOLERANCE,
+        "clips": clips,
+    }
+
+
+def llama_parity(
+    ref: str = DEFAULT_LLM, prompts: tuple[str, ...] = PARITY_PROMPTS, n_tokens: int = 32
+) -> dict[str, Any]:
+    """Converted HF LLaMA vs llama.cpp on the same GGUF: greedy continuations of chat prompts.
+
+    Both start from the same token ids (the chat template rendered by the HF tokenizer and tokenized by
+    llama.cpp with ``special=True``; the HF tokenization is compared too). For each prompt: whether the
+    greedy tokens are equal, the first divergence, and, teacher-forced along llama.cpp's sequence, the
+    fraction of steps where HF's argmax equals llama.cpp's token, the max |logit| difference, and llama.cpp's
+    own margin between its pick and HF's pick at the first divergence (a near tie explains a divergence).
+    """
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_dir, gguf_path = llama_hf(ref), basemodels.resolve(ref)
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    llm = Llama(
+        str(gguf_path),
+        n_ctx=512,
+        n_threads=max(1, min(4, os.cpu_count() or 1)),
+        logits_all=True,
+        verbose=False,
+    )
+    eos = {llm.token_eos(), tok.eos_token_id}
+    rows = []
+    for prompt in prompts:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        hf_prompt_ids = tok(text, add_special_tokens=False).input_ids
+        ll: list[int] = []
+        llm.reset()
+        for t in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
+            if t in eos or len(ll) >= n_tokens:
+                break
+            ll.append(int(t))
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=n_tokens,
+                do_sample=False,
+                eos_token_id=sorted(eos),
+                pad_token_id=tok.eos_token_id,
+            )[0, len(ids) :].tolist()
+        hf = [int(t) for t in out if t not in eos]
+        first = next((i for i, (a, b) in enumerate(zip(hf, ll, strict=False)) if a != b), None)
+        if first is None and len(hf) != len(ll):
+            first = min(len(hf), len(ll))
+        # teacher forcing along llama.cpp's continuation
+        seq = ids + ll
+        llm.reset()
+        llm.eval(seq)
+        ll_logits = np.array(llm.scores[: len(seq)], dtype=np.float32)[len(ids) - 1 : len(seq) - 1]
+        with torch.no_grad():
+            hf_logits = model(torch.tensor([seq])).logits[0, len(ids) - 1 : len(seq) - 1].numpy()
+        agree = float((hf_logits.argmax(-1) == np.array(ll)).mean()) if ll else 1.0
+        margin = None
+        if first is not None and first < len(ll) and first < len(hf):
+            margin = float(ll_logits[first, ll[first]] - ll_logits[first, hf[first]])
+        rows.append(
+            {
+                "prompt": prompt,
+                "same_prompt_tokens": hf_prompt_ids == ids,
+                "equal": hf == ll,
+                "first_divergence": first,
+                "n_hf": len(hf),
+                "n_llama_cpp": len(ll),
+                "teacher_forced_top1_agreement": agree,
+                "max_abs_logit_diff": float(np.abs(hf_logits - ll_logits).max()) if ll else 0.0,
+                "llama_cpp_margin_at_divergence": margin,
+                "hf_text": tok.decode(hf),
+                "llama_cpp_text": tok.decode(ll),
+            }
+        )
+    return {"ref": ref, "gguf": str(gguf_path), "n_tokens": n_tokens, "prompts": rows}
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    w = report["whisper"]
+    a.bar(
+        ["padded 3000", "real length"],
+        [w["encoder_max_abs_diff_padded_3000"], w["encoder_max_abs_diff_real_length"]],
+    )
+    a.axhline(w["tolerance"], color="r", ls="--", label=f"tolerance {w['tolerance']:g}")
+    a.set_title("Whisper encoder: max |HF - CT2 fp32|")
+    a.legend()
+    rows = report["llama"]["prompts"]
+    x = np.arange(len(rows))
+    b.bar(x - 0.2, [r["teacher_forced_top1_agreement"] for r in rows], 0.4, label="top-1 agreement")
+    b.bar(
+        x + 0.2,
+        [
+            (r["first_divergence"] if r["first_divergence"] is not None else r["n_llama_cpp"])
+            / max(1, report["llama"]["n_tokens"])
+            for r in rows
+        ],
+        0.4,
+        label="equal prefix / n_tokens",
+    )
+    b.set_xticks(x, [r["prompt"][:18] for r in rows], rotation=20, fontsize=7)
+    b.set_ylim(0, 1.05)
+    b.set_title("SmolLM2: HF (dequantized) vs llama.cpp (Q4_1)")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m training.convert", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--parity", action="store_true", help="measure converter parity with CTranslate2 / llama.cpp"
+    )
+    ap.add_argument("--whisper", default=DEFAULT_WHISPER)
+    ap.add_argument("--llm", default=DEFAULT_LLM)
+    ap.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt (LLaMA parity)")
+    ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--plot", type=Path, help="write a PNG summary here")
+    args = ap.parse_args(argv)
+    try:
+        if not args.parity:
+            print(json.dumps(base_models(args.whisper, args.llm)))
+            return 0
+        report = {
+            "whisper": whisper_parity(args.whisper),
+            "llama": llama_parity(args.llm, n_tokens=args.tokens),
+        }
+    except (ModelResolutionError, ConversionError) as e:
+        print(f"training.convert: {e}", file=sys.stderr)
+        return 1
+    w = report["whisper"]
+    print(
+        f"Whisper encoder max |HF-CT2| padded-3000 {w['encoder_max_abs_diff_padded_3000']:.2e}, "
+        f"real-length {w['encoder_max_abs_diff_real_length']:.2e} (states up to {w['encoder_state_max_abs']:.1f}; "
+        f"tolerance {w['tolerance']:g})"
+    )
+    for c in w["clips"]:
+        print(f"  same tokens={c['same_tokens']}  HF={c['hf']!r}  CT2={c['ct2']!r}")
+    for r in report["llama"]["prompts"]:
+        print(
+            f"LLaMA {r['prompt']!r}: equal={r['equal']} first_divergence={r['first_divergence']} "
+            f"top1={r['teacher_forced_top1_agreement']:.2f} max|dlogit|={r['max_abs_logit_diff']:.2f} "
+            f"margin={r['llama_cpp_margin_at_divergence']}"
+        )
+        print(f"    HF: {r['hf_text']!r}\n    ll: {r['llama_cpp_text']!r}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    if args.plot:
+        _plot(report, args.plot)
+    return 0
+
+
 __all__ = [
     "ConversionError",
     "ModelResolutionError",
@@ -535,3 +821,7 @@ __all__ = [
     "whisper_encode",
     "whisper_hf",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
