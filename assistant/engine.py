@@ -172,6 +172,7 @@ class Engine:
         except LLMError as e:
             raise BundleError(str(e)) from None
         self.adaptor = self._load_adaptor()
+        self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
         self._prefix: list[np.ndarray] = []
@@ -310,7 +311,11 @@ class Engine:
         states = self.encoder.encode(mel)
         t2 = time.perf_counter()
         try:
-            out = self.adaptor.run(states)
+            if self._blas is not None:  # small matmuls: BLAS threads only cost wake-ups (50 ms+ when busy)
+                with self._blas.limit(limits=1, user_api="blas"):
+                    out = self.adaptor.run(states)
+            else:
+                out = self.adaptor.run(states)
         except AdaptorError as e:
             raise BundleError(f"{self.bundle.adaptor_path}: {e}") from None
         t3 = time.perf_counter()
@@ -479,3 +484,11 @@ class Engine:
 
 class _Cancelled(Exception):
     pass
+
+
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
