@@ -156,13 +156,14 @@ def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp
 
 def test_two_process_gloo_run_learns(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.cli"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    r = subprocess.run(_cli(tiny, out, 12, *launcher), env=env, capture_output=True, text=True, cwd=ROOT)
+    # torchrun-style launcher; on a machine without CUDA the trainer picks gloo (accelerate MULTI_CPU)
+    r = subprocess.run(_cli(tiny, out, 16, *launcher), env=env, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [x for x in _rows(out) if "loss" in x]
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    losses = [x["loss"] for x in _rows(out) if "loss" in x]
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3])
     state = json.loads((out / "final" / "trainer" / "state.json").read_text())
     assert state["world_size"] == 2
     assert (out / "final" / "trainer" / "rng-1.safetensors").exists()

@@ -456,7 +456,8 @@ def train(cfg: TrainConfig) -> Path:
 
         load_optimizer(opt, load_file(str(ckpt / "trainer" / "optimizer.safetensors")),
                        json.loads((ckpt / "trainer" / "optimizer.json").read_text()))
-        sched.load_state_dict(json.loads((ckpt / "trainer" / "scheduler.json").read_text()))
+        sched.load_state_dict(json.loads((ckpt / "trainer" / "scheduler.json").read_text())
+                              | {"lr_lambdas": [None] * len(opt.param_groups)})
         r = acc.process_index
         _set_rng_state(json.loads((ckpt / "trainer" / f"rng-{r}.json").read_text()),
                        load_file(str(ckpt / "trainer" / f"rng-{r}.safetensors")))
