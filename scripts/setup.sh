@@ -10,7 +10,7 @@ venv="${LLASM_VENV:-.venv}"
 py="${PYTHON:-python3}"
 
 # --- system packages -------------------------------------------------------
-sys_pkgs=(portaudio19-dev espeak-ng sox libsndfile1 fortunes fortunes-zh)
+sys_pkgs=(portaudio19-dev espeak-ng sox libsndfile1 fortunes fortunes-zh wordnet-base)
 missing=()
 for p in "${sys_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
