@@ -81,6 +81,9 @@ def export_bundle(
         raise ExportError(f"unknown encoder dtype {encoder_dtype!r}: use one of {', '.join(ENCODER_DTYPES)}")
     if llm_quant is not None and llm_quant.lower() not in LLM_QUANTS:
         raise ExportError(f"unknown LLM quantization {llm_quant!r}: use one of {', '.join(LLM_QUANTS)}")
+    from export.verify import quiet_transformers
+
+    quiet_transformers()
     ck = Checkpoint.load(checkpoint)
     if lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")

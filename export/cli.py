@@ -13,6 +13,10 @@ from pathlib import Path
 
 import typer
 
+from export.verify import Thresholds
+
+_T = Thresholds()
+
 app = typer.Typer(
     name="llasm-export",
     help="Export llasm checkpoints to laptop bundles (CTranslate2/ONNX encoder, GGUF LLM) and verify them.",
@@ -80,13 +84,19 @@ def verify(
     audio: list[Path] = typer.Option(None, help="audio files (default: two synthetic clips)"),
     as_json: bool = typer.Option(False, "--json", help="print the full report as JSON"),
     threads: int = typer.Option(0, help="threads for the bundle side (0: physical cores)"),
+    encoder_rel: float = typer.Option(_T.encoder_rel, help="max encoder difference, relative to max |torch|"),
+    adaptor_rel: float = typer.Option(_T.adaptor_rel, help="max adaptor difference, relative to max |torch|"),
+    first_token: float = typer.Option(_T.first_token_agreement, help="min fraction of clips whose first token agrees"),
+    top5: float = typer.Option(_T.top5_overlap, help="min mean overlap of the first-token top-5 sets"),
 ) -> None:
     """Run the same audio through the torch checkpoint and the bundle; exit 1 past the thresholds."""
-    from export.verify import verify_bundle
+    from export.verify import Thresholds, verify_bundle
 
+    limits = Thresholds(encoder_rel=encoder_rel, adaptor_rel=adaptor_rel, first_token_agreement=first_token,
+                        top5_overlap=top5)
     try:
         report = verify_bundle(bundle_dir, checkpoint, [str(a) for a in audio] if audio else None,
-                               n_threads=threads or None)
+                               thresholds=limits, n_threads=threads or None)
     except _known_errors() as e:
         _fail(str(e))
         return

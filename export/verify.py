@@ -139,6 +139,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], checkpoint: str | os.PathL
     from export.encoder import load_hf_encoder, varlen_encoder
     from export.validate import validate_bundle
 
+    quiet_transformers()
     files = validate_bundle(bundle_dir)
     b = Bundle.load(bundle_dir)
     if checkpoint is None:
@@ -190,6 +191,17 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], checkpoint: str | os.PathL
     finally:
         lm_b.close()
     return report
+
+
+def quiet_transformers() -> None:
+    """No progress bars or advisory warnings from transformers/peft on our CLI's output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _torch_first_logits(llm: Any, tok: Any, segments: Sequence[Any], audio_emb: np.ndarray) -> np.ndarray:

@@ -1,0 +1,174 @@
+"""Checkpoint -> bundle -> runtime loaders, on tiny random checkpoints (and the real base models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("llama_cpp")
+
+from safetensors.numpy import load_file  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from assistant.bundle import Bundle  # noqa: E402
+from export.bundle import export_bundle  # noqa: E402
+from export.cli import app  # noqa: E402
+from export.encoder import export_ct2, export_onnx, load_hf_encoder, varlen_encoder  # noqa: E402
+from export.errors import ExportError  # noqa: E402
+from export.testing import make_tiny_checkpoint, make_tiny_whisper  # noqa: E402
+from export.validate import validate_bundle  # noqa: E402
+from export.verify import Thresholds, verify_bundle  # noqa: E402
+
+TIGHT = Thresholds(encoder_rel=1e-3, adaptor_rel=1e-3, first_token_agreement=1.0, top5_overlap=0.8)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export-cache")
+
+
+@pytest.fixture(scope="module")
+def ck_lora(cache: Path) -> Path:
+    return make_tiny_checkpoint(cache / "ck-lora", adaptor="ultravox", llm_weights="lora", cache_root=cache)
+
+
+@pytest.fixture(scope="module")
+def ck_ctc(cache: Path) -> Path:
+    return make_tiny_checkpoint(cache / "ck-ctc", adaptor="ctc", llm_weights="full", seed=1, cache_root=cache)
+
+
+def test_encoder_exports_accept_any_length(tmp_path: Path) -> None:
+    import ctranslate2
+    import onnxruntime as ort
+
+    wdir = make_tiny_whisper(tmp_path / "w")
+    ref_enc = varlen_encoder(load_hf_encoder(wdir))
+    ct2 = ctranslate2.models.Whisper(str(export_ct2(wdir, tmp_path / "ct2", "float32")), compute_type="float32")
+    sessions = {dt: ort.InferenceSession(str(export_onnx(wdir, tmp_path / f"{dt}.onnx", dt)),
+                                         providers=["CPUExecutionProvider"]) for dt in ("float32", "int8")}
+    rng = np.random.default_rng(0)
+    for t in (3, 401, 3000):
+        mel = rng.standard_normal((1, 80, t)).astype(np.float32)
+        with torch.no_grad():
+            ref = ref_enc(torch.from_numpy(mel)).numpy()
+        assert ref.shape == (1, (t + 1) // 2, 64)
+        scale = np.abs(ref).max()
+        got_ct2 = np.array(ct2.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
+        assert np.abs(got_ct2 - ref).max() < 1e-4 * scale
+        got32 = sessions["float32"].run(None, {"input_features": mel})[0]
+        assert np.abs(got32 - ref).max() < 1e-4 * scale
+        got8 = sessions["int8"].run(None, {"input_features": mel})[0]
+        assert np.abs(got8 - ref).max() < 0.1 * scale
+    # matmul weights shrink 4x; the 1500-row positional table stays float32
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.8 * (tmp_path / "float32.onnx").stat().st_size
+
+
+def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> None:
+    out = tmp_path / "bundle"
+    rep = export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True)
+    m = json.loads((out / "bundle.json").read_text())
+    assert m["llm"] == {"path": "llm.gguf", "quant": "f32", "lora": "lora.gguf", "n_ctx": 2048}
+    assert m["adaptor"]["type"] == "ultravox" and m["adaptor"]["path"] == "adaptor.safetensors"
+    assert set(m["checksums"]) == {"encoder.onnx", "adaptor.safetensors", "llm.gguf", "lora.gguf"}
+    assert rep.sizes["lora.gguf"] < rep.sizes["llm.gguf"] / 20
+    b = Bundle.load(out)
+    assert b.llm.lora is not None and b.prompt.stop == ("<|im_end|>",)
+    report = verify_bundle(out, thresholds=TIGHT)
+    assert report.passed, report.failures()
+    assert len(report.clips) == 2 and all(c.first_token_agrees for c in report.clips)
+
+
+def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
+    out = tmp_path / "bundle"
+    export_bundle(ck_ctc, out, encoder="ct2", encoder_dtype="float32", llm_quant="f32")
+    tensors = load_file(str(out / "adaptor.safetensors"))
+    assert "blank.weight" in tensors and not any(v.shape[0] == 49152 for v in tensors.values())  # no token table
+    assert {p.name for p in (out / "encoder").iterdir()} >= {"model.bin", "config.json"}
+    validate_bundle(out)
+    report = verify_bundle(out, thresholds=TIGHT)  # the runtime takes the ctc table from the GGUF
+    assert report.passed, report.failures()
+    assert all(c.heard_match for c in report.clips)
+    # the same checkpoint quantized: the CLI reports the differences and fails past strict thresholds
+    export_bundle(ck_ctc, tmp_path / "q", encoder="ct2", encoder_dtype="int8", llm_quant="q8_0")
+    r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
+    assert r.exit_code == 1
+    assert "encoder relative difference" in r.output.splitlines()[-1]
+    summary = json.loads(r.output[r.output.index("{\n"): r.output.rindex("}") + 1])["summary"]
+    assert 0.001 < summary["encoder_rel_max"] < 0.5
+
+
+def test_failed_export_leaves_nothing(tmp_path: Path, cache: Path) -> None:
+    ck = make_tiny_checkpoint(tmp_path / "ck", adaptor="linear", cache_root=cache)
+    (Path(json.loads((ck / "llasm.json").read_text())["encoder"]["path"]) / "tokenizer.json").unlink()
+    out = tmp_path / "out" / "b"
+    with pytest.raises(ExportError, match="tokenizer"):
+        export_bundle(ck, out, encoder="ct2")
+    assert list((tmp_path / "out").iterdir()) == []
+    out.mkdir()
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(ck, out, encoder="onnx")
+
+
+def test_corrupt_files_are_named(tmp_path: Path, ck_lora: Path) -> None:
+    src = tmp_path / "b"
+    export_bundle(ck_lora, src, encoder="ct2", encoder_dtype="float32", llm_quant="q8_0")
+    for rel in ("llm.gguf", "encoder/model.bin", "adaptor.safetensors"):
+        bad = tmp_path / f"bad-{rel.replace('/', '-')}"
+        shutil.copytree(src, bad)
+        data = (bad / rel).read_bytes()
+        (bad / rel).write_bytes(data[: len(data) - 1000])
+        with pytest.raises(ExportError, match="corrupt") as e:  # the checksum catches it first
+            validate_bundle(bad)
+        assert str(bad / rel) in str(e.value) and "\n" not in str(e.value)
+        m = json.loads((bad / "bundle.json").read_text())
+        m["checksums"] = {}  # without checksums, the structural checks name the file
+        (bad / "bundle.json").write_text(json.dumps(m))
+        with pytest.raises(ExportError, match="truncated") as e:
+            validate_bundle(bad)
+        assert rel.split("/")[-1] in str(e.value)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["bundle", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert r.exit_code == 1
+    assert "llasm.json is missing" in r.output and r.output.count("\n") == 1
+    r = CliRunner().invoke(app, ["verify", str(tmp_path)])
+    assert r.exit_code == 1 and "bundle.json" in r.output
+
+
+@pytest.mark.real
+def test_real_stage1_bundle_reuses_packaged_models(tmp_path: Path) -> None:
+    """whisper-base + SmolLM2 with a stage-1 (base LLM) ultravox adaptor: the bundle references the packaged
+    models, and the packaged CT2 int8 encoder + Q4_1 GGUF agree with the torch checkpoint."""
+    from assistant.adaptor import AdaptorConfig, random_tensors, save_adaptor
+    from assistant.basemodels import resolve
+    from assistant.bundle import prompt_from_gguf
+    from training.convert import whisper_hf
+
+    wdir = whisper_hf("default:whisper-base")
+    gguf = resolve("default:smollm2")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    acfg = AdaptorConfig.from_dict({"type": "ultravox", "stack": 8, "d_model": 512, "n_embd": 576, "hidden": 1024})
+    tensors = random_tensors(acfg, seed=0, scale=0.02)
+    save_adaptor(ck / "adaptor.safetensors", tensors)
+    (ck / "llasm.json").write_text(json.dumps({
+        "format": "llasm-checkpoint", "version": 1, "encoder": {"path": str(wdir), "n_mels": 80, "d_model": 512},
+        "llm": {"path": str(gguf.parent), "gguf": str(gguf), "n_embd": 576, "vocab_size": 49152},
+        "adaptor": acfg.to_dict(), "llm_weights": "base", "prompt": prompt_from_gguf(gguf).to_dict(),
+        "stage": 1, "step": 0}))
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(ck / "tokenizer"))
+    out = tmp_path / "bundle"
+    rep = export_bundle(ck, out)
+    assert rep.manifest["encoder"]["path"] == "default:whisper-base"
+    assert rep.manifest["llm"]["path"] == "default:smollm2"
+    assert set(rep.sizes) == {"adaptor.safetensors"}
+    report = verify_bundle(out)
+    assert report.passed, report.failures()
