@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.adaptor import AdaptorConfig
 from assistant.adaptor import Adaptor as NumpyAdaptor
+from assistant.adaptor import AdaptorConfig
 from training.model import Adaptor, WhisperEncoderVL
 
 
