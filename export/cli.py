@@ -84,8 +84,8 @@ def verify(
     audio: list[Path] = typer.Option(None, help="audio files (default: two synthetic clips)"),
     as_json: bool = typer.Option(False, "--json", help="print the full report as JSON"),
     threads: int = typer.Option(0, help="threads for the bundle side (0: physical cores)"),
-    encoder_rel: float = typer.Option(_T.encoder_rel, help="max encoder difference, relative to max |torch|"),
-    adaptor_rel: float = typer.Option(_T.adaptor_rel, help="max adaptor difference, relative to max |torch|"),
+    encoder_rel: float = typer.Option(_T.encoder_rel, help="max encoder RMS difference / RMS(torch)"),
+    adaptor_rel: float = typer.Option(_T.adaptor_rel, help="max adaptor RMS difference / RMS(torch)"),
     first_token: float = typer.Option(_T.first_token_agreement, help="min fraction of clips whose first token agrees"),
     top5: float = typer.Option(_T.top5_overlap, help="min mean overlap of the first-token top-5 sets"),
 ) -> None:
@@ -107,7 +107,7 @@ def verify(
         from rich.table import Table
 
         t = Table(title=f"{bundle_dir} vs {report.checkpoint}")
-        for col in ("clip", "s", "enc max|d|", "enc rel", "adaptor rel", "1st token", "top-5"):
+        for col in ("clip", "s", "enc max|d|", "enc rel RMS", "adaptor rel RMS", "1st token", "top-5"):
             t.add_column(col)
         for c in report.clips:
             t.add_row(c.name, f"{c.seconds:.1f}", f"{c.encoder_max_abs:.4f}", f"{c.encoder_rel:.4f}",

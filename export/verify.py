@@ -3,8 +3,8 @@
     report = verify_bundle("bundles/mine", checkpoint="runs/stage2", audio=["q1.wav"])
     report.passed        # False past the thresholds below
 
-Per clip: the encoder's states (max abs difference, and relative to the torch states' max |x|), the adaptor's
-embeddings (same), and the LLM's first-token logits after the prompt with the audio slot (first-token
+Per clip: the encoder's states (max abs difference, and the RMS of the difference relative to the RMS of the
+torch states), the adaptor's embeddings (same), and the LLM's first-token logits after the prompt with the audio slot (first-token
 agreement and the overlap of the top-5 token sets). The bundle side uses the runtime's own pieces
 (`assistant.bundle`, `assistant.encoder`, `assistant.adaptor`, `assistant.llm`), so this checks what a laptop
 will run. The torch side is the checkpoint in float32: transformers' Whisper encoder on the real length,
@@ -30,10 +30,12 @@ MAX_FRAMES = 3000
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Limits a bundle must stay within (relative differences are max|a - b| / max|torch|)."""
+    """Limits a bundle must stay within. Relative differences are RMS(bundle - torch) / RMS(torch): an int8
+    encoder moves a few single states by a lot (whisper-base, CT2 int8: max |d| ~10 where max |x| ~23) while
+    the states as a whole stay close (relative RMS ~0.12, docs/export.md), so the limit is on the RMS."""
 
-    encoder_rel: float = 0.25  # CT2/ONNX int8 on whisper-base measured ~0.05-0.15 (docs/export.md)
-    adaptor_rel: float = 0.35
+    encoder_rel: float = 0.2
+    adaptor_rel: float = 0.3
     first_token_agreement: float = 0.5  # fraction of clips whose greedy first token matches torch
     top5_overlap: float = 0.6  # mean |top5(torch) & top5(bundle)| / 5
 
@@ -79,9 +81,9 @@ class VerifyReport:
         s, t = self.summary(), self.thresholds
         out = []
         if s["encoder_rel_max"] > t.encoder_rel:
-            out.append(f"encoder relative difference {s['encoder_rel_max']:.3f} > {t.encoder_rel}")
+            out.append(f"encoder relative RMS difference {s['encoder_rel_max']:.3f} > {t.encoder_rel}")
         if s["adaptor_rel_max"] > t.adaptor_rel:
-            out.append(f"adaptor relative difference {s['adaptor_rel_max']:.3f} > {t.adaptor_rel}")
+            out.append(f"adaptor relative RMS difference {s['adaptor_rel_max']:.3f} > {t.adaptor_rel}")
         if s["first_token_agreement"] < t.first_token_agreement:
             out.append(f"first-token agreement {s['first_token_agreement']:.2f} < {t.first_token_agreement}")
         if s["top5_overlap"] < t.top5_overlap:
@@ -118,11 +120,14 @@ def _windows(mel: np.ndarray) -> list[np.ndarray]:
 
 
 def _rel(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, RMS of the difference / RMS of the reference); inf when shapes differ."""
     if a.shape != ref.shape:
         return float("inf"), float("inf")
-    d = float(np.abs(a - ref).max()) if a.size else 0.0
-    scale = float(np.abs(ref).max()) if ref.size else 1.0
-    return d, d / max(scale, 1e-12)
+    if not a.size:
+        return 0.0, 0.0
+    d = (a.astype(np.float64) - ref.astype(np.float64))
+    rms_ref = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+    return float(np.abs(d).max()), float(np.sqrt(np.mean(d**2))) / max(rms_ref, 1e-12)
 
 
 def verify_bundle(bundle_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None,

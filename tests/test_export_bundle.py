@@ -97,7 +97,7 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     export_bundle(ck_ctc, tmp_path / "q", encoder="ct2", encoder_dtype="int8", llm_quant="q8_0")
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
     assert r.exit_code == 1
-    assert "encoder relative difference" in r.output.splitlines()[-1]
+    assert "encoder relative RMS difference" in r.output.splitlines()[-1]
     summary = json.loads(r.output[r.output.index("{\n"): r.output.rindex("}") + 1])["summary"]
     assert 0.001 < summary["encoder_rel_max"] < 0.5
 

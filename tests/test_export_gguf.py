@@ -20,7 +20,6 @@ from export.gguf_llm import (  # noqa: E402
     permute_rows,
     quantize_gguf,
     tokenizer_from_gguf,
-    tokenizer_from_hf,
     write_llama_gguf,
     write_lora_gguf,
 )
@@ -71,9 +70,8 @@ def test_permute_matches_llama_cpp_layout() -> None:
         permute_rows(np.arange(6), 2)
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_tiny_llama_f32_logits_match_torch(tmp_path: Path, smol_tok, tie: bool) -> None:
-    m = tiny_llama(tie=tie)
+def test_tiny_llama_f32_logits_match_torch(tmp_path: Path, smol_tok) -> None:
+    m = tiny_llama(tie=False)  # an untied output.weight (tied models are covered below and in the bundle tests)
     out = write_llama_gguf(tmp_path / "m.gguf", m.state_dict(), m.config, smol_tok, dtype="f32")
     meta = gguf_metadata(out, ["llama.attention.head_count_kv", "tokenizer.ggml.pre", "general.type"])
     assert meta == {"llama.attention.head_count_kv": 2, "tokenizer.ggml.pre": "smollm", "general.type": "model"}
@@ -117,11 +115,12 @@ def _peft_lora(model, seed: int = 1, **cfg_kw):
     return pm.eval()
 
 
-@pytest.mark.parametrize("rslora", [False, True])
-def test_lora_adapter_over_base_equals_merged(tmp_path: Path, smol_tok, rslora: bool) -> None:
+def test_lora_adapter_over_base_equals_merged(tmp_path: Path, smol_tok) -> None:
+    """rsLoRA: PEFT's scale alpha/sqrt(r) differs from llama.cpp's alpha/r and is folded into lora_b (plain
+    LoRA is covered by the bundle tests)."""
     base = tiny_llama(seed=3)
     base_path = write_llama_gguf(tmp_path / "base.gguf", base.state_dict(), base.config, smol_tok, dtype="f32")
-    pm = _peft_lora(base, use_rslora=rslora)
+    pm = _peft_lora(base, use_rslora=True)
     pm.save_pretrained(tmp_path / "lora")
     lora_path = write_lora_gguf(tmp_path / "lora.gguf", tmp_path / "lora", base.config)
     meta = gguf_metadata(lora_path, ["general.type", "adapter.type", "adapter.lora.alpha"])
@@ -146,19 +145,6 @@ def test_lora_with_modules_to_save_is_refused(tmp_path: Path) -> None:
     (d / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(ExportError, match="merged"):
         write_lora_gguf(tmp_path / "x.gguf", d, tiny_llama().config)
-
-
-@pytest.mark.real
-def test_hf_tokenizer_reproduces_smollm2_gguf_tokenizer(tmp_path: Path, base_gguf: Path, smol_tok) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(base_gguf.parent), gguf_file=base_gguf.name)
-    tok.save_pretrained(tmp_path / "tok")
-    meta = tokenizer_from_hf(tmp_path / "tok", 49152)
-    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-                "tokenizer.ggml.merges", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token",
-                "tokenizer.chat_template"):
-        assert meta.get(key) == smol_tok.get(key), key
 
 
 @pytest.mark.real
