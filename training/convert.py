@@ -616,9 +616,15 @@ def whisper_parity(
                 hf_full = model.model.encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
                 hf_short = whisper_encode(model.model.encoder, torch.from_numpy(short)).numpy()
                 kwargs = {"language": "en", "task": "transcribe"} if gen.is_multilingual else {}
-                hf_ids = model.generate(torch.from_numpy(mel), do_sample=False, num_beams=1, **kwargs)[
-                    0
-                ].tolist()
+                from transformers.modeling_outputs import BaseModelOutput
+
+                hf_ids = model.generate(
+                    input_features=torch.from_numpy(mel),
+                    encoder_outputs=BaseModelOutput(last_hidden_state=torch.from_numpy(hf_full)),
+                    do_sample=False,
+                    num_beams=1,
+                    **kwargs,
+                )[0].tolist()
             ct_full = np.array(ct2.encode(ctranslate2.StorageView.from_array(mel)))
             ct_short = np.array(ct2.encode(ctranslate2.StorageView.from_array(short)))
             res = ct2.generate(ctranslate2.StorageView.from_array(mel), [prompt_ids], beam_size=1)
@@ -669,7 +675,7 @@ def llama_parity(
     llm = Llama(
         str(gguf_path),
         n_ctx=512,
-        n_threads=max(1, min(4, os.cpu_count() or 1)),
+        n_threads=1,  # deterministic and immune to spin-waiting on a busy machine
         logits_all=True,
         verbose=False,
     )
@@ -728,6 +734,63 @@ def llama_parity(
     return {"ref": ref, "gguf": str(gguf_path), "n_tokens": n_tokens, "prompts": rows}
 
 
+_GGUF_TO_HF = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def llama_weight_parity(ref: str = DEFAULT_LLM, blocks: int | None = None) -> dict[str, Any]:
+    """Max |HF weight - gguf-py dequantization of the GGUF tensor| over the first ``blocks`` blocks
+    (all when None) plus the embedding and final norm. q/k rows are compared in llama.cpp's RoPE layout.
+    Zero means the converter is exact and any logit gap comes from llama.cpp's own arithmetic."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.numpy import load_file
+
+    hf_dir, gguf_path = llama_hf(ref), basemodels.resolve(ref)
+    reader = GGUFReader(str(gguf_path))
+
+    def field(name: str) -> int:
+        f = reader.fields[name]
+        return int(f.parts[f.data[0]][0])
+
+    n_head, n_kv = field("llama.attention.head_count"), field("llama.attention.head_count_kv")
+    hf = {}
+    for shard in sorted(Path(hf_dir).glob("*.safetensors")):
+        hf.update(load_file(shard))
+    worst, compared, types = 0.0, 0, set()
+    for t in reader.tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            if blocks is not None and int(parts[1]) >= blocks:
+                continue
+            name = f"model.layers.{parts[1]}.{_GGUF_TO_HF[parts[2]]}.{parts[3]}"
+        else:
+            name = f"{_GGUF_TO_HF[parts[0]]}.{parts[1]}"
+        if name not in hf:
+            continue  # e.g. a tied lm_head saved once
+        w = hf[name].astype(np.float32)
+        if parts[-2] in ("attn_q", "attn_k"):  # llama.cpp's RoPE row permutation
+            heads = n_head if parts[-2] == "attn_q" else n_kv
+            w = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        g = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(w.shape)
+        worst = max(worst, float(np.abs(w - g).max()))
+        compared += 1
+        types.add(t.tensor_type.name)
+    return {"tensors_compared": compared, "max_abs_diff": worst, "gguf_types": sorted(types)}
+
+
 def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -784,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "whisper": whisper_parity(args.whisper),
             "llama": llama_parity(args.llm, n_tokens=args.tokens),
+            "llama_weights": llama_weight_parity(args.llm),
         }
     except (ModelResolutionError, ConversionError) as e:
         print(f"training.convert: {e}", file=sys.stderr)
@@ -796,6 +860,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for c in w["clips"]:
         print(f"  same tokens={c['same_tokens']}  HF={c['hf']!r}  CT2={c['ct2']!r}")
+    lw = report["llama_weights"]
+    print(
+        f"LLaMA weights: {lw['tensors_compared']} tensors ({', '.join(lw['gguf_types'])}) max |HF - dequant(GGUF)| "
+        f"= {lw['max_abs_diff']:.3g}"
+    )
     for r in report["llama"]["prompts"]:
         print(
             f"LLaMA {r['prompt']!r}: equal={r['equal']} first_divergence={r['first_divergence']} "
