@@ -373,7 +373,7 @@ def _resolve_hub(repo_id: str, allow_network: bool) -> Path:
     if not allow_network:
         raise ModelResolutionError(
             f"{repo_id!r} is neither a local path nor a default model, and hub downloads are off: pass a local "
-            f"path, one of {_known()}, or allow network (allow_network=True / --allow-network)"
+            f"path, one of {_known()}, or allow hub downloads (allow_network=True)"
         )
     try:
         import huggingface_hub  # noqa: PLC0415 - optional, only with network
