@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         loss: str = typer.Option(None, help="ce | kl"),
         lr: float = typer.Option(None), max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
         grad_accum: int = typer.Option(None), warmup_steps: int = typer.Option(None),
-        mixed_precision: str = typer.Option(None, help="no | bf16"),
+        mixed_precision: str = typer.Option(None, help="auto | no | bf16 (auto: bf16 only where the hardware has it)"),
         gradient_checkpointing: bool = typer.Option(None),
         save_every: int = typer.Option(None), keep_last: int = typer.Option(None),
         eval_every: int = typer.Option(None), log_every: int = typer.Option(None),
@@ -93,12 +93,14 @@ def register(app: typer.Typer) -> None:
     def cache_cmd(
         data: str = typer.Option(..., help="manifest whose clips to encode"),
         out: str = typer.Option(..., help="cache directory"),
-        encoder: str = typer.Option("default:whisper-base"),
+        encoder: str = typer.Option("default:whisper-base", help="HF Whisper dir, CT2 dir or default:NAME"),
         shard_size: int = typer.Option(512),
+        engine: str = typer.Option("torch", help="torch (HF encoder) | ct2 (CTranslate2, as bundles run it)"),
+        dtype: str = typer.Option("int8", help="ct2 compute type: int8 | float32"),
     ) -> None:
         """Encode every clip once with the frozen encoder (sharded safetensors) for CPU training."""
         try:
-            print(cache_states(data, encoder, out, shard_size=shard_size))
+            print(cache_states(data, encoder, out, shard_size=shard_size, engine=engine, dtype=dtype))
         except ERRORS as e:
             _fail(e)
 
