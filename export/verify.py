@@ -31,11 +31,12 @@ MAX_FRAMES = 3000
 @dataclass(frozen=True)
 class Thresholds:
     """Limits a bundle must stay within. Relative differences are RMS(bundle - torch) / RMS(torch): an int8
-    encoder moves a few single states by a lot (whisper-base, CT2 int8: max |d| ~10 where max |x| ~23) while
-    the states as a whole stay close (relative RMS ~0.12, docs/export.md), so the limit is on the RMS."""
+    encoder moves a few single states by a lot (whisper-base, CT2 int8: max |d| ~8 where max |x| ~23) while
+    the states as a whole stay close. Measured on whisper-base (docs/export.md): CT2 int8 0.13, ONNX int8
+    (dynamic) up to 0.20, float32 formats < 1e-5; a wrong layout or broken file gives ~1 or more."""
 
-    encoder_rel: float = 0.2
-    adaptor_rel: float = 0.3
+    encoder_rel: float = 0.25
+    adaptor_rel: float = 0.35
     first_token_agreement: float = 0.5  # fraction of clips whose greedy first token matches torch
     top5_overlap: float = 0.6  # mean |top5(torch) & top5(bundle)| / 5
 
