@@ -66,6 +66,7 @@ def export_bundle(
     mmproj: bool = False,
     n_ctx: int = DEFAULT_N_CTX,
     force: bool = False,
+    tokenizer_pre: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -73,7 +74,8 @@ def export_bundle(
     `llm_quant` None means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
     `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT. `lora_adapter` keeps a LoRA checkpoint's adapter
     as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
-    `mmproj.gguf` for stock llama.cpp tools.
+    `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
+    tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE).
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -98,7 +100,7 @@ def export_bundle(
     try:
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
                           lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
-                          progress=progress)
+                          tokenizer_pre=tokenizer_pre, progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -122,7 +124,7 @@ def export_bundle(
 
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
            llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
-           progress: Callable[[str], None] | None) -> dict[str, Any]:
+           tokenizer_pre: str | None, progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
     enc_src = ck.encoder_source()
@@ -153,7 +155,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
     # ---- LLM ----
     t = time.perf_counter()
     llm_ref, quant, lora_ref = _export_llm(ck, tmp, llm_quant=llm_quant, lora_adapter=lora_adapter,
-                                           reuse_defaults=reuse_defaults, progress=progress)
+                                           reuse_defaults=reuse_defaults, tokenizer_pre=tokenizer_pre,
+                                           progress=progress)
     report.seconds["llm"] = time.perf_counter() - t
 
     manifest: dict[str, Any] = {
@@ -181,11 +184,11 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
     return manifest
 
 
-def _tokenizer(ck: Checkpoint, n_vocab: int) -> TokenizerMetadata:
+def _tokenizer(ck: Checkpoint, n_vocab: int, pre: str | None = None) -> TokenizerMetadata:
     src = ck.tokenizer_gguf()
-    if src is not None:
+    if src is not None and pre is None:
         return tokenizer_from_gguf(src)
-    return tokenizer_from_hf(ck.tokenizer_dir(), n_vocab)
+    return tokenizer_from_hf(ck.tokenizer_dir(), n_vocab, pre=pre)
 
 
 def _chat_template(ck: Checkpoint, tok: TokenizerMetadata) -> str | None:
@@ -205,7 +208,7 @@ def _chat_template(ck: Checkpoint, tok: TokenizerMetadata) -> str | None:
 
 
 def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool,
-                progress: Callable[[str], None] | None) -> tuple[str, str, str | None]:
+                tokenizer_pre: str | None, progress: Callable[[str], None] | None) -> tuple[str, str, str | None]:
     """Returns (llm.path, llm.quant, llm.lora) for the manifest."""
     base_default = ck.llm_source() if reuse_defaults else None
     unchanged_base = ck.llm_weights == "base" or (ck.llm_weights == "lora" and lora_adapter)
@@ -221,7 +224,7 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
     quant = (llm_quant or DEFAULT_LLM_QUANT).lower()
     _say(progress, f"LLM: loading the {'base' if unchanged_base else ck.llm_weights} weights in torch")
     model = ck.load_llm(merge=True) if not lora_adapter else _base_only(ck)
-    tok = _tokenizer(ck, int(model.config.vocab_size))
+    tok = _tokenizer(ck, int(model.config.vocab_size), tokenizer_pre)
     template = _chat_template(ck, tok)
     inter = tmp / ("llm.gguf" if quant in ("f16", "f32") else "llm-unquantized.gguf")
     dtype = quant if quant in ("f16", "f32") else "f32"  # quantize from full precision

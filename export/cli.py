@@ -55,6 +55,8 @@ def bundle(
     reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),
     n_ctx: int = typer.Option(2048, help="llama.cpp context length recorded in bundle.json"),
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
+    tokenizer_pre: str = typer.Option(None, help="llama.cpp pre-tokenizer name for a BPE tokenizer it cannot "
+                                                 "identify (e.g. gpt-2)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -66,7 +68,7 @@ def bundle(
         with console.status("exporting") as status:
             report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
                                    llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
-                                   mmproj=mmproj, n_ctx=n_ctx, force=force,
+                                   mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
                                    progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))

@@ -101,9 +101,17 @@ def export_onnx(whisper_dir: str | os.PathLike[str], out_path: str | os.PathLike
                 opset_version=opset, dynamo=False, do_constant_folding=True,
             )
         if dtype == "int8":
+            import logging
+
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(raw), str(out_path), weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, printed on every call
+            try:
+                quantize_dynamic(str(raw), str(out_path), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
         elif dtype == "float16":
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -196,7 +196,7 @@ def tokenizer_from_hf(tok_dir: str | os.PathLike[str], n_vocab: int, *, pre: str
         w.add_token_types(types)
         special = gguf.SpecialVocab(tok_dir, n_vocab=len(tokens))
     else:
-        tokens, types, detected, add_bos = _bpe_vocab(tok_dir, n_vocab)
+        tokens, types, detected, add_bos = _bpe_vocab(tok_dir, n_vocab, pre)
         w.add_add_bos_token(add_bos)  # what the HF tokenizer does; tokenizer_config may override it below
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre(pre or detected)
@@ -208,7 +208,7 @@ def tokenizer_from_hf(tok_dir: str | os.PathLike[str], n_vocab: int, *, pre: str
     return meta
 
 
-def _bpe_vocab(tok_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, bool]:
+def _bpe_vocab(tok_dir: Path, n_vocab: int, pre: str | None = None) -> tuple[list[str], list[int], str, bool]:
     from transformers import AutoTokenizer
 
     from export._tokpre import CHKTXT, PRE_BY_HASH
@@ -221,11 +221,12 @@ def _bpe_vocab(tok_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, 
             f"resize the model's embeddings before export"
         )
     chkhsh = sha256(str(tok.encode(CHKTXT)).encode()).hexdigest()
-    pre = PRE_BY_HASH.get(chkhsh)
+    pre = pre or PRE_BY_HASH.get(chkhsh)
     if pre is None:
         raise ExportError(
             f"llama.cpp does not know the pre-tokenizer of {tok_dir} (probe hash {chkhsh[:12]}...): "
-            f"export with a base GGUF of the same model (llm.gguf in llasm.json) to copy its tokenizer"
+            f"export with a base GGUF of the same model (llm.gguf in llasm.json), or name one with "
+            f"--tokenizer-pre (e.g. gpt-2 for a plain byte-level BPE)"
         )
     reverse = {i: t for t, i in vocab.items()}
     added = tok.get_added_vocab()
