@@ -28,7 +28,7 @@ def random_model_dir(kind: str, config_dir: Path, out: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = AutoConfig.from_pretrained(config_dir)
-    model = (WhisperForConditionalGeneration if kind == "whisper" else LlamaForCausalLM)(cfg)
+    model = (WhisperForConditionalGeneration if kind == "whisper" else LlamaForCausalLM)(cfg).float()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     for f in config_dir.iterdir():
@@ -81,6 +81,8 @@ def main() -> None:
 
     import torch
 
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/llasm-cuda-check")

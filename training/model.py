@@ -301,7 +301,9 @@ class LLaSM(nn.Module):
         if not (enc_dir / "config.json").is_file():
             raise ModelError(f"{enc_dir} is not a Hugging Face Whisper directory (no config.json); "
                              "convert one with `llasm-train base-models`")
-        whisper = WhisperModel.from_pretrained(str(enc_dir), dtype=torch.float32)
+        # .float(): some transformers releases load a few tensors (biases) in the checkpoint's dtype even
+        # with dtype=float32, which breaks the conv layers under CUDA autocast (seen with 5.17 on an H200).
+        whisper = WhisperModel.from_pretrained(str(enc_dir), dtype=torch.float32).float()
         encoder = WhisperEncoderVL(whisper.get_encoder())
         del whisper.decoder
         llm_src = full_llm_dir or spec.llm
@@ -311,7 +313,7 @@ class LLaSM(nn.Module):
             kw["gguf_file"] = tok_kw["gguf_file"] = spec.llm_gguf
         if not Path(llm_src).is_dir():
             raise ModelError(f"LLM directory {llm_src} not found; give a Hugging Face LLaMA dir")
-        llm = AutoModelForCausalLM.from_pretrained(llm_src, **kw)
+        llm = AutoModelForCausalLM.from_pretrained(llm_src, **kw).float()
         tok_src = full_llm_dir if (full_llm_dir and (Path(full_llm_dir) / "tokenizer_config.json").exists()) else spec.llm
         tokenizer = AutoTokenizer.from_pretrained(tok_src, **({} if tok_src == full_llm_dir else tok_kw))
         template = template_for(tokenizer)
@@ -366,7 +368,11 @@ class LLaSM(nn.Module):
     @torch.no_grad()
     def encode(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.encoder.eval()
-        return self.encoder(features, mel_lengths)
+        # The frozen encoder runs in its own (float32) precision, outside any autocast region, on the
+        # device its weights live on.
+        dev = next(self.encoder.parameters()).device
+        with torch.autocast(device_type=dev.type, enabled=False):
+            return self.encoder(features.to(dev, torch.float32), mel_lengths.to(dev))
 
     # -- sequences --
     def embed(self, samples: Sequence[Sample], audio_emb: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
