@@ -67,6 +67,7 @@ def export_bundle(
     n_ctx: int = DEFAULT_N_CTX,
     force: bool = False,
     tokenizer_pre: str | None = None,
+    system_prompt: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -75,7 +76,8 @@ def export_bundle(
     `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT. `lora_adapter` keeps a LoRA checkpoint's adapter
     as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
     `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
-    tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE).
+    tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE). `system_prompt` replaces the
+    chat template's default system prompt in the bundle ("" for none).
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -100,7 +102,7 @@ def export_bundle(
     try:
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
                           lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
-                          tokenizer_pre=tokenizer_pre, progress=progress)
+                          tokenizer_pre=tokenizer_pre, system_prompt=system_prompt, progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -124,7 +126,8 @@ def export_bundle(
 
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
            llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
-           tokenizer_pre: str | None, progress: Callable[[str], None] | None) -> dict[str, Any]:
+           tokenizer_pre: str | None, system_prompt: str | None,
+           progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
     enc_src = ck.encoder_source()
@@ -167,7 +170,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
                     "d_model": int(ck.adaptor.d_model)},
         "adaptor": adaptor_cfg,
         "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx)},
-        "prompt": ck.prompt.to_dict(),
+        "prompt": (ck.prompt.to_dict() if system_prompt is None
+                   else {**ck.prompt.to_dict(), "default_system": system_prompt or None}),
         "stop": list(ck.prompt.stop),
         "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),
                    "step": ck.config.get("step"), "llm_weights": ck.llm_weights},

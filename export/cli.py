@@ -57,6 +57,8 @@ def bundle(
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
     tokenizer_pre: str = typer.Option(None, help="llama.cpp pre-tokenizer name for a BPE tokenizer it cannot "
                                                  "identify (e.g. gpt-2)"),
+    system_prompt: str = typer.Option(None, help="system prompt the assistant starts every chat with "
+                                                 "(default: the chat template's own; \"\" for none)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -69,6 +71,7 @@ def bundle(
             report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
                                    llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
                                    mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
+                                   system_prompt=system_prompt,
                                    progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))

@@ -94,7 +94,9 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     assert report.passed, report.failures()
     assert all(c.heard_match for c in report.clips)
     # the same checkpoint quantized: the CLI reports the differences and fails past strict thresholds
-    export_bundle(ck_ctc, tmp_path / "q", encoder="ct2", encoder_dtype="int8", llm_quant="q8_0")
+    export_bundle(ck_ctc, tmp_path / "q", encoder="ct2", encoder_dtype="int8", llm_quant="q8_0",
+                  system_prompt="Answer briefly.")
+    assert json.loads((tmp_path / "q" / "bundle.json").read_text())["prompt"]["default_system"] == "Answer briefly."
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
     assert r.exit_code == 1
     assert "encoder relative RMS difference" in r.output.splitlines()[-1]
