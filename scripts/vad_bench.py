@@ -1,6 +1,6 @@
 """Benchmark (not a test): VAD boundary accuracy per frame size and mode, and docs/tui-vad-boundaries.png.
 
-    .venv/bin/python tests/test_vad_bench.py
+    .venv/bin/python scripts/vad_bench.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def bench() -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_handsfree_fakes import SILENCES, SR, conversation
 
     from assistant.vad import Segmenter, Utterance, VadOptions
