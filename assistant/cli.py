@@ -206,6 +206,36 @@ def bench_command(
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+@app.command("evaluate")
+def evaluate_command(
+    asr: Path = typer.Option(..., "--asr", help="Held-out ASR manifest (JSON lines with audio and text)."),
+    questions: Path = typer.Option(..., "--questions", help="Held-out spoken questions (conversations JSON lines)."),
+    bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the default bundle)."),
+    out: Path = typer.Option(Path("eval"), "--out", "-o", help="Where to write eval.json, eval.png, examples.md."),
+    n_asr: int = typer.Option(100, "--n-asr", min=1, help="Clips to transcribe."),
+    n_questions: int = typer.Option(50, "--n-questions", min=1, help="Spoken questions to answer."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=2, help="Tokens per answer."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = one per physical core)."),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="Also benchmark the 2-6 s questions."),
+) -> None:
+    """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
+    and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""
+    from .bench import BenchError
+    from .bundle import BundleError
+    from .evaluate import EvalError, evaluate
+    from .llm import LLMError
+
+    try:
+        evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
+                 max_tokens=max_tokens, threads=threads or None, latency=latency)
+    except (EvalError, BenchError, BundleError, LLMError) as e:
+        _err(e)
+        raise typer.Exit(EXIT_BAD_BUNDLE) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
 def main() -> None:
     app()
 

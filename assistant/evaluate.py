@@ -1,0 +1,287 @@
+"""`llasm-assistant evaluate`: how well a bundle hears, on held-out speech.
+
+Three measurements, in one run and on one machine:
+
+- **transcription WER** through the LLM (the stage-1 instruction, `--transcribe`), next to the WER of the
+  adaptor's own transcript (`ctc` adaptors) and of Whisper's own decoder (CTranslate2) on the same clips;
+- **spoken-question agreement**: the answer to the spoken question against the answer the same bundle gives
+  to the typed transcript (greedy both times), exact and by word similarity, with examples side by side;
+- **latency** on the 2–6 s questions: `assistant.bench` over those clips (time to first token, decode speed
+  against llama.cpp's own, peak RSS, and the Whisper -> LLM cascade measured in the same run).
+
+Writes `eval.json`, `eval.png`, `examples.md` and the bench files into OUT, and prints a table.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import shutil
+import statistics
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .audio import AudioError, load_audio
+
+AGREE_SIMILARITY = 0.8  # word-sequence similarity at which two answers count as the same answer
+LATENCY_SECONDS = (2.0, 6.0)  # the question lengths the latency targets are stated for
+
+
+class EvalError(RuntimeError):
+    """A bad evaluation setup; the message names the fix."""
+
+
+# ---- text metrics --------------------------------------------------------------------------------------
+_NUM = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+        "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words without punctuation (Whisper-style normalisation, small numbers as digits)."""
+    t = unicodedata.normalize("NFKC", text).lower()
+    t = re.sub(r"[^\w\s']", " ", t).replace("'", "")
+    return [_NUM.get(w, w) for w in t.split()]
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus word error rate: total edits over total reference words."""
+    n = sum(len(normalize(r)) for r in refs)
+    e = sum(edit_distance(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True))
+    return e / max(n, 1)
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, normalize(a), normalize(b)).ratio()
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+@dataclass
+class Clip:
+    audio: Path
+    text: str  # what is said
+
+
+def read_asr(manifest: Path, limit: int) -> list[Clip]:
+    return _read(manifest, limit, kind="asr")
+
+
+def read_questions(manifest: Path, limit: int) -> list[Clip]:
+    return _read(manifest, limit, kind="questions")
+
+
+def _read(manifest: Path, limit: int, *, kind: str) -> list[Clip]:
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise EvalError(f"cannot read {manifest} ({e.strerror}): give a JSON-lines manifest") from None
+    out: list[Clip] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise EvalError(f"{manifest}:{n} is not JSON") from None
+        if kind == "asr" and "audio" in row:
+            out.append(Clip(manifest.parent / row["audio"], str(row.get("text", ""))))
+        elif kind == "questions":
+            turn = next((t for t in row.get("conversations", []) if t.get("audio")), None)
+            if turn is not None:
+                out.append(Clip(manifest.parent / turn["audio"], str(turn.get("value", ""))))
+        if len(out) >= limit:
+            break
+    if not out:
+        raise EvalError(f"{manifest} has no {'clips' if kind == 'asr' else 'spoken questions'}: "
+                        f"build one with `llasm-train data {'asr' if kind == 'asr' else 'instructions'}`")
+    return out
+
+
+# ---- the evaluation ------------------------------------------------------------------------------------
+def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path, n_asr: int = 100,
+             n_questions: int = 50, max_tokens: int = 48, threads: int | None = None,
+             latency: bool = True) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .basemodels import resolve
+    from .bench import WhisperCascadeASR, run_bench
+    from .engine import Engine, GenerationOptions
+
+    console = Console(stderr=True)
+    out.mkdir(parents=True, exist_ok=True)
+    asr_clips, q_clips = read_asr(asr, n_asr), read_questions(questions, n_questions)
+    engine = Engine.load(bundle, n_threads=threads)
+    enc = engine.bundle.encoder
+    whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
+        resolve("default:whisper-base")
+    whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads)
+    greedy = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+
+    def audio_of(c: Clip) -> Any:
+        try:
+            return load_audio(c.audio)
+        except AudioError as e:
+            console.print(f"skipping {c.audio.name}: {e}")
+            return None
+
+    asr_rows: list[dict[str, Any]] = []
+    q_rows: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("transcription", total=len(asr_clips))
+        for c in asr_clips:
+            prog.advance(task)
+            audio = audio_of(c)
+            if audio is None:
+                continue
+            engine.new_chat()
+            d = engine.ask(audio=audio, transcribe=True, options=GenerationOptions(max_tokens=96))
+            asr_rows.append({"audio": c.audio.name, "reference": c.text, "llm": d.answer, "heard": d.heard,
+                             "whisper": whisper.transcribe(audio)})
+        task = prog.add_task("spoken questions", total=len(q_clips))
+        for c in q_clips:
+            prog.advance(task)
+            audio = audio_of(c)
+            if audio is None:
+                continue
+            engine.new_chat()
+            spoken = engine.ask(audio=audio, options=greedy)
+            engine.new_chat()
+            typed = engine.ask(text=c.text, options=greedy)
+            sim = similarity(spoken.answer, typed.answer)
+            q_rows.append({"audio": c.audio.name, "question": c.text, "heard": spoken.heard,
+                           "spoken_answer": spoken.answer, "typed_answer": typed.answer, "similarity": sim,
+                           "exact": normalize(spoken.answer) == normalize(typed.answer),
+                           "audio_s": spoken.timings["audio_s"]})
+    engine.close()
+    if not asr_rows or not q_rows:
+        raise EvalError("no readable clips to evaluate: check the manifests' audio paths")
+
+    refs = [r["reference"] for r in asr_rows]
+    result: dict[str, Any] = {
+        "bundle": str(engine.bundle.root),
+        "asr_manifest": str(asr), "questions_manifest": str(questions),
+        "n_asr": len(asr_rows), "n_questions": len(q_rows),
+        "wer_llm": wer(refs, [r["llm"] for r in asr_rows]),
+        "wer_whisper": wer(refs, [r["whisper"] for r in asr_rows]),
+        "wer_heard": wer(refs, [r["heard"] or "" for r in asr_rows]) if asr_rows[0]["heard"] is not None else None,
+        "agreement_exact": sum(r["exact"] for r in q_rows) / len(q_rows),
+        "agreement": sum(r["similarity"] >= AGREE_SIMILARITY for r in q_rows) / len(q_rows),
+        "similarity_median": statistics.median(r["similarity"] for r in q_rows),
+        "asr_rows": asr_rows, "question_rows": q_rows,
+    }
+    result["wer_ratio"] = result["wer_llm"] / result["wer_whisper"] if result["wer_whisper"] else float("inf")
+
+    if latency:
+        lat_dir = out / "latency_clips"
+        shutil.rmtree(lat_dir, ignore_errors=True)
+        lat_dir.mkdir()
+        lo, hi = LATENCY_SECONDS
+        by_name = {c.audio.name: c.audio for c in q_clips}
+        for r in q_rows:
+            if lo <= r["audio_s"] <= hi:
+                shutil.copy(by_name[r["audio"]], lat_dir / r["audio"])
+        if not any(lat_dir.iterdir()):
+            raise EvalError(f"no spoken question lasts {lo:g}-{hi:g} s: build questions with more clips")
+        bench = run_bench(lat_dir, bundle=bundle, out=out, max_tokens=32, threads=threads)
+        result["latency"] = {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s",
+                                                   "decode_vs_llama_cpp", "peak_rss_mb", "n_clips", "threads")}
+
+    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    _examples(result, out / "examples.md")
+    _plot(result, out / "eval.png")
+    _table(result)
+    console.print(f"wrote {out / 'eval.json'}, {out / 'eval.png'} and {out / 'examples.md'}")
+    return result
+
+
+def _table(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"llasm evaluate: {r['n_asr']} clips, {r['n_questions']} spoken questions")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("target", justify="right")
+    t.add_row("WER through the LLM (--transcribe)", f"{r['wer_llm']:.3f}", "<= 1.5 x Whisper")
+    t.add_row("WER of Whisper's own decoder", f"{r['wer_whisper']:.3f}", "")
+    t.add_row("WER ratio (LLM / Whisper)", f"{r['wer_ratio']:.2f}", "<= 1.5")
+    if r.get("wer_heard") is not None:
+        t.add_row("WER of the adaptor's own transcript (ctc)", f"{r['wer_heard']:.3f}", "")
+    t.add_row(f"spoken = typed answer (similarity >= {AGREE_SIMILARITY})", f"{r['agreement']:.0%}", ">= 80%")
+    t.add_row("spoken = typed answer (exact)", f"{r['agreement_exact']:.0%}", "")
+    lat = r.get("latency")
+    if lat:
+        ll, cc = lat["llasm"], lat["cascade"]
+        t.add_row("time to first token, median / p90 (ms)", f"{ll['ttft_ms']['median']:.0f} / {ll['ttft_ms']['p90']:.0f}",
+                  "<= 150")
+        if cc:
+            t.add_row("cascade time to first token, median (ms)", f"{cc['ttft_ms']['median']:.0f}", "")
+            t.add_row("llasm / cascade time to first token",
+                      f"{ll['ttft_ms']['median'] / cc['ttft_ms']['median']:.2f}", "<= 0.33")
+        t.add_row("decode tokens/s vs llama.cpp's own", f"{lat['decode_vs_llama_cpp']:.0%}", ">= 90%")
+        t.add_row("peak RSS (MB)", f"{lat['peak_rss_mb']:.0f}", "< 1024")
+    Console().print(t)
+
+
+def _examples(r: dict[str, Any], path: Path) -> None:
+    lines = ["# Spoken vs typed answers (held-out voices)", "",
+             "| question (what was said) | heard (ctc) | answer to the audio | answer to the typed text | sim |",
+             "|---|---|---|---|---|"]
+
+    def cell(s: str | None) -> str:
+        return (s or "").replace("|", "\\|").replace("\n", " ")[:160]
+
+    for q in r["question_rows"][:20]:
+        lines.append(f"| {cell(q['question'])} | {cell(q['heard'])} | {cell(q['spoken_answer'])} | "
+                     f"{cell(q['typed_answer'])} | {q['similarity']:.2f} |")
+    lines += ["", "# Transcriptions", "", "| reference | through the LLM | ctc heard | Whisper |", "|---|---|---|---|"]
+    for a in r["asr_rows"][:20]:
+        lines.append(f"| {cell(a['reference'])} | {cell(a['llm'])} | {cell(a['heard'])} | {cell(a['whisper'])} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    names = ["LLM (--transcribe)", "Whisper decoder"] + (["ctc heard"] if r.get("wer_heard") is not None else [])
+    vals = [r["wer_llm"], r["wer_whisper"]] + ([r["wer_heard"]] if r.get("wer_heard") is not None else [])
+    axes[0].bar(names, vals, color=["tab:blue", "tab:gray", "tab:green"][: len(vals)])
+    axes[0].axhline(1.5 * r["wer_whisper"], ls="--", c="r", label="target: 1.5 x Whisper")
+    axes[0].set_title("held-out WER")
+    axes[0].legend(fontsize=8)
+    axes[1].hist([q["similarity"] for q in r["question_rows"]], bins=10, range=(0, 1), color="tab:blue")
+    axes[1].axvline(AGREE_SIMILARITY, ls="--", c="r")
+    axes[1].set_title(f"spoken vs typed answer similarity ({r['agreement']:.0%} agree)")
+    lat = r.get("latency")
+    if lat:
+        ll, cc = lat["llasm"], lat["cascade"]
+        labels = ["encoder", "adaptor", "prefill", "first token"]
+        vals2 = [ll["encoder_ms"]["median"], ll["adaptor_ms"]["median"], ll["prefill_ms"]["median"],
+                 ll["ttft_ms"]["median"]]
+        axes[2].barh(labels, vals2, color="tab:blue", label="llasm (median)")
+        if cc:
+            axes[2].barh(["cascade first token"], [cc["ttft_ms"]["median"]], color="tab:gray", label="cascade")
+        axes[2].axvline(150, ls="--", c="r", label="target 150 ms")
+        axes[2].set_xlabel("ms")
+        axes[2].set_title("latency, 2-6 s questions")
+        axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
