@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: assistant test setup setup-dev lint models
+.PHONY: assistant test setup setup-dev lint models default-model
 
 assistant: setup          ## install the runtime and start the assistant on the default model
 	$(BIN)/llasm-assistant $(ARGS)
@@ -23,3 +23,6 @@ models: setup             ## assemble and print the default base models
 
 lint: setup-dev
 	$(BIN)/ruff check .
+
+default-model: setup-dev  ## the default model's recipe on this CPU: data, training, bundle, evaluation
+	scripts/default_model.sh

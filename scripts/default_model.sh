@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The default model's recipe, end to end on a CPU: data -> encoder states -> ctc adaptor -> bundle -> eval.
+#   scripts/default_model.sh [WORK_DIR]      (make default-model)
+# Seeded and resumable: every step skips or resumes what an earlier run finished.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="${1:-runs/default-model}"
+bin=.venv/bin
+steps="${STEPS:-1200}"
+clips="${CLIPS:-8000}"
+mkdir -p "$work"
+start=$(date +%s)
+
+# 1. 8,000 English ASR clips (espeak-ng voices + hibari, augmented); the eval split uses held-out voices.
+$bin/llasm-train data asr --out "$work/asr" --count "$clips" --seed 0 --quiet
+# 2. Held-out spoken questions for the agreement and latency measurements (replies are not needed).
+$bin/llasm-train data instructions --out "$work/questions" --count 120 --eval-fraction 0.5 --multi-turn 0 \
+  --max-tokens 1 --seed 7 --quiet
+# 3. Frozen encoder states, computed once with the encoder the bundle runs (CTranslate2 int8).
+if [ ! -f "$work/states/index.json" ]; then
+  cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
+  $bin/llasm-train cache-states --data "$work/asr/all.jsonl" --out "$work/states" --engine ct2
+fi
+# 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop.
+$bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
+  --data "$work/asr/train.jsonl" --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" \
+  --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 --warmup-steps 50 \
+  --log-every 10 --eval-every 150 --save-every 50 --seed 0
+# 5. The bundle: the adaptor only; encoder and LLM are referenced from the packages that ship them.
+$bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force \
+  --system-prompt "You are a helpful assistant. Answer in one short sentence."
+# 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade).
+$bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \
+  --questions "$work/questions/eval.jsonl" --out "$work/eval" --threads 1
+echo "default model recipe done in $(( $(date +%s) - start )) s; install it with:"
+echo "  rm -rf assistant/default_model && cp -r $work/bundle assistant/default_model"
