@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-runs/default-model}"
 bin=.venv/bin
-steps="${STEPS:-1200}"
+steps="${STEPS:-800}"
 clips="${CLIPS:-8000}"
 mkdir -p "$work"
 start=$(date +%s)
