@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-runs/default-model}"
 bin=.venv/bin
-steps="${STEPS:-800}"
+steps="${STEPS:-1500}"
 clips="${CLIPS:-8000}"
 mkdir -p "$work"
 start=$(date +%s)
