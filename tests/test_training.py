@@ -80,6 +80,17 @@ def test_ctc_stage0_learns_and_transcribes(tiny: Path, tmp_path: Path) -> None:
                       "blank.weight", "blank.bias"}  # the token table is never stored
 
 
+def test_time_budget_stops_evaluates_and_saves(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    final = train(_cfg(tiny, out, adaptor="ctc", objective="ctc", max_steps=10_000, stack=1, log_every=1000,
+                       max_minutes=0.05, eval_data=str(tiny / "data" / "eval.jsonl"), eval_every=10_000))
+    rows = _rows(out)
+    stopped = rows[-1]["step"]
+    assert 1 <= stopped < 10_000 and "eval_loss" in rows[-1]  # evaluated at the stop
+    assert rows[-1]["train_s"] >= 3.0
+    assert json.loads((final / "llasm.json").read_text())["step"] == stopped
+
+
 @pytest.mark.parametrize("weights,loss", [("lora", "ce"), ("full", "kl"), ("lora", "kl"), ("full", "ce")])
 def test_stage2_from_stage1(tiny: Path, tmp_path: Path, weights: str, loss: str) -> None:
     s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ultravox", max_steps=1, stack=2))

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         loss: str = typer.Option(None, help="ce | kl"),
         lr: float = typer.Option(None), max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
         grad_accum: int = typer.Option(None), warmup_steps: int = typer.Option(None),
+        max_minutes: float = typer.Option(None, help="stop after this much training time (minutes), saving"),
         mixed_precision: str = typer.Option(None, help="auto | no | bf16 (auto: bf16 only where the hardware has it)"),
         gradient_checkpointing: bool = typer.Option(None),
         save_every: int = typer.Option(None), keep_last: int = typer.Option(None),

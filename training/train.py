@@ -71,6 +71,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     max_steps: int = 200
+    max_minutes: float = 0.0  # also stop (evaluating and saving) after this much training time; 0: no limit
     batch_size: int = 8
     grad_accum: int = 1
     max_grad_norm: float = 1.0
@@ -508,7 +509,9 @@ def train(cfg: TrainConfig) -> Path:
     wrapped.train()
     model.encoder.eval()
     t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
+    train_s = 0.0  # time spent in training steps by this process (evaluation and saving excluded)
     for step in range(start, cfg.max_steps):
+        t_step = time.time()
         for a in range(cfg.grad_accum):
             epoch, idx = micro_batch(step * cfg.grad_accum + a)
             batch = collate([manifest.examples[i] for i in idx], model, stage=cfg.stage, objective=cfg.objective,
@@ -528,21 +531,29 @@ def train(cfg: TrainConfig) -> Path:
         opt.zero_grad(set_to_none=True)
         done = step + 1
         bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
+        train_s += time.time() - t_step
+        last = done == cfg.max_steps
+        if cfg.max_minutes > 0 and not last:  # every rank stops at the same step
+            over = torch.tensor([float(train_s > 60 * cfg.max_minutes)], device=acc.device)
+            last = bool(acc.reduce(over, reduction="max").item() > 0)
+            if last:
+                log(f"time budget of {cfg.max_minutes:g} min reached at step {done}")
+        if done % cfg.log_every == 0 or last:
             stats = torch.tensor([loss_acc, n_acc, samples_acc, tokens_acc], dtype=torch.float64, device=acc.device)
             stats = acc.reduce(stats, reduction="sum")
             dt = time.time() - t_last
             row = {"step": done, "loss": float(stats[0] / stats[1]), "lr": sched.get_last_lr()[0],
-                   "samples_per_s": float(stats[2]) / dt, "tokens_per_s": float(stats[3]) / dt, "epoch": epoch}
+                   "samples_per_s": float(stats[2]) / dt, "tokens_per_s": float(stats[3]) / dt, "epoch": epoch,
+                   "train_s": round(train_s, 2)}
             bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}")
             if metrics:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
             t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
-        if eval_manifest is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+        if eval_manifest is not None and (done % cfg.eval_every == 0 or last):
             if acc.is_main_process:
                 ev = evaluate(model, eval_manifest, cfg, cache)
-                row = {"step": done, **{k: v for k, v in ev.items() if k != "example"}}
+                row = {"step": done, "train_s": round(train_s, 2), **{k: v for k, v in ev.items() if k != "example"}}
                 bar.write(f"step {done}: eval loss {ev['eval_loss']:.3f}  WER {ev.get('wer', float('nan')):.3f}  "
                           f"{ev.get('example', '')}")
                 if metrics:
@@ -551,7 +562,7 @@ def train(cfg: TrainConfig) -> Path:
                 plot_metrics(out)
             acc.wait_for_everyone()
             t_last = time.time()
-        if done % cfg.save_every == 0 or done == cfg.max_steps:
+        if done % cfg.save_every == 0 or last:
             llm_state = acc.get_state_dict(wrapped.llm if hasattr(wrapped, "llm") else model.llm) \
                 if model.spec.llm_weights == "full" and acc.distributed_type.name == "FSDP" else None
             save_checkpoint(model, out / "checkpoints" / f"step-{done:07d}", cfg=cfg, step=done, opt=opt,
@@ -560,6 +571,8 @@ def train(cfg: TrainConfig) -> Path:
                 prune_checkpoints(out, cfg.keep_last)
             acc.wait_for_everyone()
             t_last = time.time()
+        if last:
+            break
     bar.close()
     final = out / "final"
     if acc.is_main_process:
