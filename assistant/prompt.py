@@ -14,8 +14,6 @@ from typing import Any, Protocol
 AUDIO = object()  # marker for the audio slot in a rendered prompt
 """Rendered prompts are lists of `str` and this marker; the adaptor's embeddings replace the marker."""
 
-AUDIO_PLACEHOLDER = "<|audio|>"
-
 TRANSCRIBE_INSTRUCTIONS_EN = (
     "Transcribe the audio.",
     "Write down what is said in the audio.",
