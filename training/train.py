@@ -10,6 +10,7 @@ exactly from the newest checkpoint whose checksums verify (model, optimizer, sch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,11 +215,15 @@ def _set_rng_state(js: dict[str, Any], ts: dict[str, torch.Tensor]) -> None:
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizer state as flat tensors + JSON. Under FSDP every rank must call this (in the same order):
+    each sharded state tensor is all-gathered into the full tensor, so the file is the same as unsharded."""
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
+                if _is_dtensor(v):
+                    v = v.full_tensor()
                 tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
@@ -232,12 +238,37 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     for key, v in meta["scalars"].items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if any(_is_dtensor(p) for p in params):  # FSDP: shard each full state tensor like its parameter
+        from torch.distributed.tensor import distribute_tensor
+
+        for pid in sorted(state):
+            p = params[pid]
+            for name in sorted(state[pid]):
+                v = state[pid][name]
+                if _is_dtensor(p) and torch.is_tensor(v) and v.shape == p.shape:
+                    state[pid][name] = distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _is_dtensor(t: Any) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _is_sharded(opt: torch.optim.Optimizer) -> bool:
+    return any(_is_dtensor(p) for g in opt.param_groups for p in g["params"])
+
+
 def save_checkpoint(model: LLaSM, ckpt: Path, *, cfg: TrainConfig, step: int, opt: torch.optim.Optimizer | None,
-                    sched: Any, accelerator: Any, llm_state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write a checkpoint atomically: everything into `.tmp-NAME`, checksums last, then rename."""
+                    sched: Any, accelerator: Any) -> None:
+    """Write a checkpoint atomically: everything into `.tmp-NAME`, checksums last, then rename.
+
+    Under FSDP (every rank calls it) the weights and optimizer state are gathered from the shards and the
+    main process writes the same full tensors, in the same files, as an unsharded run."""
     from safetensors.torch import save_file
 
     tmp = ckpt.parent / f".tmp-{ckpt.name}"
@@ -249,19 +280,28 @@ def save_checkpoint(model: LLaSM, ckpt: Path, *, cfg: TrainConfig, step: int, op
     js, ts = _rng_state()
     save_file(ts, str(tmp / "trainer" / f"rng-{rank}.safetensors"))
     (tmp / "trainer" / f"rng-{rank}.json").write_text(json.dumps(js))
+    # FSDP: every rank takes part in gathering the sharded weights and optimizer state into full tensors
+    full: dict[str, dict[str, torch.Tensor]] | None = None
+    if is_sharded(model):
+        main = accelerator.is_main_process
+        full = {"adaptor": {k: v.float().contiguous() for k, v in gather_state(model.adaptor, main).items()}}
+        if model.spec.llm_weights in ("full", "lora"):
+            full["llm"] = gather_state(model.llm, main, "lora_" if model.spec.llm_weights == "lora" else "")
+    gathered = optimizer_tensors(opt) if opt is not None and _is_sharded(opt) else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         desc = model.describe() | {"format": "llasm-checkpoint", "version": 1, "stage": cfg.stage, "step": step,
                                    "objective": cfg.objective}
         (tmp / "llasm.json").write_text(json.dumps(desc, indent=2, ensure_ascii=False))
-        save_file(model.adaptor.tensors(), str(tmp / "adaptor.safetensors"))
+        save_file(full["adaptor"] if full else model.adaptor.tensors(), str(tmp / "adaptor.safetensors"))
+        given = {"state_dict": full["llm"]} if full and "llm" in full else {}
         if model.spec.llm_weights == "full":
-            model.llm.save_pretrained(str(tmp / "llm"), state_dict=llm_state, max_shard_size="100GB")
+            model.llm.save_pretrained(str(tmp / "llm"), max_shard_size="100GB", **given)
         elif model.spec.llm_weights == "lora":
-            model.llm.save_pretrained(str(tmp / "lora"))
+            model.llm.save_pretrained(str(tmp / "lora"), **given)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         if opt is not None:
-            tensors, meta = optimizer_tensors(opt)
+            tensors, meta = gathered or optimizer_tensors(opt)
             save_file(tensors, str(tmp / "trainer" / "optimizer.safetensors"))
             (tmp / "trainer" / "optimizer.json").write_text(json.dumps(meta))
             (tmp / "trainer" / "scheduler.json").write_text(json.dumps(
@@ -348,6 +388,85 @@ def restore_weights(model: LLaSM, ckpt: Path) -> None:
         missing, unexpected = model.llm.load_state_dict(sd, strict=False)
         if unexpected or [m for m in missing if "lm_head" not in m]:
             raise TrainError(f"{ckpt}/llm does not match the model ({len(missing)} missing, {len(unexpected)} unexpected)")
+
+
+# ---- FSDP --------------------------------------------------------------------------------------------------
+def fsdp_requested() -> bool:
+    """True under `accelerate launch --use_fsdp` or a launcher config with `distributed_type: FSDP`.
+
+    The trainer then shards the model itself with torch's FSDP2 (`fully_shard`) on CUDA and on the CPU alike;
+    Accelerate's own FSDP mode exists only for accelerators (its AcceleratorState keeps MULTI_CPU on a CPU)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def shard_model(model: LLaSM, device: torch.device) -> None:
+    """FSDP2, in place: every transformer block (LLM, encoder, KL teacher) is its own unit, the rest (adaptor,
+    embeddings, norms, head, convolutions) the root unit. Parameters, gradients and optimizer state are
+    sharded over all processes; frozen and trainable parameters may share a unit. Rank 0's initial weights
+    (random adaptor / LoRA init) are broadcast first, as DDP does."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    model.to(device)
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    block_names: set[str] = set()
+    for m in model.modules():
+        block_names.update(getattr(m, "_no_split_modules", None) or [])
+    for m in list(model.modules()):
+        if type(m).__name__ in block_names:
+            fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
+    # the ctc adaptor's token table is a view of the embedding weight: take it once FSDP has unsharded it
+    model.register_forward_pre_hook(lambda m, args: m._attach_table())
+
+
+@contextlib.contextmanager
+def full_parameters(model: LLaSM, sharded: bool) -> Iterator[None]:
+    """Under FSDP (call on every rank): all-gather every unit's full parameters and keep them through forward
+    calls, so the main process alone can evaluate, generate and save with the plain modules; reshard on exit.
+    Without FSDP: nothing to do. (`state_dict()` reshards FSDP units: use `gather_state` to save.)"""
+    if not sharded:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for u in units:
+        u.unshard()
+        u.set_reshard_after_forward(False, recurse=False)
+    model._attach_table()
+    try:
+        yield
+    finally:
+        for u in units:
+            u.set_reshard_after_forward(u is not model, recurse=False)
+            u.reshard()
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def gather_state(module: torch.nn.Module, keep: bool, select: str = "") -> dict[str, torch.Tensor]:
+    """`module.state_dict()` (entries whose name contains `select`) with every FSDP shard all-gathered into the
+    full tensor, one tensor at a time; a collective: every rank calls it, `keep` says where the CPU copy stays."""
+    out = {}
+    for k, v in module.state_dict().items():
+        if select not in k:
+            continue
+        if _is_dtensor(v):
+            v = v.full_tensor()
+        if keep:
+            out[k] = v.detach().cpu().clone()
+    return out
 
 
 # ---- eval -----------------------------------------------------------------------------------------------
@@ -442,11 +561,21 @@ def train(cfg: TrainConfig) -> Path:
     from tqdm import tqdm
 
     precision = resolve_precision(cfg.mixed_precision)
-    acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    fsdp = fsdp_requested()
+    if fsdp:  # the trainer shards with FSDP2 itself (shard_model); Accelerate sets up the processes only
+        os.environ["ACCELERATE_USE_FSDP"] = "false"
+    try:
+        acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    finally:
+        if fsdp:
+            os.environ["ACCELERATE_USE_FSDP"] = "true"
+    sharded = fsdp and acc.num_processes > 1
     out = Path(cfg.out)
     log = (lambda m: print(m, file=sys.stderr)) if acc.is_main_process else (lambda m: None)
     if cfg.mixed_precision == "auto":
         log(f"mixed precision: {precision} (auto)")
+    if fsdp:
+        log(f"FSDP2 over {acc.num_processes} processes" if sharded else "FSDP with one process: nothing to shard")
     if acc.is_main_process:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
@@ -464,6 +593,12 @@ def train(cfg: TrainConfig) -> Path:
 
     model = build_model(cfg)
     resume = latest_checkpoint(out, log)
+    if resume is not None and resume[1]["world_size"] != acc.num_processes:
+        raise TrainError(f"{resume[0]} was written by {resume[1]['world_size']} process(es); resume with as many")
+    if sharded:  # full weights first, then shard; the optimizer is built on the sharded parameters
+        if resume is not None:
+            restore_weights(model, resume[0])
+        shard_model(model, acc.device)
     params = model.trainable_parameters()
     if not params:
         raise TrainError("nothing to train: the adaptor and LLM are all frozen")
@@ -472,9 +607,8 @@ def train(cfg: TrainConfig) -> Path:
     start = 0
     if resume is not None:
         ckpt, state = resume
-        if state["world_size"] != acc.num_processes:
-            raise TrainError(f"{ckpt} was written by {state['world_size']} process(es); resume with as many")
-        restore_weights(model, ckpt)
+        if not sharded:
+            restore_weights(model, ckpt)
         from safetensors.torch import load_file
 
         load_optimizer(opt, load_file(str(ckpt / "trainer" / "optimizer.safetensors")),
@@ -486,8 +620,11 @@ def train(cfg: TrainConfig) -> Path:
                        load_file(str(ckpt / "trainer" / f"rng-{r}.safetensors")))
         start = state["step"]
         log(f"resumed from {ckpt} at step {start}")
-    wrapped, opt = acc.prepare(model, opt)
-    model.to(acc.device)
+    if sharded:
+        wrapped, opt = model, acc.prepare(opt)
+    else:
+        wrapped, opt = acc.prepare(model, opt)
+        model.to(acc.device)
     model._attach_table()
 
     seconds = [e.seconds for e in manifest.examples]
@@ -516,7 +653,11 @@ def train(cfg: TrainConfig) -> Path:
             epoch, idx = micro_batch(step * cfg.grad_accum + a)
             batch = collate([manifest.examples[i] for i in idx], model, stage=cfg.stage, objective=cfg.objective,
                             seed=cfg.seed, epoch=epoch, indices=idx, cache=cache, kl=cfg.loss == "kl")
-            ctx = acc.no_sync(wrapped) if a < cfg.grad_accum - 1 else _nullcontext()
+            if sharded:  # FSDP2: accumulate unsharded gradients, reduce-scatter on the last micro-batch
+                model.set_requires_gradient_sync(a == cfg.grad_accum - 1)
+                ctx = _nullcontext()
+            else:
+                ctx = acc.no_sync(wrapped) if a < cfg.grad_accum - 1 else _nullcontext()
             with ctx, acc.autocast():
                 loss, _ = wrapped(batch)
                 acc.backward(loss / cfg.grad_accum)
@@ -551,22 +692,24 @@ def train(cfg: TrainConfig) -> Path:
                 metrics.flush()
             t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
         if eval_manifest is not None and (done % cfg.eval_every == 0 or last):
-            if acc.is_main_process:
-                ev = evaluate(model, eval_manifest, cfg, cache)
-                row = {"step": done, "train_s": round(train_s, 2), **{k: v for k, v in ev.items() if k != "example"}}
-                bar.write(f"step {done}: eval loss {ev['eval_loss']:.3f}  WER {ev.get('wer', float('nan')):.3f}  "
-                          f"{ev.get('example', '')}")
-                if metrics:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                plot_metrics(out)
-            acc.wait_for_everyone()
+            # FSDP: every rank evaluates on the full parameters (transformers syncs FSDP generation over ranks)
+            with full_parameters(model, sharded):
+                ev = evaluate(model, eval_manifest, cfg, cache) if sharded else None
+                if acc.is_main_process:
+                    ev = ev or evaluate(model, eval_manifest, cfg, cache)
+                    row = {"step": done, "train_s": round(train_s, 2),
+                           **{k: v for k, v in ev.items() if k != "example"}}
+                    bar.write(f"step {done}: eval loss {ev['eval_loss']:.3f}  "
+                              f"WER {ev.get('wer', float('nan')):.3f}  {ev.get('example', '')}")
+                    if metrics:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                    plot_metrics(out)
+                acc.wait_for_everyone()
             t_last = time.time()
         if done % cfg.save_every == 0 or last:
-            llm_state = acc.get_state_dict(wrapped.llm if hasattr(wrapped, "llm") else model.llm) \
-                if model.spec.llm_weights == "full" and acc.distributed_type.name == "FSDP" else None
             save_checkpoint(model, out / "checkpoints" / f"step-{done:07d}", cfg=cfg, step=done, opt=opt,
-                            sched=sched, accelerator=acc, llm_state=llm_state)
+                            sched=sched, accelerator=acc)
             if acc.is_main_process:
                 prune_checkpoints(out, cfg.keep_last)
             acc.wait_for_everyone()
