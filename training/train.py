@@ -79,6 +79,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto | no | bf16 (auto: bf16 where the hardware computes it natively)
     gradient_checkpointing: bool = False
+    state_mask: float = 0.0  # SpecAugment on the encoder states while training (fraction of frames/channels)
     seed: int = 0
     # bookkeeping
     save_every: int = 100
@@ -357,7 +358,8 @@ def build_model(cfg: TrainConfig) -> LLaSM:
     if cfg.init:
         read_checkpoint_config(cfg.init)
         return load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
+                               state_mask=cfg.state_mask)
     adaptor = {"type": cfg.adaptor, "topk": cfg.topk}
     if cfg.stack:
         adaptor["stack"] = cfg.stack
@@ -369,7 +371,8 @@ def build_model(cfg: TrainConfig) -> LLaSM:
         llm, gguf = str(Path(llm).parent), Path(llm).name
     spec = ModelSpec(encoder=resolve_base(cfg.encoder, "encoder"), llm=llm, llm_gguf=gguf, adaptor=adaptor,
                      llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
+                     state_mask=cfg.state_mask)
     return LLaSM.build(spec)
 
 
@@ -458,14 +461,16 @@ def is_sharded(model: torch.nn.Module) -> bool:
 def gather_state(module: torch.nn.Module, keep: bool, select: str = "") -> dict[str, torch.Tensor]:
     """`module.state_dict()` (entries whose name contains `select`) with every FSDP shard all-gathered into the
     full tensor, one tensor at a time; a collective: every rank calls it, `keep` says where the CPU copy stays."""
-    out = {}
-    for k, v in module.state_dict().items():
+    out: dict[str, torch.Tensor] = {}
+    done: dict[int, torch.Tensor] = {}  # tied weights (one parameter, two names) stay one tensor, as unsharded
+    for k, v in module.state_dict(keep_vars=True).items():
         if select not in k:
             continue
-        if _is_dtensor(v):
-            v = v.full_tensor()
+        if id(v) not in done:
+            full = v.full_tensor() if _is_dtensor(v) else v
+            done[id(v)] = full.detach().cpu().clone() if keep else full[:0]
         if keep:
-            out[k] = v.detach().cpu().clone()
+            out[k] = done[id(v)]
     return out
 
 
