@@ -79,7 +79,6 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto | no | bf16 (auto: bf16 where the hardware computes it natively)
     gradient_checkpointing: bool = False
-    state_mask: float = 0.0  # SpecAugment on the encoder states while training (fraction of frames/channels)
     seed: int = 0
     # bookkeeping
     save_every: int = 100
@@ -358,8 +357,7 @@ def build_model(cfg: TrainConfig) -> LLaSM:
     if cfg.init:
         read_checkpoint_config(cfg.init)
         return load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
-                               state_mask=cfg.state_mask)
+                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
     adaptor = {"type": cfg.adaptor, "topk": cfg.topk}
     if cfg.stack:
         adaptor["stack"] = cfg.stack
@@ -371,8 +369,7 @@ def build_model(cfg: TrainConfig) -> LLaSM:
         llm, gguf = str(Path(llm).parent), Path(llm).name
     spec = ModelSpec(encoder=resolve_base(cfg.encoder, "encoder"), llm=llm, llm_gguf=gguf, adaptor=adaptor,
                      llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
-                     state_mask=cfg.state_mask)
+                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
     return LLaSM.build(spec)
 
 
