@@ -8,7 +8,7 @@ import torch
 
 from assistant.adaptor import Adaptor as NumpyAdaptor
 from assistant.adaptor import AdaptorConfig
-from training.model import Adaptor, WhisperEncoderVL
+from training.model import Adaptor, ModelError, WhisperEncoderVL, mask_states
 
 
 @pytest.mark.parametrize("cfg", [
@@ -67,3 +67,19 @@ def test_encoder_padded_batch_equals_each_clip() -> None:
         hf = w.get_encoder()(full).last_hidden_state
         mine, _ = enc(full, torch.tensor([3000]))
     torch.testing.assert_close(mine, hf, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_states_masks_the_fraction_inside_each_clip() -> None:
+    torch.manual_seed(0)
+    states = torch.ones(3, 200, 64)
+    lengths = torch.tensor([200, 120, 50])
+    out = mask_states(states, lengths, 0.15)
+    for i, n in enumerate(lengths.tolist()):
+        frames = out[i, :n].abs().sum(-1) == 0
+        assert 0 < int(frames.sum()) <= int(0.15 * n) + 1  # spans may overlap: at most the budget
+        chans = out[i, :n].abs().sum(0) == 0
+        assert int(chans.sum()) == int(0.15 * 64)
+    torch.manual_seed(0)
+    assert torch.equal(mask_states(states, lengths, 0.15), out)  # the global RNG decides: resumable
+    with pytest.raises(ModelError, match="state_mask"):
+        mask_states(states, lengths, 1.5)

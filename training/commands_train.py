@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         max_minutes: float = typer.Option(None, help="stop after this much training time (minutes), saving"),
         mixed_precision: str = typer.Option(None, help="auto | no | bf16 (auto: bf16 only where the hardware has it)"),
         gradient_checkpointing: bool = typer.Option(None),
+        state_mask: float = typer.Option(None, help="SpecAugment on encoder states: fraction of frames and "
+                                                    "channels masked while training (e.g. 0.1)"),
         save_every: int = typer.Option(None), keep_last: int = typer.Option(None),
         eval_every: int = typer.Option(None), log_every: int = typer.Option(None),
         state_cache: str = typer.Option(None, help="directory from `llasm-train cache-states`"),

@@ -109,6 +109,30 @@ def stack_batch(states: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[to
     return x.reshape(b, n, k * d), (lengths + k - 1) // k
 
 
+def mask_states(states: torch.Tensor, lengths: torch.Tensor, fraction: float, max_span: int = 10) -> torch.Tensor:
+    """SpecAugment on frozen encoder states [B, T, d]: per clip, zero about `fraction` of its frames in
+    random spans of 1..max_span frames and `fraction` of the channels (one random band). A regulariser for
+    adaptors that would otherwise memorise the training voices; draws from torch's global RNG (resumable)."""
+    if not 0 < fraction < 1:
+        raise ModelError(f"state_mask must be in (0, 1), not {fraction}")
+    b, t, d = states.shape
+    keep = torch.ones(b, t, 1, dtype=states.dtype, device=states.device)
+    chan = torch.ones(b, 1, d, dtype=states.dtype, device=states.device)
+    for i in range(b):
+        n = int(lengths[i])
+        budget = int(fraction * n)
+        while budget > 0:
+            span = min(int(torch.randint(1, max_span + 1, ())), budget)
+            start = int(torch.randint(0, max(n - span, 0) + 1, ()))
+            keep[i, start:start + span] = 0
+            budget -= span
+        width = int(fraction * d)
+        if width:
+            lo = int(torch.randint(0, d - width + 1, ()))
+            chan[i, :, lo:lo + width] = 0
+    return states * keep * chan
+
+
 class Adaptor(nn.Module):
     """Encoder states -> LLM embeddings. `forward` returns one [N_i, n_embd] tensor per clip."""
 
@@ -275,6 +299,7 @@ class ModelSpec:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     gradient_checkpointing: bool = False
     kl_teacher: bool = False  # keep a frozen copy of the LLM for the KL loss when it trains in full
+    state_mask: float = 0.0  # training only: fraction of encoder-state frames and channels masked (SpecAugment)
 
 
 class LLaSM(nn.Module):
@@ -418,6 +443,8 @@ class LLaSM(nn.Module):
             states, lens = self.encode(batch["features"], batch["mel_lengths"])
         dev = self.adaptor_device()
         states, lens = states.to(dev), lens.to(dev)
+        if self.training and self.spec.state_mask > 0:
+            states = mask_states(states, lens, self.spec.state_mask)
         if batch["objective"] == "ctc":
             return self.ctc_loss(states, lens, batch["targets"])
         audio_emb, _ = self.adaptor(states, lens)

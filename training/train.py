@@ -79,6 +79,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto | no | bf16 (auto: bf16 where the hardware computes it natively)
     gradient_checkpointing: bool = False
+    state_mask: float = 0.0  # SpecAugment on the encoder states while training (fraction of frames/channels)
     seed: int = 0
     # bookkeeping
     save_every: int = 100
@@ -127,6 +128,8 @@ class TrainConfig:
             raise TrainError("loss must be 'ce' or 'kl'")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise TrainError("mixed_precision must be 'auto', 'no' or 'bf16'")
+        if not 0 <= self.state_mask < 1:
+            raise TrainError(f"state_mask must be in [0, 1), not {self.state_mask}")
         if self.llm_weights not in ("", "base", "full", "lora"):
             raise TrainError("llm_weights must be base, full or lora")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
@@ -357,7 +360,8 @@ def build_model(cfg: TrainConfig) -> LLaSM:
     if cfg.init:
         read_checkpoint_config(cfg.init)
         return load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
+                               state_mask=cfg.state_mask)
     adaptor = {"type": cfg.adaptor, "topk": cfg.topk}
     if cfg.stack:
         adaptor["stack"] = cfg.stack
@@ -369,7 +373,8 @@ def build_model(cfg: TrainConfig) -> LLaSM:
         llm, gguf = str(Path(llm).parent), Path(llm).name
     spec = ModelSpec(encoder=resolve_base(cfg.encoder, "encoder"), llm=llm, llm_gguf=gguf, adaptor=adaptor,
                      llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher)
+                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
+                     state_mask=cfg.state_mask)
     return LLaSM.build(spec)
 
 
