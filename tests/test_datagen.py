@@ -127,6 +127,22 @@ def test_train_and_eval_augmentations_are_disjoint() -> None:
     assert np.abs(out).max() <= 0.98 + 1e-6
 
 
+def test_eval_acoustics_matched_and_clean() -> None:
+    rng = np.random.default_rng(2)
+    train = {augment.plan_augmentation(rng, "train").name for _ in range(2000)}
+    matched = {augment.plan_augmentation(rng, "eval", eval_acoustics="matched").name for _ in range(2000)}
+    assert len(matched) > 20 and matched <= train  # the rooms, microphones and noises training knows
+    clean = {augment.plan_augmentation(rng, "eval", eval_acoustics="clean").name for _ in range(50)}
+    assert clean == {"silence"}
+    # training clips do not depend on it
+    a = [augment.plan_augmentation(np.random.default_rng([3, i]), "train").name for i in range(50)]
+    b = [augment.plan_augmentation(np.random.default_rng([3, i]), "train", eval_acoustics="clean").name
+         for i in range(50)]
+    assert a == b
+    with pytest.raises(ValueError, match="eval acoustics"):
+        augment.plan_augmentation(rng, "eval", eval_acoustics="studio")
+
+
 def test_voice_split_is_disjoint() -> None:
     vs = voices(("espeak", "hibari"), "en")
     train = {v.id for v in vs if not v.held_out}

@@ -12,7 +12,8 @@ Effects, each a pure function of the audio and a `numpy.random.Generator`:
 split measures generalisation: train uses white/pink noise, small rooms (RT60 0.15-0.45 s) and a laptop
 band (100-200 Hz to 5.5-7.5 kHz); eval uses brown noise and hum, large rooms (RT60 0.6-1.0 s) and a
 telephone band (300-3400 Hz), and every eval clip has at least one of these. The recipe's `name` (the
-manifest's `aug` field) lists the effects, e.g. `speed+reverb_small+noise_pink`.
+manifest's `aug` field) lists the effects, e.g. `speed+reverb_small+noise_pink`. `eval_acoustics="matched"` or
+`"clean"` gives held-out clips the training families or no effect instead (held-out voices either way).
 """
 
 from __future__ import annotations
@@ -45,9 +46,23 @@ class Recipe:
         return "+".join(parts) or "clean"
 
 
-def plan_augmentation(rng: np.random.Generator, split: str, clean_fraction: float = 0.2) -> Recipe:
-    """Draw an augmentation recipe for a clip of `split` ("train" or "eval")."""
+EVAL_ACOUSTICS = ("unseen", "matched", "clean")
+
+
+def plan_augmentation(rng: np.random.Generator, split: str, clean_fraction: float = 0.2,
+                      eval_acoustics: str = "unseen") -> Recipe:
+    """Draw an augmentation recipe for a clip of `split` ("train" or "eval").
+
+    `eval_acoustics` sets what held-out clips sound like: "unseen" (the default: effect families training
+    never has), "matched" (the training families: held-out voices in the rooms and microphones training
+    knows) or "clean" (no effect but the leading and trailing silence)."""
+    if eval_acoustics not in EVAL_ACOUSTICS:
+        raise ValueError(f"unknown eval acoustics {eval_acoustics!r}: use one of {', '.join(EVAL_ACOUSTICS)}")
     steps: list[tuple[str, dict[str, float | str]]] = []
+    if split == "eval" and eval_acoustics == "clean":
+        return Recipe([("silence", {"lead": float(rng.uniform(0.05, 0.3)), "trail": float(rng.uniform(0.05, 0.3))})])
+    if split == "eval" and eval_acoustics == "matched":
+        split = "train"
     if split == "train" and rng.random() < clean_fraction:
         return Recipe([("silence", {"lead": float(rng.uniform(0.05, 0.3)), "trail": float(rng.uniform(0.05, 0.3))})])
     if rng.random() < 0.5:

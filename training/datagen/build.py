@@ -77,11 +77,15 @@ class BuildOptions:
     hibari_fraction: float = 0.2
     workers: int = 2
     progress: bool = True
+    eval_acoustics: str = "unseen"  # held-out clips: "unseen" effect families, "matched" (train's) or "clean"
 
     def plan_settings(self) -> dict[str, Any]:
         """The settings that decide which clips are planned (a resumed build must use the same)."""
-        return {"seed": self.seed, "eval_fraction": self.eval_fraction, "backends": list(self.backends),
-                "hibari_fraction": self.hibari_fraction}
+        d = {"seed": self.seed, "eval_fraction": self.eval_fraction, "backends": list(self.backends),
+             "hibari_fraction": self.hibari_fraction}
+        if self.eval_acoustics != "unseen":  # the default is left out: builds from before it resume as they were
+            d["eval_acoustics"] = self.eval_acoustics
+        return d
 
 
 def text_is_eval(text: str) -> bool:
@@ -405,7 +409,7 @@ def build_asr(
         text = pool[counters[(language, split)] % len(pool)]
         counters[(language, split)] += 1
         voice, rate, pitch = picker.pick(rng, language, split)
-        recipe = augment.plan_augmentation(rng, split)
+        recipe = augment.plan_augmentation(rng, split, eval_acoustics=opts.eval_acoustics)
         jobs.append(ClipJob(f"audio/{split}/{i:06d}.wav", text, language, voice.id, split, rate, pitch,
                             int(rng.integers(2**31)), recipe.steps))
     results, rendered, seconds = render_all(jobs, root, opts, "ASR clips")
@@ -454,7 +458,7 @@ def build_conversations(
             if turn["from"] != "human" or turn.get("speak") == "0":
                 turn_jobs.append(None)
                 continue
-            recipe = augment.plan_augmentation(rng, split)
+            recipe = augment.plan_augmentation(rng, split, eval_acoustics=opts.eval_acoustics)
             job = ClipJob(f"audio/{split}/{conv.id}_{t}.wav", turn["value"], language, voice.id, split, rate,
                           pitch, int(rng.integers(2**31)), recipe.steps)
             jobs.append(job)

@@ -14,7 +14,12 @@ data_app = typer.Typer(help="Build speech datasets offline with text-to-speech."
 _TTS_HELP = "TTS backends, comma separated: espeak, hibari"
 
 
-def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, workers: int, quiet: bool) -> BuildOptions:
+_ACOUSTICS_HELP = ("held-out clips: unseen (effect families training never has), matched (training's rooms, "
+                   "microphones and noises) or clean; the voices are held out either way")
+
+
+def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, workers: int, quiet: bool,
+          eval_acoustics: str = "unseen") -> BuildOptions:
     backends = tuple(b.strip() for b in tts.split(",") if b.strip())
     bad = [b for b in backends if b not in ("espeak", "hibari")]
     if bad or not backends:
@@ -23,8 +28,12 @@ def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, wor
         raise DataGenError(f"--eval-fraction must be in [0, 1), not {eval_fraction}")
     if workers < 1:
         raise DataGenError(f"--workers must be at least 1, not {workers}")
+    from training.datagen.augment import EVAL_ACOUSTICS
+
+    if eval_acoustics not in EVAL_ACOUSTICS:
+        raise DataGenError(f"--eval-acoustics must be one of {', '.join(EVAL_ACOUSTICS)}, not {eval_acoustics!r}")
     return BuildOptions(seed=seed, eval_fraction=eval_fraction, backends=backends, hibari_fraction=hibari_fraction,
-                        workers=workers, progress=not quiet)
+                        workers=workers, progress=not quiet, eval_acoustics=eval_acoustics)
 
 
 def _run(fn, *args, **kwargs) -> None:  # noqa: ANN001
@@ -49,12 +58,14 @@ def asr_cmd(
     hibari_fraction: float = typer.Option(0.2, help="fraction of English training clips spoken by hibari"),
     workers: int = typer.Option(2, help="parallel worker processes"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+    eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
 ) -> None:
     """ASR clips of natural English (and Mandarin) sentences: DIR/train.jsonl, DIR/eval.jsonl."""
     from training.datagen.build import build_asr
 
     def go() -> None:
-        build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet), zh_fraction=zh_fraction)
+        build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics),
+                  zh_fraction=zh_fraction)
 
     _run(go)
 
@@ -74,6 +85,7 @@ def instructions_cmd(
     hibari_fraction: float = typer.Option(0.2, help="fraction of training conversations spoken by hibari"),
     workers: int = typer.Option(2, help="parallel TTS worker processes"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+    eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
 ) -> None:
     """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
     from training.datagen.conversations import build_instructions
@@ -81,7 +93,7 @@ def instructions_cmd(
 
     def go() -> None:
         reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
-        build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet),
+        build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics),
                            multi_turn=multi_turn, reply=reply)
 
     _run(go)
