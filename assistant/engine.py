@@ -36,7 +36,7 @@ from .audio import AudioError, load_audio, log_mel
 from .bundle import Bundle, BundleError
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
-from .prompt import AUDIO, DEFAULT_TRANSCRIBE_INSTRUCTION, Message
+from .prompt import AUDIO, Message
 
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 0.1
@@ -265,6 +265,20 @@ class Engine:
         pieces = self._all_pieces()
         total = sum(len(p) for p in pieces)
         step = self.lm.n_batch
+        table = self.adaptor.token_embeddings
+        if table is not None and any(p.ndim == 2 for p in pieces):
+            # One llama_decode for text and audio together: each call costs a pass over the weights, so
+            # three calls (text, audio, text) cost ~3x one. Token rows of the GGUF's own table give the
+            # same logits as the token ids (tests/test_engine.py).
+            pending: list[np.ndarray] = []
+            for p in pieces:
+                end = offset + len(p)
+                if self._n_kv < end:
+                    rest = p[max(self._n_kv - offset, 0):]
+                    pending.append(rest if rest.ndim == 2 else table[rest])
+                offset = end
+            if pending:
+                pieces, offset = [np.concatenate(pending)], self._n_kv
         for p in pieces:
             end = offset + len(p)
             while self._n_kv < end:
@@ -366,7 +380,7 @@ class Engine:
             timings.update(enc_t)
             if heard is not None:
                 yield Heard(heard)
-            instruction = DEFAULT_TRANSCRIBE_INSTRUCTION if transcribe else (text or "").strip()
+            instruction = self.template.transcribe if transcribe else (text or "").strip()
             msg = Message("user", instruction, audio=True, audio_first=True)
         else:
             instruction = (text or "").strip()

@@ -58,6 +58,7 @@ class PromptTemplate:
     default_system: str | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     audio_separator: str = "\n"  # between the audio slot and the text of the same turn
+    transcribe: str = DEFAULT_TRANSCRIBE_INSTRUCTION  # what `--transcribe` asks, after the audio
 
     # ---- rendering -------------------------------------------------------------------------
     def render(self, messages: Sequence[Message], *, add_generation: bool = True,

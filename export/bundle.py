@@ -68,6 +68,8 @@ def export_bundle(
     force: bool = False,
     tokenizer_pre: str | None = None,
     system_prompt: str | None = None,
+    transcribe_instruction: str | None = None,
+    ctc_topk: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -77,7 +79,10 @@ def export_bundle(
     as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
     `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
     tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE). `system_prompt` replaces the
-    chat template's default system prompt in the bundle ("" for none).
+    chat template's default system prompt in the bundle ("" for none). `transcribe_instruction` replaces what
+    the runtime's `--transcribe` asks (default: the checkpoint's, "Transcribe the audio."). `ctc_topk` sets how
+    many tokens a ctc adaptor mixes per segment at run time (1: the most likely token's own embedding, so the
+    LLM reads the adaptor's transcript as if it were typed).
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -91,6 +96,11 @@ def export_bundle(
     ck = Checkpoint.load(checkpoint)
     if lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
+    if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
+        raise ExportError(f"--ctc-topk needs a ctc adaptor and a value >= 1 (adaptor {ck.adaptor.type!r}, "
+                          f"value {ctc_topk})")
+    if transcribe_instruction is not None and not transcribe_instruction.strip():
+        raise ExportError("--transcribe-instruction is empty: give the words --transcribe should ask")
     if mmproj and ck.adaptor.type != "ultravox":
         raise ExportError(f"an mmproj GGUF exists only for the ultravox adaptor; this one is {ck.adaptor.type!r}")
     out = Path(out).expanduser().absolute()
@@ -102,7 +112,8 @@ def export_bundle(
     try:
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
                           lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
-                          tokenizer_pre=tokenizer_pre, system_prompt=system_prompt, progress=progress)
+                          tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
+                          transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk, progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -124,10 +135,19 @@ def export_bundle(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: str | None) -> dict[str, Any]:
+    prompt = ck.prompt.to_dict()
+    if system_prompt is not None:
+        prompt["default_system"] = system_prompt or None
+    if transcribe_instruction is not None:
+        prompt["transcribe"] = transcribe_instruction.strip()
+    return prompt
+
+
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
            llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
-           tokenizer_pre: str | None, system_prompt: str | None,
-           progress: Callable[[str], None] | None) -> dict[str, Any]:
+           tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
+           ctc_topk: int | None, progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
     enc_src = ck.encoder_source()
@@ -148,6 +168,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
     t = time.perf_counter()
     save_adaptor(tmp / "adaptor.safetensors", ck.adaptor_tensors())  # ctc: never the token table
     adaptor_cfg = {**ck.adaptor.to_dict(), "path": "adaptor.safetensors"}
+    if ctc_topk is not None:
+        adaptor_cfg["topk"] = int(ctc_topk)
     if mmproj:
         from export.mmproj import write_ultravox_mmproj
 
@@ -170,8 +192,7 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
                     "d_model": int(ck.adaptor.d_model)},
         "adaptor": adaptor_cfg,
         "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx)},
-        "prompt": (ck.prompt.to_dict() if system_prompt is None
-                   else {**ck.prompt.to_dict(), "default_system": system_prompt or None}),
+        "prompt": _prompt(ck, system_prompt, transcribe_instruction),
         "stop": list(ck.prompt.stop),
         "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),
                    "step": ck.config.get("step"), "llm_weights": ck.llm_weights},

@@ -59,6 +59,10 @@ def bundle(
                                                  "identify (e.g. gpt-2)"),
     system_prompt: str = typer.Option(None, help="system prompt the assistant starts every chat with "
                                                  "(default: the chat template's own; \"\" for none)"),
+    transcribe_instruction: str = typer.Option(None, help="what --transcribe asks the LLM after the audio "
+                                                          "(default: the checkpoint's, \"Transcribe the audio.\")"),
+    ctc_topk: int = typer.Option(None, help="ctc adaptor: tokens mixed per segment at run time (1: the LLM reads "
+                                            "the adaptor's transcript as typed tokens)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -71,8 +75,8 @@ def bundle(
             report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
                                    llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
                                    mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
-                                   system_prompt=system_prompt,
-                                   progress=lambda m: (console.log(m), status.update(m)))
+                                   system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
+                                   ctc_topk=ctc_topk, progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))
         return

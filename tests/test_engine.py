@@ -221,3 +221,35 @@ def test_other_adaptors_run(tmp_path, kind):
         assert tr.timings["prompt_positions"] > done.timings["prompt_positions"]  # carries the instruction
     finally:
         eng.close()
+
+
+@pytest.mark.real
+def test_ctc_turn_prefills_text_and_audio_in_one_call(tmp_path, monkeypatch):
+    """A ctc bundle has the token table, so a spoken turn's text and audio go to llama.cpp as one batch; when
+    the 'audio' is the token rows of a question, the answer equals the answer to the typed question."""
+    eng = Engine.load(build_bundle(tmp_path / "ctc", "ctc"), n_threads=1, warmup=False)
+    try:
+        question = "What is the capital of France?"
+        table = eng.adaptor.token_embeddings
+        rows = table[eng.lm.tokenize(question)]
+        monkeypatch.setattr(eng, "encode_audio", lambda audio: (rows, question, {}))
+        calls: list[tuple[str, int]] = []
+        for name in ("decode_tokens", "decode_embeddings"):
+            real = getattr(eng.lm, name)
+
+            def spy(x, pos, *, logits=True, _real=real, _name=name):
+                calls.append((_name, len(x)))
+                return _real(x, pos, logits=logits)
+
+            monkeypatch.setattr(eng.lm, name, spy)
+        eng.new_chat()
+        calls.clear()
+        spoken = eng.ask(audio=clip(), options=GREEDY)
+        prompt = int(spoken.timings["prompt_positions"])
+        assert calls[0] == ("decode_embeddings", prompt)  # the whole turn at once
+        assert all(name == "decode_tokens" and n == 1 for name, n in calls[1:])  # then one token at a time
+        eng.new_chat()
+        typed = eng.ask(text=question, options=GREEDY)
+        assert spoken.answer == typed.answer and spoken.answer
+    finally:
+        eng.close()

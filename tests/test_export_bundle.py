@@ -97,6 +97,15 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     export_bundle(ck_ctc, tmp_path / "q", encoder="ct2", encoder_dtype="int8", llm_quant="q8_0",
                   system_prompt="Answer briefly.")
     assert json.loads((tmp_path / "q" / "bundle.json").read_text())["prompt"]["default_system"] == "Answer briefly."
+    # run-time choices: tokens mixed per ctc segment and what --transcribe asks
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t1"), "--ctc-topk", "1",
+                                 "--transcribe-instruction", "Repeat the sentence above word for word."])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "t1" / "bundle.json").read_text())
+    assert m["adaptor"]["topk"] == 1 and m["prompt"]["transcribe"] == "Repeat the sentence above word for word."
+    assert json.loads((out / "bundle.json").read_text())["prompt"]["transcribe"] == "Transcribe the audio."
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t0"), "--ctc-topk", "0"])
+    assert r.exit_code == 1 and "--ctc-topk" in r.output.splitlines()[-1] and not (tmp_path / "t0").exists()
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
     assert r.exit_code == 1
     assert "encoder relative RMS difference" in r.output.splitlines()[-1]

@@ -68,6 +68,9 @@ def test_audio_slot_before_and_after_text_and_roundtrip() -> None:
     before = t.render([Message("user", "Transcribe the audio.", audio=True, audio_first=True)])
     assert before[1] is AUDIO and before[2].startswith("\nTranscribe the audio.<|im_end|>")
     assert PromptTemplate.from_dict(t.to_dict()) == t
+    # bundles and checkpoints written before the `transcribe` field load with the default instruction
+    old = {k: v for k, v in t.to_dict().items() if k != "transcribe"}
+    assert PromptTemplate.from_dict(old).transcribe == "Transcribe the audio."
     # a continuation turn (KV cache reuse) carries no prefix and no default system prompt
     cont = t.render([Message("user", "more")], include_prefix=False)
     assert cont == ["<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n"]
