@@ -16,6 +16,12 @@ $bin/llasm-train data asr --out "$work/asr" --count "$clips" --seed 0 --quiet
 # 2. Held-out spoken questions for the agreement and latency measurements (replies are not needed).
 $bin/llasm-train data instructions --out "$work/questions" --count 120 --eval-fraction 0.5 --multi-turn 0 \
   --max-tokens 1 --seed 7 --quiet
+# 2b. The same held-out voices and texts in the rooms and microphones training knows ("matched" acoustics),
+#     next to the default split's unseen ones (telephone band, large rooms, brown noise, hum).
+$bin/llasm-train data asr --out "$work/asr-matched" --count 140 --eval-fraction 0.9 --seed 11 \
+  --eval-acoustics matched --quiet
+$bin/llasm-train data instructions --out "$work/questions-matched" --count 120 --eval-fraction 0.5 \
+  --multi-turn 0 --max-tokens 1 --seed 7 --eval-acoustics matched --quiet
 # 3. Frozen encoder states, computed once with the encoder the bundle runs (CTranslate2 int8).
 if [ ! -f "$work/states/index.json" ]; then
   cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
@@ -26,11 +32,17 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
   --data "$work/asr/train.jsonl" --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" \
   --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 --warmup-steps 50 \
   --log-every 10 --eval-every 150 --save-every 50 --seed 0
-# 5. The bundle: the adaptor only; encoder and LLM are referenced from the packages that ship them.
+# 5. The bundle: the adaptor only; encoder and LLM are referenced from the packages that ship them. The LLM
+#    reads each ctc segment as its most likely token (--ctc-topk 1), and --transcribe asks it to repeat.
 $bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force \
-  --system-prompt "You are a helpful assistant. Answer in one short sentence."
-# 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade).
+  --system-prompt "You are a helpful assistant. Answer in one short sentence." \
+  --ctc-topk 1 --transcribe-instruction "Repeat the sentence above word for word."
+# 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade), unseen acoustics
+#    with latency, then matched acoustics.
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \
-  --questions "$work/questions/eval.jsonl" --out "$work/eval" --threads 1
+  --questions "$work/questions/eval.jsonl" --out "$work/eval" --n-asr 60 --n-questions 40 --threads 1
+$bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr-matched/eval.jsonl" \
+  --questions "$work/questions-matched/eval.jsonl" --out "$work/eval-matched" --n-asr 60 --n-questions 40 \
+  --threads 1 --no-latency
 echo "default model recipe done in $(( $(date +%s) - start )) s; install it with:"
 echo "  rm -rf assistant/default_model && cp -r $work/bundle assistant/default_model"
