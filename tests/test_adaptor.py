@@ -8,6 +8,7 @@ import pytest
 from assistant.adaptor import (
     AdaptorConfig,
     AdaptorError,
+    ctc_mix,
     ctc_segments,
     load_adaptor,
     random_tensors,
@@ -78,6 +79,24 @@ def test_ctc_mixes_topk_token_embeddings(tmp_path) -> None:
         idx = np.argsort(-q)[:3]
         want = (q[idx] / q[idx].sum()) @ table[idx]
         np.testing.assert_allclose(out.embeddings[j], want, rtol=1e-5, atol=1e-6)
+
+
+def test_ctc_top1_shortcut_equals_the_mean_posterior_argmax() -> None:
+    rng = np.random.default_rng(6)
+    vocab, table = 40, rng.standard_normal((40, 7)).astype(np.float32)
+    for trial in range(30):
+        logits = rng.standard_normal((60, vocab + 1)).astype(np.float32) * 3
+        logits[rng.random(60) < 0.4, vocab] += 8  # many blank frames
+        if trial % 3 == 0:  # ties inside segments
+            logits[:, 5] = logits[:, 2] = logits[:, :vocab].max(-1) + 1
+        segs = ctc_segments(logits.argmax(-1), vocab)
+        got = ctc_mix(logits, segs, table, 1)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        want = [table[int(np.argmax(p[a:b, :vocab].mean(0)))] for _, a, b in segs]  # first max: lower id
+        assert got.shape == (len(segs), 7) and got.dtype == np.float32
+        if segs:
+            np.testing.assert_array_equal(got, np.stack(want))
 
 
 def test_ctc_without_table_and_bad_shapes_fail_clearly(tmp_path) -> None:
