@@ -57,10 +57,8 @@ def test_handsfree_flags_delegate(monkeypatch):
 
 
 @pytest.mark.real
-def test_files_json_and_bad_inputs_subprocess(tmp_path):
-    from test_engine import build_bundle
-
-    bundle = build_bundle(tmp_path / "bundle")
+def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
+    bundle = bundle_factory("bundle")
     good = tmp_path / "good.wav"
     t = np.arange(32000) / 16000
     sf.write(good, (0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)

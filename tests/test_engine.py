@@ -4,13 +4,11 @@ bundles (random, deterministic adaptors): embedding feeding, KV reuse, trimming,
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_bundle, clip
 
-from assistant.adaptor import AdaptorConfig, random_tensors
-from assistant.bundle import prompt_from_gguf, write_bundle
 from assistant.engine import (
     Done,
     Engine,
@@ -23,24 +21,6 @@ from assistant.engine import (
 )
 
 GREEDY = GenerationOptions(max_tokens=12)
-
-
-def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048, seed: int = 0) -> Path:
-    """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor."""
-    from assistant.basemodels import resolve
-
-    extra = {"linear": {"stack": 2}, "ultravox": {"stack": 8, "hidden": 64},
-             "ctc": {"stack": 2, "hidden": 64, "vocab_size": 49152, "topk": 4}}[adaptor_type]
-    cfg = AdaptorConfig.from_dict({"type": adaptor_type, "d_model": 384, "n_embd": 576, **extra})
-    return write_bundle(root, encoder="default:whisper-tiny.en", llm="default:smollm2",
-                        adaptor_config=cfg.to_dict(), adaptor_tensors=random_tensors(cfg, seed=seed, scale=0.02),
-                        prompt=prompt_from_gguf(resolve("default:smollm2")), d_model=384, n_ctx=n_ctx)
-
-
-def clip(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    return (0.2 * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(t.shape)).astype(np.float32)
 
 
 # ---- fast: sampling and stop strings --------------------------------------------------------------

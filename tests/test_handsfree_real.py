@@ -14,14 +14,12 @@ from assistant.settings import Settings
 
 
 @pytest.mark.real
-def test_headless_json_with_the_real_engine(tmp_path):
-    from test_engine import build_bundle
-
+def test_headless_json_with_the_real_engine(tmp_path, bundle_factory):
     from assistant.engine import Engine
 
     audio, truth = conversation(tmp_path, sentences=["What is the capital of France?", "Tell me a joke."],
                                 silences=[0.5, 1.0, 0.8])
-    engine = Engine.load(build_bundle(tmp_path / "bundle"), n_threads=1)
+    engine = Engine.load(bundle_factory("bundle"), n_threads=1)
     try:
         out = io.StringIO()
         rc = run_headless(engine, ArraySource(audio, realtime=False, name="talk"), Settings(json=True, max_tokens=8),
