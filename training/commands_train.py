@@ -8,11 +8,17 @@ from typing import Any
 
 import typer
 
-from training.data import DataError
-from training.model import ModelError
-from training.train import TrainConfig, TrainError, cache_states, evaluate_checkpoint, train
+# training.data / training.model / training.train import torch: they load inside the commands, so that
+# `llasm-train --help`, `base-models` and `data` start without torch.
 
-ERRORS: tuple[type[Exception], ...] = (TrainError, DataError, ModelError, FileNotFoundError)
+
+def errors() -> tuple[type[Exception], ...]:
+    """The exceptions a training command reports as a one-line error."""
+    from training.data import DataError
+    from training.model import ModelError
+    from training.train import TrainError
+
+    return (TrainError, DataError, ModelError, FileNotFoundError)
 
 
 def _fail(e: Exception) -> None:
@@ -21,11 +27,13 @@ def _fail(e: Exception) -> None:
 
 
 def _run(stage: int, **opts: Any) -> None:
+    from training.train import TrainConfig, train
+
     recipe = opts.pop("recipe")
     try:
         cfg = TrainConfig.from_recipe(recipe, stage=stage, **opts)
         final = train(cfg)
-    except ERRORS as e:
+    except errors() as e:
         _fail(e)
     print(final)
 
@@ -83,9 +91,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Held-out loss and WER of greedy transcriptions."""
+        from training.train import evaluate_checkpoint
+
         try:
             res = evaluate_checkpoint(checkpoint, data, max_examples=max_examples, n_generate=n_generate)
-        except ERRORS as e:
+        except errors() as e:
             _fail(e)
         if as_json:
             print(json.dumps(res, ensure_ascii=False))
@@ -102,9 +112,11 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("int8", help="ct2 compute type: int8 | float32"),
     ) -> None:
         """Encode every clip once with the frozen encoder (sharded safetensors) for CPU training."""
+        from training.train import cache_states
+
         try:
             print(cache_states(data, encoder, out, shard_size=shard_size, engine=engine, dtype=dtype))
-        except ERRORS as e:
+        except errors() as e:
             _fail(e)
 
 
