@@ -41,3 +41,39 @@ def test_training_commands_are_registered_and_report_errors_in_one_line() -> Non
     assert r.exit_code == 2
     err = r.stderr.strip()
     assert err.startswith("error: recipe no-such-recipe") and "\n" not in err, err
+
+
+@pytest.mark.parametrize(("recipe", "flag", "expected"), [
+    ("cpu", [], False),  # absent: the recipe's value (cpu.toml leaves the default, off)
+    ("paper", [], True),  # absent: the recipe's value (paper.toml turns it on)
+    ("cpu", ["--gradient-checkpointing"], True),  # a bare flag turns it on
+    ("paper", ["--no-gradient-checkpointing"], False),  # and the negative flag overrides a recipe's true
+])
+def test_gradient_checkpointing_flag_pair(monkeypatch: pytest.MonkeyPatch, recipe: str, flag: list[str],
+                                          expected: bool) -> None:
+    import training.train
+    from training.cli import app
+
+    seen: list[training.train.TrainConfig] = []
+    monkeypatch.setattr(training.train, "train", lambda cfg: seen.append(cfg) or "final")  # parse only, no training
+    r = CliRunner().invoke(app, ["stage1", "--recipe", recipe, *flag])
+    assert r.exit_code == 0, r.stderr
+    assert len(seen) == 1 and seen[0].gradient_checkpointing is expected and seen[0].stage == 1
+    assert r.stdout.strip() == "final"
+
+
+def test_options_reach_train_config_with_their_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.train
+    from training.cli import app
+
+    seen: list[training.train.TrainConfig] = []
+    monkeypatch.setattr(training.train, "train", lambda cfg: seen.append(cfg) or "final")
+    r = CliRunner().invoke(app, ["stage2", "--recipe", "cpu", "--max-steps", "3", "--lr", "0.5", "--state-mask",
+                                 "0.1", "--adaptor", "ctc", "--llm-weights", "full"])
+    assert r.exit_code == 0, r.stderr
+    (cfg,) = seen
+    assert (cfg.stage, cfg.max_steps, cfg.lr, cfg.state_mask, cfg.adaptor, cfg.llm_weights) == (
+        2, 3, 0.5, 0.1, "ctc", "full")
+    assert type(cfg.max_steps) is int and type(cfg.lr) is float
+    bad = CliRunner().invoke(app, ["stage1", "--max-steps", "many"])
+    assert bad.exit_code == 2 and "--max-steps" in bad.stderr

@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         grad_accum: int = typer.Option(None), warmup_steps: int = typer.Option(None),
         max_minutes: float = typer.Option(None, help="stop after this much training time (minutes), saving"),
         mixed_precision: str = typer.Option(None, help="auto | no | bf16 (auto: bf16 only where the hardware has it)"),
-        gradient_checkpointing: bool = typer.Option(None),
+        gradient_checkpointing: bool = typer.Option(
+            None, "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="recompute LLM activations in the backward pass (default: the recipe's setting)"),
         state_mask: float = typer.Option(None, help="SpecAugment on encoder states: fraction of frames and "
                                                     "channels masked while training (e.g. 0.1)"),
         save_every: int = typer.Option(None), keep_last: int = typer.Option(None),
@@ -123,4 +125,6 @@ def register(app: typer.Typer) -> None:
 def _sig(fn: Any) -> Any:
     import inspect
 
-    return inspect.signature(fn).replace(return_annotation=None)
+    # evaluated annotations (this module has `from __future__ import annotations`): typer then builds real
+    # click types, e.g. a bool option pair that takes no value
+    return inspect.signature(fn, eval_str=True).replace(return_annotation=None)
