@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="On-device LLaSM voice assistant: ask by voice (a file or the microphone) or by text.")
@@ -31,12 +34,23 @@ def _err(msg: str) -> None:
     print("llasm-assistant: " + " ".join(str(msg).split()), file=sys.stderr, flush=True)
 
 
-def _options(max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int,
-             stop: list[str] | None) -> Any:
+# flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
+_ONE_SHOT_SETTINGS = ("bundle", "threads", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+
+
+def one_shot_settings(flags: dict[str, Any]) -> Settings:
+    """Settings for --file/--text: built-in defaults < the settings file < the flags that were given (not None).
+
+    A flag given on the command line wins even when it equals the built-in default."""
+    from .settings import load_settings, merge_options
+
+    return merge_options(load_settings(), {k: flags[k] for k in _ONE_SHOT_SETTINGS})
+
+
+def _options(settings: Settings) -> Any:
     from .engine import GenerationOptions
 
-    return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                             stop=tuple(stop or ()), seed=seed)
+    return GenerationOptions(**settings.generation_options())
 
 
 @app.callback(invoke_without_command=True)
@@ -50,14 +64,15 @@ def main_command(
                                   "heard) instead of streaming text."),
     bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the installed "
                                 "default bundle, or $LLASM_BUNDLE)."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest reply, in tokens."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
-    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0 = off)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    # generation flags default to None (not given): the settings file decides, else the built-in default
+    max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Longest reply, in tokens (default 256)."),
+    temperature: float = typer.Option(None, "--temperature", min=0.0, help="0 = greedy decoding (default 0)."),
+    top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (default 1)."),
+    top_k: int = typer.Option(None, "--top-k", min=0, help="Sample among the k most likely tokens (default 0 = off)."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed (default 0)."),
     stop: list[str] = typer.Option(None, "--stop", help="Extra stop string; repeatable."),
     system: str = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = one per physical core)."),
+    threads: int = typer.Option(None, "--threads", min=0, help="CPU threads (default 0 = one per physical core)."),
     mic: bool = typer.Option(False, "--mic", help="Listen through the microphone (hands-free)."),
     mic_file: Path = typer.Option(None, "--mic-file", help="Replay a recording through the microphone "
                                   "path (capture -> VAD) in real time."),
@@ -67,6 +82,8 @@ def main_command(
     list_devices: bool = typer.Option(False, "--list-devices", help="List audio input devices and exit."),
     input_device: str = typer.Option(None, "--input-device", help="Input device index or name."),
 ) -> None:
+    # A flag left out (None) takes its value from the settings file (assistant/settings.py), else the engine's
+    # built-in default (GenerationOptions); a flag given always wins, also when it equals the built-in default.
     if ctx.invoked_subcommand is not None:
         return
     files, texts = list(file or []), list(text or [])
@@ -76,13 +93,21 @@ def main_command(
             "mic": mic, "mic_file": mic_file, "no_tui": no_tui, "speak": speak, "ptt": ptt,
             "list_devices": list_devices, "input_device": input_device, "json": json_out, "bundle": bundle,
             "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-            "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads or None,
+            "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads,
             "files": files, "texts": texts,
         }
         raise typer.Exit(_handsfree(options))
-    opts = _options(max_tokens, temperature, top_p, top_k, seed, stop)
-    raise typer.Exit(run_inputs(files, texts, bundle=bundle, transcribe=transcribe, json_out=json_out,
-                                options=opts, system=system, threads=threads or None))
+    from .settings import SettingsError
+
+    try:
+        settings = one_shot_settings({"bundle": bundle, "threads": threads, "system": system, "max_tokens": max_tokens,
+                                      "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                                      "stop": list(stop or [])})
+    except SettingsError as e:
+        _err(e)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
+                                options=_options(settings), system=settings.system, threads=settings.threads or None))
 
 
 def _handsfree(options: dict[str, Any]) -> int:

@@ -15,8 +15,9 @@ speech settings that have no flag. Example:
     aggressiveness = 2
     end_silence_ms = 600
 
-A flag given on the command line wins; a flag left at its default (None, or False for on/off flags) lets
-the file decide.
+A flag given on the command line wins, even when it equals the built-in default (`--temperature 0` undoes
+`temperature = 0.2`); a flag left out (None, or False for on/off flags) lets the file decide; neither gives
+the built-in default (the generation settings: the engine's `GenerationOptions`).
 """
 
 from __future__ import annotations
@@ -90,10 +91,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "list[str]": (list,),
 }
 
-# what `llasm-assistant` passes for a flag the user did not give (its generation flags have real defaults)
-CLI_DEFAULTS: dict[str, Any] = {"max_tokens": 256, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0}
-
-
 def settings_path() -> Path:
     env = os.environ.get("LLASM_CONFIG")
     if env:
@@ -154,15 +151,13 @@ def load_settings(path: str | Path | None = None) -> Settings:
 def merge_options(settings: Settings, options: dict[str, Any]) -> Settings:
     """Overlay command-line options: a value the user gave wins over the file.
 
-    Not given means None, False for on/off flags, an empty list, or the command line's own default for the
-    generation flags (`CLI_DEFAULTS`) — so `temperature = 0.3` in the file is not undone by `--temperature`'s
-    default of 0.0.
+    Not given means None, False for on/off flags, or an empty list (`llasm-assistant`'s flags default to
+    these), so `temperature = 0.3` in the file stays unless `--temperature` is given; any other value was
+    given and wins, also one equal to the built-in default (`--temperature 0`).
     """
     for key, value in options.items():
         name = key.replace("-", "_")
         if name in ("vad",) or value is None or value is False or value == []:
-            continue
-        if name in CLI_DEFAULTS and value == CLI_DEFAULTS[name] and type(value) is type(CLI_DEFAULTS[name]):
             continue
         if hasattr(value, "__fspath__"):
             value = str(value)

@@ -56,6 +56,88 @@ def test_handsfree_flags_delegate(monkeypatch):
     assert runner.invoke(app, []).exit_code == 0 and seen["mic"] is False  # no inputs: the TUI
 
 
+TOML = 'temperature = 0.7\nmax_tokens = 40\ntop_p = 0.9\ntop_k = 5\nseed = 3\nthreads = 2\nstop = ["END"]\n'
+# each generation flag at the engine's built-in default (GenerationOptions()), and threads at auto
+AT_DEFAULTS = ["--temperature", "0", "--max-tokens", "256", "--top-p", "1", "--top-k", "0", "--seed", "0",
+               "--threads", "0"]
+
+
+@pytest.fixture
+def one_shot(monkeypatch, tmp_path):
+    """Invoke `llasm-assistant --text hi [ARGS]` with settings file TOML (None: no file); what run_inputs gets."""
+    import assistant.cli
+
+    def invoke(toml: str | None, *args: str) -> dict:
+        cfg = tmp_path / "settings.toml"
+        cfg.unlink(missing_ok=True)
+        if toml is not None:
+            cfg.write_text(toml)
+        monkeypatch.setenv("LLASM_CONFIG", str(cfg))
+        seen: dict = {}
+        monkeypatch.setattr(assistant.cli, "run_inputs", lambda files, texts, **kw: seen.update(kw) or 0)
+        r = runner.invoke(app, ["--text", "hi", *args])
+        assert r.exit_code == 0, r.stderr
+        return seen
+
+    return invoke
+
+
+def test_one_shot_flag_beats_settings_file_even_at_the_default(one_shot):
+    from assistant.engine import GenerationOptions
+
+    builtin = GenerationOptions()
+    # no file, no flag: the built-in defaults
+    seen = one_shot(None)
+    assert seen["options"] == builtin and seen["threads"] is None and seen["system"] is None
+    # the file, no flag: the file's values
+    seen = one_shot(TOML + 'system = "Be brief."\n')
+    assert seen["options"] == GenerationOptions(max_tokens=40, temperature=0.7, top_p=0.9, top_k=5, seed=3,
+                                                stop=("END",))
+    assert seen["threads"] == 2 and seen["system"] == "Be brief."
+    # the file and every flag given at its built-in default: the flags win
+    seen = one_shot(TOML, *AT_DEFAULTS)
+    assert seen["options"] == GenerationOptions(stop=("END",)) and seen["threads"] is None
+    # one flag given: only that one overrides
+    seen = one_shot(TOML, "--temperature", "0", "--stop", "STOP")
+    assert seen["options"] == GenerationOptions(max_tokens=40, temperature=0.0, top_p=0.9, top_k=5, seed=3,
+                                                stop=("STOP",))
+
+
+def test_one_shot_bad_settings_file_is_one_line(monkeypatch, tmp_path):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("temperature = 'hot'\n")
+    monkeypatch.setenv("LLASM_CONFIG", str(cfg))
+    r = runner.invoke(app, ["--text", "hi"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "temperature must be float" in r.stderr
+
+
+def test_handsfree_flag_beats_settings_file_even_at_the_default(monkeypatch, tmp_path):
+    import assistant
+    from assistant.settings import Settings, load_settings, merge_options
+
+    seen: dict = {}
+    fake = types.ModuleType("assistant.handsfree")
+    fake.main = lambda options: seen.update(options) or 0
+    monkeypatch.setitem(sys.modules, "assistant.handsfree", fake)
+    monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text(TOML)
+
+    def merged(*args: str) -> Settings:
+        seen.clear()
+        assert runner.invoke(app, ["--no-tui", "--mic", *args]).exit_code == 0
+        return merge_options(load_settings(cfg), dict(seen))
+
+    kept = merged()
+    assert (kept.temperature, kept.max_tokens, kept.top_p, kept.top_k, kept.seed, kept.threads) == (0.7, 40, 0.9, 5, 3, 2)
+    back = merged(*AT_DEFAULTS)
+    assert (back.temperature, back.max_tokens, back.top_p, back.top_k, back.seed, back.threads) == (0.0, 256, 1.0, 0, 0, 0)
+    assert merge_options(Settings(), dict(seen)).generation_options()["temperature"] == 0.0
+    seen.clear()
+    assert runner.invoke(app, ["--no-tui", "--mic"]).exit_code == 0
+    assert merge_options(Settings(), dict(seen)).generation_options() == {}  # no file, no flag: built-in defaults
+
+
 @pytest.mark.real
 def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     bundle = bundle_factory("bundle")
