@@ -40,6 +40,7 @@ class AdaptorConfig:
     hidden: int = 0  # ultravox: width of linear_1's output (2 x SwiGLU width); ctc: head width
     vocab_size: int = 0  # ctc: LLM vocabulary size (the blank is index vocab_size)
     topk: int = DEFAULT_CTC_TOPK  # ctc: tokens mixed per segment
+    shortlist: int = 0  # ctc: how many token ids `vocab.ids` lists (the only ones scored); 0 = all
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -53,7 +54,7 @@ class AdaptorConfig:
         except KeyError as e:
             raise AdaptorError(f"adaptor config lacks {e.args[0]!r}; it needs d_model and n_embd") from None
         known = {}
-        for key in ("stack", "hidden", "vocab_size", "topk"):
+        for key in ("stack", "hidden", "vocab_size", "topk", "shortlist"):
             if key in d:
                 known[key] = int(d.pop(key))
         known.setdefault("stack", DEFAULT_STACK[kind])
@@ -69,6 +70,8 @@ class AdaptorConfig:
         if self.type == "ctc":
             d["vocab_size"] = self.vocab_size
             d["topk"] = self.topk
+            if self.shortlist:
+                d["shortlist"] = self.shortlist
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return d
 
@@ -86,6 +89,8 @@ class AdaptorConfig:
                 raise AdaptorError("ctc adaptor needs 'vocab_size' (the LLM's vocabulary size)")
             if self.topk < 1:
                 raise AdaptorError(f"ctc adaptor needs 'topk' >= 1, got {self.topk}")
+            if not 0 <= self.shortlist <= self.vocab_size:
+                raise AdaptorError(f"ctc 'shortlist' must be in [0, vocab_size], got {self.shortlist}")
 
     @property
     def stacked_dim(self) -> int:
@@ -105,9 +110,12 @@ class AdaptorConfig:
             return {"ln_pre.weight": (s,), "linear_1.weight": (h, s), "ln_mid.weight": (h // 2,),
                     "linear_2.weight": (e, h // 2)}
         h = self.hidden
-        return {"ln_pre.weight": (s,), "linear_1.weight": (h, s), "linear_1.bias": (h,),
-                "linear_2.weight": (e, h), "linear_2.bias": (e,), "blank.weight": (e,),
-                "blank.bias": (1,)}
+        shapes = {"ln_pre.weight": (s,), "linear_1.weight": (h, s), "linear_1.bias": (h,),
+                  "linear_2.weight": (e, h), "linear_2.bias": (e,), "blank.weight": (e,),
+                  "blank.bias": (1,)}
+        if self.shortlist:
+            shapes["vocab.ids"] = (self.shortlist,)
+        return shapes
 
 
 # ---- shared maths --------------------------------------------------------------------------------
@@ -201,7 +209,17 @@ class Adaptor:
                 raise AdaptorError(f"adaptor tensor {name} has shape {tuple(arr.shape)}, config implies "
                                    f"{shape}; fix the config (stack, d_model, n_embd, hidden)")
             self.w[name] = arr
+        self.ids: np.ndarray | None = None  # ctc shortlist: sorted token ids the head scores
+        if config.shortlist:
+            raw = self.w.pop("vocab.ids")
+            ids = raw.astype(np.int64)
+            if (not np.array_equal(ids, raw) or ids.min() < 0 or ids.max() >= config.vocab_size
+                    or np.any(np.diff(ids) <= 0)):
+                raise AdaptorError("adaptor tensor vocab.ids must hold sorted, distinct token ids below "
+                                   "vocab_size; re-export the bundle")
+            self.ids = ids
         self.token_embeddings: np.ndarray | None = None
+        self._scored: np.ndarray | None = None  # the rows of the table the head scores
         if token_embeddings is not None:
             self.set_token_embeddings(token_embeddings)
 
@@ -213,15 +231,26 @@ class Adaptor:
             raise AdaptorError(f"token-embedding table has shape {table.shape}; the ctc adaptor needs "
                                f"[{v}, {e}] (the LLM it was trained with)")
         self.token_embeddings = np.ascontiguousarray(table[:v])
+        self._scored = self.token_embeddings if self.ids is None else np.ascontiguousarray(table[self.ids])
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         return self.run(states).embeddings
 
     def ctc_logits(self, states: np.ndarray) -> np.ndarray:
-        """ctc: [N, vocab_size + 1] logits (blank last)."""
-        table = self._table()
+        """ctc: [N, vocab_size + 1] logits (blank last). With a shortlist, unlisted tokens get -inf."""
+        scored = self._scored_logits(states)
+        if self.ids is None:
+            return scored
+        full = np.full((scored.shape[0], self.config.vocab_size + 1), -np.inf, np.float32)
+        full[:, self.ids] = scored[:, :-1]
+        full[:, -1] = scored[:, -1]
+        return full
+
+    def _scored_logits(self, states: np.ndarray) -> np.ndarray:
+        """Logits of the scored tokens (all, or the shortlist in `ids` order), blank last."""
+        self._table()
         h = self._ctc_hidden(self._stack(states))
-        tok = h @ table.T
+        tok = h @ self._scored.T  # type: ignore[union-attr]
         blank = h @ self.w["blank.weight"] + self.w["blank.bias"][0]
         return np.concatenate([tok, blank[:, None]], axis=1)
 
@@ -234,11 +263,13 @@ class Adaptor:
             h = rms_norm(x, w["ln_pre.weight"]) @ w["linear_1.weight"].T
             h = rms_norm(swiglu(h), w["ln_mid.weight"])
             return AdaptorOutput(h @ w["linear_2.weight"].T)
-        table = self._table()
-        logits = self.ctc_logits(states)
-        segs = ctc_segments(logits.argmax(axis=-1), blank=c.vocab_size)
-        emb = ctc_mix(logits, segs, table, c.topk)
-        return AdaptorOutput(emb, [s[0] for s in segs])
+        self._table()
+        logits = self._scored_logits(states)  # a shortlist is the vocabulary here, its index the token
+        scored = self._scored
+        segs = ctc_segments(logits.argmax(axis=-1), blank=scored.shape[0])  # type: ignore[union-attr]
+        emb = ctc_mix(logits, segs, scored, c.topk)  # type: ignore[arg-type]
+        heard = [s[0] for s in segs]
+        return AdaptorOutput(emb, heard if self.ids is None else self.ids[heard].tolist())
 
     # ---- internals -----------------------------------------------------------------------------
     def _stack(self, states: np.ndarray) -> np.ndarray:
@@ -281,6 +312,7 @@ def save_adaptor(path: str | Path, tensors: Mapping[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path))
+    # (ctc `vocab.ids` too: token ids below 2**24 are exact in float32)
 
 
 def random_tensors(config: AdaptorConfig, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
@@ -288,7 +320,9 @@ def random_tensors(config: AdaptorConfig, seed: int = 0, scale: float = 0.1) -> 
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in config.tensor_shapes().items():
-        if name.startswith(("ln_", "blank.bias")):
+        if name == "vocab.ids":
+            out[name] = np.sort(rng.choice(config.vocab_size, size=shape, replace=False)).astype(np.float32)
+        elif name.startswith(("ln_", "blank.bias")):
             out[name] = (1.0 + scale * rng.standard_normal(shape)).astype(np.float32)
         else:
             out[name] = (scale * rng.standard_normal(shape)).astype(np.float32)

@@ -14,10 +14,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from assistant.adaptor import save_adaptor
 from assistant.basemodels import file_sha256
@@ -70,6 +72,7 @@ def export_bundle(
     system_prompt: str | None = None,
     transcribe_instruction: str | None = None,
     ctc_topk: int | None = None,
+    ctc_vocab: Sequence[str | Path] = (),
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -82,7 +85,9 @@ def export_bundle(
     chat template's default system prompt in the bundle ("" for none). `transcribe_instruction` replaces what
     the runtime's `--transcribe` asks (default: the checkpoint's, "Transcribe the audio."). `ctc_topk` sets how
     many tokens a ctc adaptor mixes per segment at run time (1: the most likely token's own embedding, so the
-    LLM reads the adaptor's transcript as if it were typed).
+    LLM reads the adaptor's transcript as if it were typed). `ctc_vocab` (JSON-lines manifests, normally the
+    training data) restricts a ctc head to the tokens their transcripts use: the head scores only those
+    (`vocab.ids`), a few times less work than the whole vocabulary, and it was never trained to emit others.
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -96,6 +101,8 @@ def export_bundle(
     ck = Checkpoint.load(checkpoint)
     if lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
+    if ctc_vocab and ck.adaptor.type != "ctc":
+        raise ExportError(f"--ctc-vocab needs a ctc adaptor; this one is {ck.adaptor.type!r}")
     if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
         raise ExportError(f"--ctc-topk needs a ctc adaptor and a value >= 1 (adaptor {ck.adaptor.type!r}, "
                           f"value {ctc_topk})")
@@ -113,7 +120,8 @@ def export_bundle(
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
                           lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
                           tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
-                          transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk, progress=progress)
+                          transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk,
+                          ctc_vocab=[Path(v) for v in ctc_vocab], progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -135,6 +143,40 @@ def export_bundle(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def transcript_token_ids(ck: Checkpoint, manifests: Sequence[Path]) -> np.ndarray:
+    """Sorted distinct token ids of every transcript in JSON-lines manifests (ASR `text`, and the `value` of
+    spoken turns in conversations), tokenized as the ctc objective tokenizes them (no special tokens)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ck.tokenizer_dir()))
+    ids: set[int] = set()
+    for m in manifests:
+        try:
+            lines = m.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ExportError(f"cannot read --ctc-vocab manifest {m} ({e.strerror})") from None
+        texts = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise ExportError(f"{m}:{n} is not JSON: --ctc-vocab takes JSON-lines manifests") from None
+            if isinstance(row.get("text"), str):
+                texts.append(row["text"])
+            texts += [t.get("value", "") for t in row.get("conversations", []) if t.get("audio")]
+        for t in texts:
+            ids.update(tok(t, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ExportError(f"no transcripts in {', '.join(map(str, manifests))}: --ctc-vocab needs ASR or "
+                          "conversation manifests")
+    out = np.array(sorted(ids), np.int64)
+    if out.max() >= ck.adaptor.vocab_size:
+        raise ExportError("the manifests' tokens exceed the ctc head's vocabulary: wrong tokenizer?")
+    return out
+
+
 def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: str | None) -> dict[str, Any]:
     prompt = ck.prompt.to_dict()
     if system_prompt is not None:
@@ -147,7 +189,8 @@ def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: s
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
            llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
            tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
-           ctc_topk: int | None, progress: Callable[[str], None] | None) -> dict[str, Any]:
+           ctc_topk: int | None, ctc_vocab: list[Path],
+           progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
     enc_src = ck.encoder_source()
@@ -166,8 +209,15 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
 
     # ---- adaptor ----
     t = time.perf_counter()
-    save_adaptor(tmp / "adaptor.safetensors", ck.adaptor_tensors())  # ctc: never the token table
+    tensors = ck.adaptor_tensors()  # ctc: never the token table
     adaptor_cfg = {**ck.adaptor.to_dict(), "path": "adaptor.safetensors"}
+    if ctc_vocab:
+        ids = transcript_token_ids(ck, ctc_vocab)
+        tensors["vocab.ids"] = ids.astype(np.float32)
+        adaptor_cfg["shortlist"] = len(ids)
+        _say(progress, f"ctc head: scores the {len(ids):,} tokens of {len(ctc_vocab)} manifest(s)' transcripts "
+                       f"(of {ck.adaptor.vocab_size:,})")
+    save_adaptor(tmp / "adaptor.safetensors", tensors)
     if ctc_topk is not None:
         adaptor_cfg["topk"] = int(ctc_topk)
     if mmproj:

@@ -63,6 +63,8 @@ def bundle(
                                                           "(default: the checkpoint's, \"Transcribe the audio.\")"),
     ctc_topk: int = typer.Option(None, help="ctc adaptor: tokens mixed per segment at run time (1: the LLM reads "
                                             "the adaptor's transcript as typed tokens)"),
+    ctc_vocab: list[Path] = typer.Option(None, help="ctc adaptor: score only the tokens of these JSON-lines "
+                                                    "manifests' transcripts (the training data); repeatable"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -76,7 +78,7 @@ def bundle(
                                    llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
                                    mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
                                    system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
-                                   ctc_topk=ctc_topk, progress=lambda m: (console.log(m), status.update(m)))
+                                   ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))
         return

@@ -99,6 +99,34 @@ def test_ctc_top1_shortcut_equals_the_mean_posterior_argmax() -> None:
             np.testing.assert_array_equal(got, np.stack(want))
 
 
+@pytest.mark.parametrize("topk", [1, 3])
+def test_ctc_shortlist_scores_only_the_listed_tokens(tmp_path, topk) -> None:
+    base = {"type": "ctc", "stack": 1, "d_model": 4, "n_embd": 5, "hidden": 6, "vocab_size": 30, "topk": topk}
+    t = random_tensors(AdaptorConfig.from_dict(base), seed=7, scale=1.0)
+    table = np.random.default_rng(8).standard_normal((30, 5)).astype(np.float32)
+    x = np.random.default_rng(9).standard_normal((40, 4)).astype(np.float32)
+    full = load_adaptor(_save(tmp_path, t), base, token_embeddings=table)
+    ids = np.array(sorted(set(full.run(x).heard) | {0, 7, 29}))
+    cfg = {**base, "shortlist": len(ids)}
+    short = load_adaptor(_save(tmp_path, {**t, "vocab.ids": ids.astype(np.float32)}), cfg, token_embeddings=table)
+    assert short.config.to_dict()["shortlist"] == len(ids)
+    logits = short.ctc_logits(x)
+    np.testing.assert_allclose(logits[:, ids], full.ctc_logits(x)[:, ids], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(np.delete(logits[:, :30], ids, axis=1)).all()
+    # the reference algorithm on the listed columns (+ blank), with their table rows, mapped back to ids
+    sub = np.concatenate([logits[:, ids], logits[:, 30:]], axis=1)
+    segs = ctc_segments(sub.argmax(-1), len(ids))
+    out = short.run(x)
+    assert out.heard == [int(ids[s[0]]) for s in segs]
+    np.testing.assert_allclose(out.embeddings, ctc_mix(sub, segs, table[ids], topk), rtol=1e-5, atol=1e-6)
+    if topk == 1:  # every greedy winner is listed: the same transcript and embeddings as the full vocabulary
+        assert out.heard == full.run(x).heard
+        np.testing.assert_array_equal(out.embeddings, full.run(x).embeddings)
+    for bad in (ids[::-1], np.append(ids[:-1], 30), ids + 0.5):
+        with pytest.raises(AdaptorError, match="vocab.ids"):
+            load_adaptor(_save(tmp_path, {**t, "vocab.ids": np.asarray(bad, np.float32)}), cfg, token_embeddings=table)
+
+
 def test_ctc_without_table_and_bad_shapes_fail_clearly(tmp_path) -> None:
     cfg = AdaptorConfig.from_dict({"type": "ctc", "d_model": 4, "n_embd": 5, "hidden": 6, "vocab_size": 11})
     ad = load_adaptor(_save(tmp_path, random_tensors(cfg)), cfg)

@@ -104,6 +104,27 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     m = json.loads((tmp_path / "t1" / "bundle.json").read_text())
     assert m["adaptor"]["topk"] == 1 and m["prompt"]["transcribe"] == "Repeat the sentence above word for word."
     assert json.loads((out / "bundle.json").read_text())["prompt"]["transcribe"] == "Transcribe the audio."
+    # a shortlist: the head scores only the tokens of the training transcripts
+    man = tmp_path / "train.jsonl"
+    man.write_text(json.dumps({"audio": "a.wav", "text": "Turn off the lights."}) + "\n" + json.dumps(
+        {"conversations": [{"from": "human", "value": "What is the capital of France?", "audio": "q.wav"},
+                           {"from": "gpt", "value": "Paris is the capital."}]}) + "\n")
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t2"), "--ctc-vocab", str(man)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "t2" / "bundle.json").read_text())
+    ids = load_file(str(tmp_path / "t2" / "adaptor.safetensors"))["vocab.ids"]
+    assert m["adaptor"]["shortlist"] == len(ids) and 8 <= len(ids) <= 20 and (np.diff(ids) > 0).all()
+    from assistant.engine import Engine
+
+    eng = Engine.load(tmp_path / "t2", n_threads=1, warmup=False)
+    try:
+        out = eng.adaptor.run(np.random.default_rng(0).standard_normal((60, eng.adaptor.config.d_model),
+                                                                       dtype=np.float32))
+        assert set(out.heard) <= set(ids.astype(int).tolist())
+    finally:
+        eng.close()
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t3"), "--ctc-vocab", str(tmp_path / "no.jsonl")])
+    assert r.exit_code == 1 and "no.jsonl" in r.output.splitlines()[-1]
     r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t0"), "--ctc-topk", "0"])
     assert r.exit_code == 1 and "--ctc-topk" in r.output.splitlines()[-1] and not (tmp_path / "t0").exists()
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
