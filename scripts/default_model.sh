@@ -33,8 +33,9 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
   --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 --warmup-steps 50 \
   --log-every 10 --eval-every 150 --save-every 50 --seed 0
 # 5. The bundle: the adaptor only; encoder and LLM are referenced from the packages that ship them. The LLM
-#    reads each ctc segment as its most likely token (--ctc-topk 1), and --transcribe asks it to repeat.
-$bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force \
+#    reads each ctc segment as its most likely token (--ctc-topk 1), --transcribe asks it to repeat, and the
+#    ctc head scores only the tokens its training transcripts use (--ctc-vocab).
+$bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force --ctc-vocab "$work/asr/train.jsonl" \
   --system-prompt "You are a helpful assistant. Answer in one short sentence." \
   --ctc-topk 1 --transcribe-instruction "Repeat the sentence above word for word."
 # 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade), unseen acoustics
