@@ -161,9 +161,15 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
             engine.new_chat()
             typed = engine.ask(text=c.text, options=greedy)
             sim = similarity(spoken.answer, typed.answer)
+            # the reference: the same LLM answering Whisper's transcript (what a cascade would do)
+            w_text = whisper.transcribe(audio)
+            engine.new_chat()
+            cascade = engine.ask(text=w_text, options=greedy) if w_text.strip() else None
             q_rows.append({"audio": c.audio.name, "question": c.text, "heard": spoken.heard,
                            "spoken_answer": spoken.answer, "typed_answer": typed.answer, "similarity": sim,
                            "exact": normalize(spoken.answer) == normalize(typed.answer),
+                           "whisper": w_text, "cascade_answer": cascade.answer if cascade else "",
+                           "cascade_similarity": similarity(cascade.answer, typed.answer) if cascade else 0.0,
                            "audio_s": spoken.timings["audio_s"]})
     engine.close()
     if not asr_rows or not q_rows:
@@ -180,6 +186,11 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
         "agreement_exact": sum(r["exact"] for r in q_rows) / len(q_rows),
         "agreement": sum(r["similarity"] >= AGREE_SIMILARITY for r in q_rows) / len(q_rows),
         "similarity_median": statistics.median(r["similarity"] for r in q_rows),
+        "agreement_cascade": sum(r["cascade_similarity"] >= AGREE_SIMILARITY for r in q_rows) / len(q_rows),
+        "questions_heard_exactly": sum(normalize(r["heard"] or "") == normalize(r["question"]) for r in q_rows)
+        / len(q_rows) if q_rows[0]["heard"] is not None else None,
+        "questions_whisper_exact": sum(normalize(r["whisper"]) == normalize(r["question"]) for r in q_rows)
+        / len(q_rows),
         "asr_rows": asr_rows, "question_rows": q_rows,
     }
     result["wer_ratio"] = result["wer_llm"] / result["wer_whisper"] if result["wer_whisper"] else float("inf")
@@ -222,6 +233,10 @@ def _table(r: dict[str, Any]) -> None:
         t.add_row("WER of the adaptor's own transcript (ctc)", f"{r['wer_heard']:.3f}", "")
     t.add_row(f"spoken = typed answer (similarity >= {AGREE_SIMILARITY})", f"{r['agreement']:.0%}", ">= 80%")
     t.add_row("spoken = typed answer (exact)", f"{r['agreement_exact']:.0%}", "")
+    t.add_row("reference: Whisper transcript's answer = typed answer", f"{r['agreement_cascade']:.0%}", "")
+    if r.get("questions_heard_exactly") is not None:
+        t.add_row("questions heard word for word (ctc / Whisper)",
+                  f"{r['questions_heard_exactly']:.0%} / {r['questions_whisper_exact']:.0%}", "")
     lat = r.get("latency")
     if lat:
         ll, cc = lat["llasm"], lat["cascade"]
@@ -238,15 +253,17 @@ def _table(r: dict[str, Any]) -> None:
 
 def _examples(r: dict[str, Any], path: Path) -> None:
     lines = ["# Spoken vs typed answers (held-out voices)", "",
-             "| question (what was said) | heard (ctc) | answer to the audio | answer to the typed text | sim |",
-             "|---|---|---|---|---|"]
+             "| question (what was said) | heard (ctc) | answer to the audio | answer to the typed text | sim "
+             "| Whisper heard | answer to Whisper's transcript |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(s: str | None) -> str:
         return (s or "").replace("|", "\\|").replace("\n", " ")[:160]
 
     for q in r["question_rows"][:20]:
         lines.append(f"| {cell(q['question'])} | {cell(q['heard'])} | {cell(q['spoken_answer'])} | "
-                     f"{cell(q['typed_answer'])} | {q['similarity']:.2f} |")
+                     f"{cell(q['typed_answer'])} | {q['similarity']:.2f} | {cell(q.get('whisper'))} | "
+                     f"{cell(q.get('cascade_answer'))} |")
     lines += ["", "# Transcriptions", "", "| reference | through the LLM | ctc heard | Whisper |", "|---|---|---|---|"]
     for a in r["asr_rows"][:20]:
         lines.append(f"| {cell(a['reference'])} | {cell(a['llm'])} | {cell(a['heard'])} | {cell(a['whisper'])} |")
@@ -266,7 +283,10 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     axes[0].axhline(1.5 * r["wer_whisper"], ls="--", c="r", label="target: 1.5 x Whisper")
     axes[0].set_title("held-out WER")
     axes[0].legend(fontsize=8)
-    axes[1].hist([q["similarity"] for q in r["question_rows"]], bins=10, range=(0, 1), color="tab:blue")
+    axes[1].hist([[q["similarity"] for q in r["question_rows"]], [q["cascade_similarity"] for q in r["question_rows"]]],
+                 bins=10, range=(0, 1), color=["tab:blue", "tab:gray"],
+                 label=["spoken (llasm)", f"Whisper transcript ({r['agreement_cascade']:.0%} agree)"])
+    axes[1].legend(fontsize=8)
     axes[1].axvline(AGREE_SIMILARITY, ls="--", c="r")
     axes[1].set_title(f"spoken vs typed answer similarity ({r['agreement']:.0%} agree)")
     lat = r.get("latency")

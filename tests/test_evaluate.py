@@ -1,8 +1,10 @@
-"""The evaluation command's metrics and manifest handling (the full run is in test_default_model.py)."""
+"""The evaluation command: metrics, manifest handling, and a small end-to-end run on the default bundle."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,35 @@ def test_manifests(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(EvalError, match="bad.jsonl:1 is not JSON"):
         read_asr(tmp_path / "bad.jsonl", limit=5)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make test installs it)")
+def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
+    from assistant.evaluate import AGREE_SIMILARITY, evaluate
+
+    def speak(text: str, name: str) -> str:
+        (tmp_path / "audio").mkdir(exist_ok=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(tmp_path / "audio" / name), "--", text],
+                       check=True)
+        return f"audio/{name}"
+
+    asr = tmp_path / "asr.jsonl"
+    asr.write_text("".join(json.dumps({"audio": speak(t, f"a{i}.wav"), "text": t}) + "\n"
+                           for i, t in enumerate(["Please open the window.", "Turn off the lights."])))
+    qs = tmp_path / "q.jsonl"
+    qs.write_text("".join(json.dumps({"id": str(i), "conversations": [
+        {"from": "human", "value": t, "audio": speak(t, f"q{i}.wav")}, {"from": "gpt", "value": "x"}]}) + "\n"
+        for i, t in enumerate(["What is the capital of France?", "How old are you?"])))
+    r = evaluate(None, asr=asr, questions=qs, out=tmp_path / "out", n_asr=2, n_questions=2, max_tokens=12,
+                 threads=1, latency=False)
+    assert r["n_asr"] == 2 and r["n_questions"] == 2
+    assert 0 <= r["wer_heard"] <= 1.5 and 0 <= r["wer_whisper"] <= 1.5 and r["wer_llm"] >= 0
+    rows = r["question_rows"]
+    assert r["agreement"] == sum(q["similarity"] >= AGREE_SIMILARITY for q in rows) / 2
+    assert r["agreement_cascade"] == sum(q["cascade_similarity"] >= AGREE_SIMILARITY for q in rows) / 2
+    assert all(q["whisper"] and q["cascade_answer"] and q["typed_answer"] for q in rows)
+    assert "capital" in rows[0]["whisper"].lower()  # Whisper base hears this clean clip
+    for f in ("eval.json", "eval.png", "examples.md"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+    assert "answer to Whisper's transcript" in (tmp_path / "out" / "examples.md").read_text()
