@@ -30,7 +30,7 @@ def test_no_clips_is_an_error(tmp_path):
 
 @pytest.mark.real
 def test_bench_runs_with_cascade(tmp_path):
-    from test_engine import build_bundle
+    from conftest import build_bundle
 
     clips = tmp_path / "clips"
     clips.mkdir()
