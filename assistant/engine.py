@@ -21,6 +21,7 @@ engine ready for the next turn.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import threading
 import time
@@ -320,15 +321,13 @@ class Engine:
     def encode_audio(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]]:
         """Audio -> (LLM input embeddings, the ctc transcript or None, timings)."""
         t0 = time.perf_counter()
-        mel = log_mel(audio, n_mels=self.bundle.n_mels)
+        with self._one_blas_thread():  # the mel filterbank matmul: 7 ms on one thread, 20 ms on two when busy
+            mel = log_mel(audio, n_mels=self.bundle.n_mels)
         t1 = time.perf_counter()
         states = self.encoder.encode(mel)
         t2 = time.perf_counter()
         try:
-            if self._blas is not None:  # small matmuls: BLAS threads only cost wake-ups (50 ms+ when busy)
-                with self._blas.limit(limits=1, user_api="blas"):
-                    out = self.adaptor.run(states)
-            else:
+            with self._one_blas_thread():  # small matmuls: BLAS threads only cost wake-ups (50 ms+ when busy)
                 out = self.adaptor.run(states)
         except AdaptorError as e:
             raise BundleError(f"{self.bundle.adaptor_path}: {e}") from None
@@ -336,6 +335,9 @@ class Engine:
         heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         return np.asarray(out.embeddings, np.float32), heard, timings
+
+    def _one_blas_thread(self) -> contextlib.AbstractContextManager[Any]:
+        return self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext()
 
     def respond(self, audio: np.ndarray | str | os.PathLike[str] | None = None, text: str | None = None, *,
                 transcribe: bool = False, options: GenerationOptions | None = None,
