@@ -176,6 +176,9 @@ class Engine:
         self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
+        # What every user turn starts with ("<|im_start|>user\n"): prefilled in idle time (see _prime).
+        self._user_open = np.asarray(self.lm.tokenize(self.template.user.split("{content}")[0]), np.int32)
+        self._primed = 0  # KV positions past _n_kv that hold _user_open
         self._prefix: list[np.ndarray] = []
         self._turns: list[_Turn] = []
         self._n_kv = 0
@@ -210,6 +213,38 @@ class Engine:
             raise BundleError(f"{path}: {e}") from None
 
     # ---- conversation state ------------------------------------------------------------------------
+    def _truncate_kv(self) -> None:
+        """Drop every KV position from _n_kv on (primed ones included)."""
+        self.lm.truncate(self._n_kv)
+        self._primed = 0
+
+    def _prime(self) -> None:
+        """Idle-time work for the next turn: prefill what is pending (the last reply's closing tokens) and the
+        text every user turn starts with, so a question only waits for its own positions. The primed
+        positions count once a turn that starts with them arrives; any other turn drops them first."""
+        k = len(self._user_open)
+        if self._primed or not k or self.n_positions + k + CLOSE_MARGIN >= self.lm.n_ctx:
+            return
+        try:
+            self._sync(None)
+            self.lm.decode_tokens(self._user_open, self._n_kv, logits=False)
+            self._primed = k
+        except LLMError:
+            self._truncate_kv()
+
+    def _use_primed(self, turn: _Turn, start: int) -> None:
+        """Count the primed positions as the start of `turn` (which begins at position `start`), or drop them."""
+        if not self._primed:
+            return
+        first = turn.pieces[0] if turn.pieces else None
+        k = self._primed
+        if (self._n_kv == start and first is not None and first.ndim == 1 and len(first) >= k
+                and np.array_equal(first[:k], self._user_open)):
+            self._n_kv += k
+            self._primed = 0
+        else:
+            self._truncate_kv()
+
     def new_chat(self, system: str | None = None) -> None:
         """Forget the conversation (the system prompt's KV is kept when it does not change)."""
         with self._lock:
@@ -224,8 +259,9 @@ class Engine:
             self._turns = []
             self._system = system
             self._n_kv = min(self._n_kv, n_prefix)
-            self.lm.truncate(self._n_kv)
+            self._truncate_kv()
             self._sync(None)
+            self._prime()
 
     @property
     def history(self) -> list[tuple[str, str, bool]]:
@@ -307,7 +343,7 @@ class Engine:
             dropped = True
         if dropped:
             self._n_kv = min(self._n_kv, n_prefix)
-            self.lm.truncate(self._n_kv)
+            self._truncate_kv()
         room = n_ctx - self.n_positions - CLOSE_MARGIN
         if room < 1:
             n_turn = self._turns[-1].n if self._turns else 0
@@ -391,8 +427,9 @@ class Engine:
         turn = _Turn(instruction, audio is not None, heard=heard)
         turn.pieces = self._render(self.template.render([msg], add_generation=True, include_prefix=False), emb)
         turn_start = self.n_positions
-        n_kv_before = self._n_kv
         self._turns.append(turn)
+        self._use_primed(turn, turn_start)
+        n_kv_before = self._n_kv
         timings["prompt_positions"] = float(turn.n)
         timings["audio_positions"] = float(len(emb) if emb is not None else 0)
 
@@ -448,7 +485,7 @@ class Engine:
                     self._turns.pop()
                 if self._n_kv > turn_start:
                     self._n_kv = turn_start
-                    self.lm.truncate(self._n_kv)
+                    self._truncate_kv()
             else:
                 if reply:
                     turn.pieces.append(np.asarray(reply, np.int32))
@@ -468,6 +505,8 @@ class Engine:
         span = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
         timings["decode_tokens_per_s"] = (n_gen - 1) / span if n_gen > 1 and span > 0 else 0.0
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        if answered:
+            self._prime()
         yield Done(scanner.text, timings, heard, stop_reason, stop_reason == "cancelled")
 
     def ask(self, audio: np.ndarray | str | os.PathLike[str] | None = None, text: str | None = None,
@@ -492,7 +531,7 @@ class Engine:
             del ev
         self._turns = []
         self._n_kv = min(self._n_kv, sum(len(p) for p in self._prefix))
-        self.lm.truncate(self._n_kv)
+        self._truncate_kv()
 
     def close(self) -> None:
         self.lm.close()

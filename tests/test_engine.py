@@ -226,10 +226,35 @@ def test_ctc_turn_prefills_text_and_audio_in_one_call(tmp_path, monkeypatch):
         calls.clear()
         spoken = eng.ask(audio=clip(), options=GREEDY)
         prompt = int(spoken.timings["prompt_positions"])
-        assert calls[0] == ("decode_embeddings", prompt)  # the whole turn at once
-        assert all(name == "decode_tokens" and n == 1 for name, n in calls[1:])  # then one token at a time
+        primed = len(eng._user_open)  # "<|im_start|>user\n", prefilled in idle time by new_chat
+        assert primed == 3 and spoken.timings["prefill_positions"] == prompt - primed
+        assert calls[0] == ("decode_embeddings", prompt - primed)  # the rest of the turn at once
+        assert calls[1] == ("decode_tokens", 1)  # then generation, one token at a time
         eng.new_chat()
         typed = eng.ask(text=question, options=GREEDY)
         assert spoken.answer == typed.answer and spoken.answer
     finally:
         eng.close()
+
+
+@pytest.mark.real
+def test_primed_user_open_gives_the_same_answers(engine):
+    """new_chat and every answer prefill "<|im_start|>user\n" in idle time; a turn that starts with it counts
+    those positions, any other drops them first: answers equal a fresh prefill of the whole history."""
+    engine.new_chat()
+    assert engine._primed == len(engine._user_open) > 0
+    first = engine.ask(text="What is the capital of France?", options=GREEDY)
+    assert first.timings["prefill_positions"] < first.timings["prompt_positions"]
+    assert engine._primed  # primed again for the next turn
+    second = engine.ask(text="And of Italy?", options=GREEDY)
+    history = engine._turns[:-1]
+    engine._turns = history
+    assert _fresh_prefill_answer(engine, "And of Italy?") == second.answer
+    # a cancelled turn (before its answer) drops its positions and the primed ones; the next answer is right
+    stop = threading.Event()
+    stop.set()
+    engine.ask(text="Ignored.", options=GREEDY, cancel=stop)
+    again = engine.ask(text="And of Spain?", options=GREEDY)
+    engine._turns = engine._turns[:-1]
+    assert _fresh_prefill_answer(engine, "And of Spain?") == again.answer
+
