@@ -179,6 +179,8 @@ class Engine:
         # What every user turn starts with ("<|im_start|>user\n"): prefilled in idle time (see _prime).
         self._user_open = np.asarray(self.lm.tokenize(self.template.user.split("{content}")[0]), np.int32)
         self._primed = 0  # KV positions past _n_kv that hold _user_open
+        self._prep_lock = threading.Lock()
+        self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
         self._prefix: list[np.ndarray] = []
         self._turns: list[_Turn] = []
         self._n_kv = 0
@@ -372,6 +374,23 @@ class Engine:
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         return np.asarray(out.embeddings, np.float32), heard, timings
 
+    def prepare(self, audio: np.ndarray) -> None:
+        """Encode a clip ahead of its turn: features, encoder and adaptor, which touch no conversation state.
+        Hands-free mode calls it once the VAD has the utterance's final audio but is still waiting out the
+        end-of-speech silence; a later `respond` with the same samples then starts at the prefill."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1 or audio.shape[0] < MIN_AUDIO_S * SAMPLE_RATE:
+            return
+        with self._prep_lock:
+            self._prepared = (audio.copy(), self.encode_audio(audio))
+
+    def _take_prepared(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]] | None:
+        with self._prep_lock:  # waits for a prepare still running
+            prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0].shape == audio.shape and np.array_equal(prepared[0], audio):
+            return prepared[1]
+        return None
+
     def _one_blas_thread(self) -> contextlib.AbstractContextManager[Any]:
         return self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext()
 
@@ -414,8 +433,10 @@ class Engine:
         emb = None
         if audio is not None:
             timings["audio_s"] = audio.shape[0] / SAMPLE_RATE
-            emb, heard, enc_t = self.encode_audio(audio)
+            prepared = self._take_prepared(audio)
+            emb, heard, enc_t = prepared if prepared is not None else self.encode_audio(audio)
             timings.update(enc_t)
+            timings["prepared"] = float(prepared is not None)  # encoded before the turn (Engine.prepare)
             if heard is not None:
                 yield Heard(heard)
             instruction = self.template.transcribe if transcribe else (text or "").strip()

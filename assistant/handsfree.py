@@ -36,6 +36,7 @@ from assistant.vad import (
     PushToTalk,
     Segmenter,
     SpeechDiscarded,
+    SpeechPaused,
     SpeechStarted,
     Utterance,
     VadOptions,
@@ -139,6 +140,7 @@ class Listener:
         reopen: Callable[[], AudioSource] | None = None,
         reconnect_s: float = 1.0,
         detector: Any = None,
+        prepare: Callable[[Any], None] | None = None,
     ) -> None:
         self.source = source
         self.on_event = on_event
@@ -152,6 +154,11 @@ class Listener:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
+        # SpeechPaused -> prepare(audio) on a worker thread, newest candidate first (Engine.prepare)
+        self.prepare = prepare
+        self._prep_cv = threading.Lock()
+        self._prep_next: Any = None
+        self._prep_thread: threading.Thread | None = None
 
     def start(self) -> Listener:
         self._thread.start()
@@ -184,7 +191,28 @@ class Listener:
 
     def _emit(self, events: list[Any]) -> None:
         for ev in events:
+            if isinstance(ev, SpeechPaused) and self.prepare is not None:
+                self._prepare_soon(ev.audio)
             self.on_event(ev)
+
+    def _prepare_soon(self, audio: Any) -> None:
+        with self._prep_cv:
+            self._prep_next = audio
+            if self._prep_thread is None:
+                self._prep_thread = threading.Thread(target=self._prepare_loop, name="prepare", daemon=True)
+                self._prep_thread.start()
+
+    def _prepare_loop(self) -> None:
+        while True:
+            with self._prep_cv:
+                audio, self._prep_next = self._prep_next, None
+                if audio is None:
+                    self._prep_thread = None
+                    return
+            try:
+                self.prepare(audio)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - the turn encodes again and reports its own one-line error
+                pass
 
     def _run(self) -> None:
         src: AudioSource | None = self.source
@@ -401,7 +429,8 @@ def run_headless(
             speech.stop()
         events.put(ev)
 
-    listener = Listener(source, on_event, vad=settings.vad, ptt=settings.ptt, reopen=reopen)
+    listener = Listener(source, on_event, vad=settings.vad, ptt=settings.ptt, reopen=reopen,
+                        prepare=getattr(engine, "prepare", None))
     if speech is not None:
         def on_speaking(active: bool) -> None:
             listener.ignore = active and not settings.barge_in

@@ -81,7 +81,18 @@ class Utterance:
         return self.end_s - self.start_s
 
 
-VadEvent = SpeechStarted | SpeechDiscarded | Utterance
+@dataclass
+class SpeechPaused:
+    """The speech paused long enough that the utterance's audio is complete (its tail is in): if the silence
+    lasts until `end_silence_ms`, the `Utterance` delivered then has exactly this audio. Lets a consumer start
+    the expensive, state-free work (encoder, adaptor) while the segmenter is still deciding."""
+
+    audio: np.ndarray = field(repr=False)
+    start_s: float
+    end_s: float
+
+
+VadEvent = SpeechStarted | SpeechDiscarded | SpeechPaused | Utterance
 
 
 def level_dbfs(pcm: np.ndarray) -> float:
@@ -224,26 +235,39 @@ class Segmenter:
             self._silence_run += 1
         if self._silence_run >= self._end_frames:
             return [self._finish(truncated=False)]
+        if self._silence_run == max(self._tail_frames, 1):  # the tail is complete: the audio is final
+            end = self._last_voiced_end
+            if self._voiced_ms(end) >= self.options.min_speech_ms:
+                return [SpeechPaused(self._assemble(end), self._speech_start / SAMPLE_RATE, end / SAMPLE_RATE)]
         return None
+
+    def _voiced_ms(self, end: int) -> float:
+        assert self._speech is not None
+        return sum(self.frame_len for tt, _, v in self._speech if v and tt < end) * 1000 / SAMPLE_RATE
+
+    def _assemble(self, end: int) -> np.ndarray:
+        """pre-roll + speech frames before `end` + up to tail_ms of the frames after it."""
+        assert self._speech is not None
+        frames = [f for tt, f, _ in self._speech if tt < end]
+        tail = [f for tt, f, _ in self._speech if tt >= end][: self._tail_frames]
+        pre = [f for _, f in self._pre_roll]
+        return to_float32(np.concatenate(pre + frames + tail))
 
     def _finish(self, *, truncated: bool) -> VadEvent:
         assert self._speech is not None
         o = self.options
         start = self._speech_start
         end = self._speech[-1][0] + self.frame_len if truncated else self._last_voiced_end
-        frames = [f for tt, f, _ in self._speech if tt < end]
-        tail = [f for tt, f, _ in self._speech if tt >= end][: self._tail_frames]
-        pre = [f for _, f in self._pre_roll]
+        audio = self._assemble(end)
+        voiced_ms = self._voiced_ms(end)
         audio_start = self._pre_roll[0][0] if self._pre_roll else start
         speech_frames = self._speech
         # the frames after the end stay in history as pre-roll for a following utterance
         self.reset()
         for tt, f, _ in speech_frames[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append((tt, f))
-        voiced_ms = sum(self.frame_len for tt, _, v in speech_frames if v and tt < end) * 1000 / SAMPLE_RATE
         if voiced_ms < o.min_speech_ms:
             return SpeechDiscarded(start / SAMPLE_RATE, end / SAMPLE_RATE, f"{voiced_ms:.0f} ms of speech")
-        audio = to_float32(np.concatenate(pre + frames + tail))
         return Utterance(
             audio=audio,
             start_s=start / SAMPLE_RATE,

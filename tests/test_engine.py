@@ -258,3 +258,29 @@ def test_primed_user_open_gives_the_same_answers(engine):
     engine._turns = engine._turns[:-1]
     assert _fresh_prefill_answer(engine, "And of Spain?") == again.answer
 
+
+
+@pytest.mark.real
+def test_prepare_encodes_ahead_and_respond_reuses_it(engine, monkeypatch):
+    """Engine.prepare (hands-free: while the VAD waits out the silence) does the encoder and adaptor work;
+    a turn with the same samples skips it and answers exactly as without; other samples are encoded anew."""
+    audio = clip(2.0, seed=3)
+    engine.new_chat()
+    plain = engine.ask(audio=audio, options=GREEDY)
+    assert plain.timings["prepared"] == 0.0
+    engine.prepare(audio)
+    calls = []
+    real = engine.encoder.encode
+    monkeypatch.setattr(engine.encoder, "encode", lambda mel: calls.append(mel.shape) or real(mel))
+    engine.new_chat()
+    fast = engine.ask(audio=audio.copy(), options=GREEDY)
+    assert calls == [] and fast.timings["prepared"] == 1.0
+    assert fast.answer == plain.answer and fast.timings["ttft_ms"] < plain.timings["ttft_ms"] + 50
+    engine.prepare(audio)
+    assert len(calls) == 1
+    engine.new_chat()
+    other = engine.ask(audio=clip(2.0, seed=4), options=GREEDY)  # different samples: encoded, not reused
+    assert len(calls) == 2 and other.timings["prepared"] == 0.0
+    engine.new_chat()
+    engine.ask(audio=audio, options=GREEDY)  # the stale candidate was dropped, not kept for later
+    assert len(calls) == 3

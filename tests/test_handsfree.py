@@ -42,6 +42,40 @@ def test_headless_json_one_record_per_utterance(convo):
     assert "listening on talk.wav" in err.getvalue()
 
 
+def test_headless_prepares_each_utterance_before_it_is_answered(convo):
+    """The listener hands each utterance's final audio to Engine.prepare as soon as its tail is in, before
+    the VAD's end-of-speech silence has passed; the turn then gets the very same samples."""
+    import threading
+
+    audio, truth = convo
+
+    class PreparingEngine(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prepared: list[np.ndarray] = []
+            self.order: list[str] = []
+            self.lock = threading.Lock()
+
+        def prepare(self, clip: np.ndarray) -> None:
+            with self.lock:
+                self.prepared.append(clip)
+                self.order.append("prepare")
+
+        def respond(self, audio=None, **kw):
+            with self.lock:
+                self.order.append("respond")
+            return super().respond(audio=audio, **kw)
+
+    engine = PreparingEngine()
+    run_headless(engine, ArraySource(audio, realtime=True, name="talk.wav"), Settings(), out=io.StringIO(),
+                 err=io.StringIO())
+    answered = [c["audio"] for c in engine.calls]
+    assert len(answered) == len(truth)
+    for a in answered:  # every answered utterance was prepared with exactly its samples
+        assert any(p.shape == a.shape and np.array_equal(p, a) for p in engine.prepared)
+    assert engine.order[0] == "prepare"  # ahead of the first turn (realtime stream: the silence takes 0.5 s)
+
+
 def test_headless_text_streams_answers(convo):
     audio, truth = convo
     out = io.StringIO()

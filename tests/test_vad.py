@@ -11,6 +11,7 @@ from assistant.vad import (
     PushToTalk,
     Segmenter,
     SpeechDiscarded,
+    SpeechPaused,
     SpeechStarted,
     Utterance,
     VadError,
@@ -60,6 +61,31 @@ def test_audio_has_pre_roll_and_tail(convo):
     # the audio is the stream's own samples at that position
     i = round(u.audio_start_s * SR)
     np.testing.assert_allclose(u.audio[:1000], audio[i : i + 1000], atol=1 / 16000)
+
+
+def test_speech_paused_carries_the_utterance_audio_early(convo):
+    """Each utterance is announced, tail_ms after its last voiced frame, with exactly the audio it will have;
+    pauses shorter than end_silence_ms announce a shorter candidate first."""
+    audio, truth = convo
+    opts = VadOptions(tail_ms=200, end_silence_ms=700)
+    events = segment(audio, opts)
+    utts = [i for i, e in enumerate(events) if isinstance(e, Utterance)]
+    assert len(utts) == len(truth)
+    for i in utts:
+        paused = [e for e in events[:i] if isinstance(e, SpeechPaused)]
+        last = paused[-1]
+        np.testing.assert_array_equal(last.audio, events[i].audio)
+        assert last.end_s == events[i].end_s and last.start_s == events[i].start_s
+    # announced 200 ms after the speech ends, the Utterance 700 ms after: 500 ms earlier on the stream clock
+    seg = Segmenter(VadOptions(frame_ms=10, tail_ms=200, end_silence_ms=700))
+    src = ArraySource(audio, realtime=False, chunk_ms=10)
+    seen: dict[str, float] = {}
+    while "utt" not in seen:
+        for e in seg.feed(src.read()):
+            key = "paused" if isinstance(e, SpeechPaused) else "utt" if isinstance(e, Utterance) else ""
+            if key:
+                seen[key] = seg.stream_time_s
+    assert seen["utt"] - seen["paused"] == pytest.approx(0.5, abs=0.011)
 
 
 def test_chunk_size_does_not_change_segments(convo):

@@ -200,8 +200,15 @@ class AssistantApp(App[int]):
             vad=self.settings.vad,
             ptt=self.settings.ptt,
             reopen=self.reopen,
+            prepare=self._prepare_audio,
         ).start()
         self.level_meter.active = True
+
+    def _prepare_audio(self, audio: Any) -> None:
+        """Listener thread: encode an utterance whose audio is final while the VAD waits out the silence."""
+        prepare = getattr(self.engine, "prepare", None)
+        if prepare is not None:
+            prepare(audio)
 
     # -- state ---------------------------------------------------------------------------------------
     def _refresh_state(self) -> None:
