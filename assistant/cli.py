@@ -242,6 +242,8 @@ def evaluate_command(
     max_tokens: int = typer.Option(48, "--max-tokens", min=2, help="Tokens per answer."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = one per physical core)."),
     latency: bool = typer.Option(True, "--latency/--no-latency", help="Also benchmark the 2-6 s questions."),
+    skip_asr: int = typer.Option(0, "--skip-asr", min=0, help="Leave out the first N clips (a dev part)."),
+    skip_questions: int = typer.Option(0, "--skip-questions", min=0, help="Leave out the first N questions."),
 ) -> None:
     """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
     and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""
@@ -252,7 +254,8 @@ def evaluate_command(
 
     try:
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
-                 max_tokens=max_tokens, threads=threads or None, latency=latency)
+                 max_tokens=max_tokens, threads=threads or None, latency=latency,
+                 skip_asr=skip_asr, skip_questions=skip_questions)
     except (EvalError, BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None

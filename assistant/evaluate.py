@@ -74,20 +74,22 @@ class Clip:
     text: str  # what is said
 
 
-def read_asr(manifest: Path, limit: int) -> list[Clip]:
-    return _read(manifest, limit, kind="asr")
+def read_asr(manifest: Path, limit: int, skip: int = 0) -> list[Clip]:
+    return _read(manifest, limit, kind="asr", skip=skip)
 
 
-def read_questions(manifest: Path, limit: int) -> list[Clip]:
-    return _read(manifest, limit, kind="questions")
+def read_questions(manifest: Path, limit: int, skip: int = 0) -> list[Clip]:
+    return _read(manifest, limit, kind="questions", skip=skip)
 
 
-def _read(manifest: Path, limit: int, *, kind: str) -> list[Clip]:
+def _read(manifest: Path, limit: int, *, kind: str, skip: int = 0) -> list[Clip]:
+    """The first `limit` clips after skipping `skip` (e.g. a dev part used to choose settings)."""
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise EvalError(f"cannot read {manifest} ({e.strerror}): give a JSON-lines manifest") from None
     out: list[Clip] = []
+    seen = 0
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -95,14 +97,22 @@ def _read(manifest: Path, limit: int, *, kind: str) -> list[Clip]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise EvalError(f"{manifest}:{n} is not JSON") from None
+        clip = None
         if kind == "asr" and "audio" in row:
-            out.append(Clip(manifest.parent / row["audio"], str(row.get("text", ""))))
+            clip = Clip(manifest.parent / row["audio"], str(row.get("text", "")))
         elif kind == "questions":
             turn = next((t for t in row.get("conversations", []) if t.get("audio")), None)
             if turn is not None:
-                out.append(Clip(manifest.parent / turn["audio"], str(turn.get("value", ""))))
+                clip = Clip(manifest.parent / turn["audio"], str(turn.get("value", "")))
+        if clip is not None:
+            seen += 1
+            if seen > skip:
+                out.append(clip)
         if len(out) >= limit:
             break
+    if not out and skip and seen:
+        raise EvalError(f"{manifest} has {seen} {'clips' if kind == 'asr' else 'spoken questions'}, not more "
+                        f"than the {skip} to skip: skip fewer")
     if not out:
         raise EvalError(f"{manifest} has no {'clips' if kind == 'asr' else 'spoken questions'}: "
                         f"build one with `llasm-train data {'asr' if kind == 'asr' else 'instructions'}`")
@@ -112,7 +122,7 @@ def _read(manifest: Path, limit: int, *, kind: str) -> list[Clip]:
 # ---- the evaluation ------------------------------------------------------------------------------------
 def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path, n_asr: int = 100,
              n_questions: int = 50, max_tokens: int = 48, threads: int | None = None,
-             latency: bool = True) -> dict[str, Any]:
+             latency: bool = True, skip_asr: int = 0, skip_questions: int = 0) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -122,7 +132,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
 
     console = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
-    asr_clips, q_clips = read_asr(asr, n_asr), read_questions(questions, n_questions)
+    asr_clips = read_asr(asr, n_asr, skip_asr)
+    q_clips = read_questions(questions, n_questions, skip_questions)
     engine = Engine.load(bundle, n_threads=threads)
     enc = engine.bundle.encoder
     whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \

@@ -41,6 +41,10 @@ def test_manifests(tmp_path: Path) -> None:
         read_questions(tmp_path / "asr.jsonl", limit=5)
     with pytest.raises(EvalError, match="cannot read"):
         read_asr(tmp_path / "missing.jsonl", limit=5)
+    # --skip-asr / --skip-questions leave out a dev part (the first N clips)
+    assert [c.text for c in read_asr(tmp_path / "asr.jsonl", limit=5, skip=1)] == ["yo"]
+    with pytest.raises(EvalError, match="not more than the 2 to skip"):
+        read_asr(tmp_path / "asr.jsonl", limit=5, skip=2)
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(EvalError, match="bad.jsonl:1 is not JSON"):
         read_asr(tmp_path / "bad.jsonl", limit=5)
