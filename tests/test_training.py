@@ -140,13 +140,14 @@ def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp
     py = [sys.executable, "-m", "training.cli"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     ref = tmp_path / "ref"
-    subprocess.run(_cli(tiny, ref, 8, *py), check=True, env=env, capture_output=True, cwd=ROOT)
+    subprocess.run(_cli(tiny, ref, 12, *py), check=True, env=env, capture_output=True, cwd=ROOT)
     run = tmp_path / "run"
-    p = subprocess.Popen(_cli(tiny, run, 8, *py), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(_cli(tiny, run, 12, *py), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (run / "checkpoints" / "step-0000006").exists() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    # kill early (after step 4 of 12): tiny steps are milliseconds, so a late kill can find the run finished
+    while not (run / "checkpoints" / "step-0000004").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
     p.send_signal(signal.SIGKILL)
     p.wait()
     ckpts = sorted((run / "checkpoints").glob("step-*"))
@@ -155,7 +156,7 @@ def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp
     (ckpts[-1] / "adaptor.safetensors").write_bytes(b"garbage")
     found = latest_checkpoint(run, log=lambda m: None)
     assert found is not None and found[0] == (ckpts[-2] if len(ckpts) > 1 else None)
-    subprocess.run(_cli(tiny, run, 8, *py), check=True, env=env, capture_output=True, cwd=ROOT)
+    subprocess.run(_cli(tiny, run, 12, *py), check=True, env=env, capture_output=True, cwd=ROOT)
     a, b = load_file(str(ref / "final/adaptor.safetensors")), load_file(str(run / "final/adaptor.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
