@@ -170,7 +170,7 @@ def ctc_mix(logits: np.ndarray, segs: list[tuple[int, int, int]], table: np.ndar
     if topk == 1:
         # Each frame of a segment has the segment's token as its most likely label, so that token also has
         # the largest mean posterior (ties: the lower id, as argmax picks): no softmax needed.
-        return table[[tok for tok, _, _ in segs]].astype(np.float32, copy=False).reshape(len(segs), table.shape[1])
+        return table[[tok for tok, _, _ in segs]]
     out = np.zeros((len(segs), table.shape[1]), np.float32)
     for j, (_, start, end) in enumerate(segs):
         z = logits[start:end]

@@ -20,6 +20,7 @@ import re
 import shutil
 import statistics
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,21 +83,26 @@ def read_questions(manifest: Path, limit: int, skip: int = 0) -> list[Clip]:
     return _read(manifest, limit, kind="questions", skip=skip)
 
 
+def jsonl_rows(path: Path, error: type[Exception], hint: str) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file (blank lines skipped); an unreadable file or line raises `error`
+    with a one-line message ending in `hint`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise error(f"cannot read {path} ({e.strerror}): {hint}") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise error(f"{path}:{n} is not JSON: {hint}") from None
+
+
 def _read(manifest: Path, limit: int, *, kind: str, skip: int = 0) -> list[Clip]:
     """The first `limit` clips after skipping `skip` (e.g. a dev part used to choose settings)."""
-    try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise EvalError(f"cannot read {manifest} ({e.strerror}): give a JSON-lines manifest") from None
     out: list[Clip] = []
     seen = 0
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise EvalError(f"{manifest}:{n} is not JSON") from None
+    for row in jsonl_rows(manifest, EvalError, "give a JSON-lines manifest"):
         clip = None
         if kind == "asr" and "audio" in row:
             clip = Clip(manifest.parent / row["audio"], str(row.get("text", "")))
@@ -151,23 +157,22 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
     asr_rows: list[dict[str, Any]] = []
     q_rows: list[dict[str, Any]] = []
     with Progress(console=console, transient=True) as prog:
-        task = prog.add_task("transcription", total=len(asr_clips))
-        for c in asr_clips:
-            prog.advance(task)
-            audio = audio_of(c)
-            if audio is None:
-                continue
-            engine.new_chat()
+
+        def readable(clips: list[Clip], label: str) -> Iterator[tuple[Clip, Any]]:
+            """Each clip whose audio loads, with a progress bar, in a new chat."""
+            task = prog.add_task(label, total=len(clips))
+            for c in clips:
+                prog.advance(task)
+                audio = audio_of(c)
+                if audio is not None:
+                    engine.new_chat()
+                    yield c, audio
+
+        for c, audio in readable(asr_clips, "transcription"):
             d = engine.ask(audio=audio, transcribe=True, options=GenerationOptions(max_tokens=96))
             asr_rows.append({"audio": c.audio.name, "reference": c.text, "llm": d.answer, "heard": d.heard,
                              "whisper": whisper.transcribe(audio)})
-        task = prog.add_task("spoken questions", total=len(q_clips))
-        for c in q_clips:
-            prog.advance(task)
-            audio = audio_of(c)
-            if audio is None:
-                continue
-            engine.new_chat()
+        for c, audio in readable(q_clips, "spoken questions"):
             spoken = engine.ask(audio=audio, options=greedy)
             engine.new_chat()
             typed = engine.ask(text=c.text, options=greedy)

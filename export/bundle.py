@@ -23,6 +23,7 @@ import numpy as np
 
 from assistant.adaptor import save_adaptor
 from assistant.basemodels import file_sha256
+from assistant.evaluate import jsonl_rows
 from export.checkpoint import Checkpoint
 from export.encoder import ENCODER_DTYPES, export_ct2, export_onnx
 from export.errors import ExportError
@@ -151,18 +152,8 @@ def transcript_token_ids(ck: Checkpoint, manifests: Sequence[Path]) -> np.ndarra
     tok = AutoTokenizer.from_pretrained(str(ck.tokenizer_dir()))
     ids: set[int] = set()
     for m in manifests:
-        try:
-            lines = m.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise ExportError(f"cannot read --ctc-vocab manifest {m} ({e.strerror})") from None
         texts = []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise ExportError(f"{m}:{n} is not JSON: --ctc-vocab takes JSON-lines manifests") from None
+        for row in jsonl_rows(m, ExportError, "--ctc-vocab takes JSON-lines manifests"):
             if isinstance(row.get("text"), str):
                 texts.append(row["text"])
             texts += [t.get("value", "") for t in row.get("conversations", []) if t.get("audio")]

@@ -46,3 +46,14 @@ def bundle_factory(tmp_path: Path) -> Callable[..., Path]:
 
     return make
 
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """Tiny random Whisper + LLaMA models and a small ASR/conversation dataset (training/tiny.py)."""
+    from training.tiny import make_dataset, make_models
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_models(root)
+    make_dataset(root)
+    return root
+

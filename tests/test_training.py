@@ -16,18 +16,9 @@ from safetensors.torch import load_file
 
 from training.data import DataError, collate, read_manifest
 from training.model import LLaSM, ModelSpec
-from training.tiny import make_dataset, make_models
 from training.train import TrainConfig, TrainError, latest_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_models(root)
-    make_dataset(root)
-    return root
 
 
 def _cfg(tiny: Path, out: Path, **kw) -> TrainConfig:

@@ -18,7 +18,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.tiny import make_dataset, make_models
 from training.train import TrainConfig, TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +27,6 @@ pytestmark = [
     pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                        reason="needs torch.distributed with gloo"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_models(root)
-    make_dataset(root)
-    return root
 
 
 def _free_port() -> int:
