@@ -157,6 +157,35 @@ def test_voice_split_is_disjoint() -> None:
         Voice.parse("festival:kal")
 
 
+def test_wide_voice_set_adds_training_voices_and_keeps_the_held_out_ones_out() -> None:
+    base, wide = voices(("espeak",), "en"), voices(("espeak",), "en", "wide")
+    base_train = {v.id for v in base if not v.held_out}
+    wide_train = {v.id for v in wide if not v.held_out}
+    assert base_train < wide_train and len(wide_train) >= 3 * len(base_train)
+    # every held-out voice of the base set is still held out, and no wide training voice uses a held-out part
+    assert {v.id for v in base if v.held_out} <= {v.id for v in wide if v.held_out}
+    assert not any(i.split(":")[1].split("+")[0] in ("en-029", "en-gb-x-gbcwmd") for i in wide_train)
+    assert not any(i.split("+")[1] in ("f5", "m7", "Annie", "Mike", "klatt3") for i in wide_train)
+    assert all(" " not in i for i in wide_train)  # voice ids go into manifests and command lines
+    with pytest.raises(RuntimeError, match="unknown voice set"):
+        voices(("espeak",), "en", "huge")
+
+
+@needs_espeak
+def test_wide_voice_set_build_uses_the_new_variants(tmp_path: Path) -> None:
+    from training.datagen.tts import ESPEAK_VARIANTS
+
+    opts = BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
+                        voice_set="wide")
+    build_asr(tmp_path / "w", 12, opts, english=SENTENCES * 2)
+    used = {r["voice"].split("+")[1] for r in rows(tmp_path / "w" / "train.jsonl")}
+    assert used - set(ESPEAK_VARIANTS), used  # 12 clips from 82 variants: almost surely some new ones
+    assert json.loads((tmp_path / "w" / "meta.json").read_text())["plan"]["voice_set"] == "wide"
+    with pytest.raises(DataGenError, match="different settings"):  # a base build cannot resume it
+        build_asr(tmp_path / "w", 12, BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1,
+                                                  progress=False), english=SENTENCES * 2)
+
+
 def test_validate_clip() -> None:
     assert validate_clip(np.zeros(16000, np.float32)).startswith("peak")
     assert "duration" in validate_clip(sine(0.1))
@@ -262,6 +291,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     cases = [
         ["data", "asr", "--out", str(tmp_path / "x"), "--count", "5", "--tts", "festival"],
         ["data", "asr", "--out", str(tmp_path / "x"), "--count", "0"],
+        ["data", "asr", "--out", str(tmp_path / "x"), "--count", "5", "--voice-set", "huge"],
         ["data", "convert", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")],
     ]
     (tmp_path / "empty.json").write_text("")

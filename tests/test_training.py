@@ -119,6 +119,38 @@ def test_bad_settings_fail_clearly(tiny: Path, tmp_path: Path) -> None:
     assert len(m.examples) == 1 and m.skipped == 1
 
 
+def test_several_manifests_read_as_one(tiny: Path) -> None:
+    train, evals = tiny / "data" / "train.jsonl", tiny / "data" / "eval.jsonl"
+    a, b = read_manifest(train).examples, read_manifest(evals).examples
+    both = read_manifest(f"{train},{evals}").examples
+    assert [e.clips for e in both] == [e.clips for e in a + b]
+    assert len(read_manifest(f"{train},{evals}", limit=len(a) + 1).examples) == len(a) + 1
+    with pytest.raises(DataError, match="not found"):
+        read_manifest(f"{train},{tiny / 'nope.jsonl'}")
+    with pytest.raises(DataError, match="empty dataset name"):
+        read_manifest(f"{train},,{evals}")
+
+
+def test_cache_states_extends_an_existing_cache(tiny: Path, tmp_path: Path) -> None:
+    from training.data import StateCache
+    from training.train import cache_states
+
+    train, evals = tiny / "data" / "train.jsonl", tiny / "data" / "eval.jsonl"
+    enc = str(tiny / "whisper")
+    one = cache_states(f"{train},{evals}", enc, tmp_path / "one", engine="torch", shard_size=3)
+    part = cache_states(str(train), enc, tmp_path / "part", engine="torch", shard_size=3)
+    n_train = len(json.loads((part / "index.json").read_text())["clips"])
+    mtimes = {p.name: p.stat().st_mtime_ns for p in part.glob("shard-*")}
+    cache_states(f"{train},{evals}", enc, part, engine="torch", shard_size=3)  # adds only the eval clips
+    assert all(p.stat().st_mtime_ns == mtimes[p.name] for p in part.glob("shard-*") if p.name in mtimes)
+    full, ref = StateCache(part), StateCache(one)
+    assert set(full.index["clips"]) == set(ref.index["clips"]) and len(full.index["clips"]) > n_train
+    for clip in ref.index["clips"]:
+        assert torch.allclose(full.get(Path(clip)), ref.get(Path(clip)), atol=1e-3)
+    with pytest.raises(TrainError, match="holds states of"):
+        cache_states(str(evals), "default:whisper-base", part, engine="ct2")
+
+
 def _cli(tiny: Path, out: Path, steps: int, *launcher: str) -> list[str]:
     return [*launcher, "stage1", "--recipe", str(ROOT / "training/recipes/cpu.toml"),
             "--encoder", str(tiny / "whisper"), "--llm", str(tiny / "llm"), "--data", str(tiny / "data/train.jsonl"),

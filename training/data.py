@@ -62,7 +62,21 @@ class Manifest:
 
 # ---- readers -----------------------------------------------------------------------------------------
 def read_manifest(path: str | Path, *, limit: int | None = None) -> Manifest:
-    """Read any supported dataset into examples; clips are checked (exists, readable, <= 30 s)."""
+    """Read any supported dataset into examples; clips are checked (exists, readable, <= 30 s).
+
+    `path` may list several datasets separated by commas (`a/train.jsonl,b/train.jsonl`): their examples are
+    concatenated in that order."""
+    if isinstance(path, str) and "," in path and not Path(path).exists():
+        merged = Manifest([])
+        for part in (x.strip() for x in path.split(",")):
+            if not part:
+                raise DataError(f"empty dataset name in {path!r}: separate datasets with single commas")
+            m = read_manifest(part)
+            merged.examples += m.examples
+            merged.skipped += m.skipped
+            merged.problems += m.problems
+        merged.examples = merged.examples[:limit] if limit is not None else merged.examples
+        return merged
     p = Path(path)
     if not p.exists():
         raise DataError(f"dataset {p} not found; give a .jsonl manifest, a .tsv or a corpus directory")

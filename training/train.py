@@ -761,7 +761,11 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
     """Encode every clip once; write shard-NNNNN.safetensors (float16 states) and index.json.
 
     `engine="ct2"` encodes with CTranslate2 (`dtype` compute) — the same encoder a bundle runs, and about
-    ten times faster than the torch float32 encoder on a CPU without bf16 units."""
+    ten times faster than the torch float32 encoder on a CPU without bf16 units.
+
+    Incremental and resumable: clips already in `out`'s index are skipped, so a killed run continues where its
+    last shard ended and another manifest can be added to the same cache. The index is rewritten (atomically)
+    after every shard. Adding to a cache made by another encoder or engine is refused."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -769,6 +773,24 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, list[str]] = {}
+    n_shard = 0
+    if (out / "index.json").exists():
+        try:
+            old = json.loads((out / "index.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainError(f"{out / 'index.json'} is unreadable ({e}): delete {out} to rebuild the cache") from None
+        if (old.get("encoder"), old.get("engine")) != (encoder, engine):
+            raise TrainError(f"{out} holds states of {old.get('encoder')} ({old.get('engine')}), not {encoder} "
+                             f"({engine}): use another --out")
+        index = old["clips"]
+        n_shard = 1 + max((int(v[0][6:11]) for v in index.values()), default=-1)
+    manifest = read_manifest(data)
+    manifest.report()
+    clips = sorted({str(c.resolve()) for e in manifest.examples for c in e.clips} - set(index))
+    if not clips:
+        print(f"all clips of {data} are already in {out}")
+        return out
     if engine == "ct2":
         enc = _CT2StateEncoder(encoder, dtype)
     elif engine == "torch":
@@ -779,19 +801,22 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
         enc = WhisperEncoderVL(WhisperModel.from_pretrained(resolve_base(encoder, "encoder")).get_encoder()).eval()
     else:
         raise TrainError(f"unknown encoder engine {engine!r}; use torch or ct2")
-    manifest = read_manifest(data)
-    manifest.report()
-    clips = sorted({str(c.resolve()) for e in manifest.examples for c in e.clips})
-    index: dict[str, list[str]] = {}
     shard: dict[str, torch.Tensor] = {}
-    n_shard = 0
+    pending: dict[str, list[str]] = {}
 
     def flush() -> None:
         nonlocal shard, n_shard
         if shard:
-            save_file(shard, str(out / f"shard-{n_shard:05d}.safetensors"))
+            name = f"shard-{n_shard:05d}.safetensors"
+            save_file(shard, str(out / name))
+            index.update({c: [name, k] for c, k in pending.items()})
+            tmp = out / "index.json.tmp"
+            tmp.write_text(json.dumps({"encoder": encoder, "engine": engine, "d_model": enc.d_model,
+                                       "clips": index}))
+            os.replace(tmp, out / "index.json")
             n_shard += 1
             shard = {}
+            pending.clear()
 
     with torch.no_grad():
         for i in tqdm(range(0, len(clips), batch_size), desc="encoding", unit="batch"):
@@ -799,14 +824,12 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
             feats, lens = features_batch([load_clip(Path(c)) for c in group], enc.n_mels)
             states, slen = enc(feats, lens)
             for c, s, n in zip(group, states, slen, strict=True):
-                key = str(len(index))
+                key = str(len(pending))
                 shard[key] = s[: int(n)].to(torch.float16).contiguous()
-                index[c] = [f"shard-{n_shard:05d}.safetensors", key]
+                pending[c] = key
                 if len(shard) >= shard_size:
                     flush()
     flush()
-    (out / "index.json").write_text(json.dumps({"encoder": encoder, "engine": engine, "d_model": enc.d_model,
-                                                "clips": index}))
     return out
 
 

@@ -78,6 +78,7 @@ class BuildOptions:
     workers: int = 2
     progress: bool = True
     eval_acoustics: str = "unseen"  # held-out clips: "unseen" effect families, "matched" (train's) or "clean"
+    voice_set: str = "base"  # "wide" adds espeak-ng's other human-sounding variants (tts.ESPEAK_VARIANTS_WIDE)
 
     def plan_settings(self) -> dict[str, Any]:
         """The settings that decide which clips are planned (a resumed build must use the same)."""
@@ -85,6 +86,8 @@ class BuildOptions:
              "hibari_fraction": self.hibari_fraction}
         if self.eval_acoustics != "unseen":  # the default is left out: builds from before it resume as they were
             d["eval_acoustics"] = self.eval_acoustics
+        if self.voice_set != "base":
+            d["voice_set"] = self.voice_set
         return d
 
 
@@ -102,7 +105,7 @@ def text_is_eval(text: str) -> bool:
 class VoicePicker:
     """Chooses the voice, speaking rate and pitch of a clip from a per-clip random generator."""
 
-    def __init__(self, backends: tuple[str, ...], hibari_fraction: float) -> None:
+    def __init__(self, backends: tuple[str, ...], hibari_fraction: float, voice_set: str = "base") -> None:
         have = available_backends()
         missing = [b for b in backends if b not in have]
         if missing:
@@ -113,7 +116,7 @@ class VoicePicker:
         self.pools: dict[tuple[str, str, str], list[Voice]] = {}
         for lang in ("en", "zh"):
             for backend in backends:
-                vs = voices((backend,), lang)
+                vs = voices((backend,), lang, voice_set)
                 self.pools[(lang, backend, "train")] = [v for v in vs if not v.held_out]
                 self.pools[(lang, backend, "eval")] = [v for v in vs if v.held_out]
 
@@ -379,7 +382,7 @@ def build_asr(
         raise DataGenError(f"--count must be positive, not {count}")
     settings = opts.plan_settings() | {"zh_fraction": zh_fraction, "texts": "custom" if english else "debian"}
     meta = check_meta(root, "asr", settings)
-    picker = VoicePicker(opts.backends, opts.hibari_fraction)
+    picker = VoicePicker(opts.backends, opts.hibari_fraction, opts.voice_set)
     t0 = time.perf_counter()
     if english is None:
         sources = textmod.english_sentences(seed=opts.seed)
@@ -444,7 +447,7 @@ def build_conversations(
     """Speak the human turns of `conversations` and write LLaVA-style manifests."""
     root = Path(out)
     meta = check_meta(root, kind, opts.plan_settings() | settings)
-    picker = VoicePicker(opts.backends, opts.hibari_fraction)
+    picker = VoicePicker(opts.backends, opts.hibari_fraction, opts.voice_set)
     t0 = time.perf_counter()
     jobs: list[ClipJob] = []
     plan: list[tuple[Conversation, str, list[ClipJob | None]]] = []

@@ -16,10 +16,12 @@ _TTS_HELP = "TTS backends, comma separated: espeak, hibari"
 
 _ACOUSTICS_HELP = ("held-out clips: unseen (effect families training never has), matched (training's rooms, "
                    "microphones and noises) or clean; the voices are held out either way")
+_VOICES_HELP = ("espeak-ng voices: base (7 accents x 25 variants) or wide (x 82 variants: espeak-ng's other "
+                "human-sounding ones too); held-out accents and variants stay out of training either way")
 
 
 def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, workers: int, quiet: bool,
-          eval_acoustics: str = "unseen") -> BuildOptions:
+          eval_acoustics: str = "unseen", voice_set: str = "base") -> BuildOptions:
     backends = tuple(b.strip() for b in tts.split(",") if b.strip())
     bad = [b for b in backends if b not in ("espeak", "hibari")]
     if bad or not backends:
@@ -32,8 +34,12 @@ def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, wor
 
     if eval_acoustics not in EVAL_ACOUSTICS:
         raise DataGenError(f"--eval-acoustics must be one of {', '.join(EVAL_ACOUSTICS)}, not {eval_acoustics!r}")
+    from training.datagen.tts import VOICE_SETS
+
+    if voice_set not in VOICE_SETS:
+        raise DataGenError(f"--voice-set must be one of {', '.join(VOICE_SETS)}, not {voice_set!r}")
     return BuildOptions(seed=seed, eval_fraction=eval_fraction, backends=backends, hibari_fraction=hibari_fraction,
-                        workers=workers, progress=not quiet, eval_acoustics=eval_acoustics)
+                        workers=workers, progress=not quiet, eval_acoustics=eval_acoustics, voice_set=voice_set)
 
 
 def _run(fn, *args, **kwargs) -> None:  # noqa: ANN001
@@ -59,12 +65,14 @@ def asr_cmd(
     workers: int = typer.Option(2, help="parallel worker processes"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
     eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
+    voice_set: str = typer.Option("base", help=_VOICES_HELP),
 ) -> None:
     """ASR clips of natural English (and Mandarin) sentences: DIR/train.jsonl, DIR/eval.jsonl."""
     from training.datagen.build import build_asr
 
     def go() -> None:
-        build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics),
+        build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
+                                    voice_set),
                   zh_fraction=zh_fraction)
 
     _run(go)

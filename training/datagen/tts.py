@@ -24,6 +24,16 @@ ESPEAK_ZH_ACCENTS = ("cmn",)
 # variants that sound like a person (the robot and novelty variants are left out)
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
                    "klatt3", "Andy", "Annie", "Michael", "Mike", "linda", "steph", "adam", "paul", "john", "max")
+# `--voice-set wide` adds these: espeak-ng's other human-sounding variants (robots, whispers, croaks and
+# "fast" left out), about three times the training voices of the base set
+ESPEAK_VARIANTS_WIDE = ("Alex", "Alicia", "Andrea", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2", "Henrique",
+                        "Hugo", "Jacky", "Lee", "Marco", "Mario", "Nguyen", "RicishayMax", "RicishayMax2",
+                        "RicishayMax3", "Storm", "announcer", "aunty", "belinda", "benjamin", "boris", "caleb",
+                        "david", "ed", "edward", "edward2", "grandma", "grandpa", "gustave", "iven", "iven2", "iven3",
+                        "iven4", "kaukovalta", "klatt4", "klatt5", "klatt6", "m8", "marcelo", "michel", "miguel",
+                        "norbert", "pablo", "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph2",
+                        "steph3", "travis", "victor", "zac")
+VOICE_SETS = ("base", "wide")
 EVAL_ACCENTS = ("en-029", "en-gb-x-gbcwmd")
 EVAL_VARIANTS = ("f5", "m7", "Annie", "Mike", "klatt3")
 HIBARI_VOICES = ("heart",)
@@ -73,12 +83,17 @@ def available_backends() -> list[str]:
     return out
 
 
-def voices(backends: tuple[str, ...] = ("espeak", "hibari"), language: str = "en") -> list[Voice]:
-    """All voices of `backends` for `language` ("en" or "zh"), train and held-out alike."""
+def voices(backends: tuple[str, ...] = ("espeak", "hibari"), language: str = "en",
+           voice_set: str = "base") -> list[Voice]:
+    """All voices of `backends` for `language` ("en" or "zh"), train and held-out alike. `voice_set` "wide"
+    adds `ESPEAK_VARIANTS_WIDE` to the espeak-ng variants."""
+    if voice_set not in VOICE_SETS:
+        raise TtsError(f"unknown voice set {voice_set!r}: use {' or '.join(VOICE_SETS)}")
+    variants = ESPEAK_VARIANTS + (ESPEAK_VARIANTS_WIDE if voice_set == "wide" else ())
     out = []
     if "espeak" in backends:
         accents = ESPEAK_EN_ACCENTS if language == "en" else ESPEAK_ZH_ACCENTS
-        out += [Voice("espeak", f"{a}+{v}", language) for a in accents for v in ESPEAK_VARIANTS]
+        out += [Voice("espeak", f"{a}+{v}", language) for a in accents for v in variants]
     if "hibari" in backends and language == "en":
         out += [Voice("hibari", v, "en") for v in HIBARI_VOICES]
     return out
