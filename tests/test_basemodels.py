@@ -188,3 +188,39 @@ def test_real_whisper_base_loads_in_ctranslate2():
         str(bm.resolve("default:whisper-base")), device="cpu", compute_type="int8"
     )
     assert model.is_multilingual and model.n_mels == 80
+
+
+@pytest.mark.real
+def test_real_q8_0_requantized_once_stamped_and_verified(_tmp_cache):
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    q8 = bm.resolve("default:smollm2-q8_0")
+    assert q8 == _tmp_cache / "models" / "smollm2-q8_0" / "SmolLM2-135M-Instruct.Q8_0.gguf"
+    digest, size = (q8.parent / ".sha256").read_text().split()
+    assert int(size) == q8.stat().st_size and digest == bm.file_sha256(q8)
+    mtime = q8.stat().st_mtime_ns
+    assert bm.resolve("default:smollm2-q8_0", verify=True) == q8 and q8.stat().st_mtime_ns == mtime  # not redone
+    # the Q8_0 weights are the Q4_1 weights to within Q8_0's rounding
+    src, dst = GGUFReader(bm.resolve("default:smollm2")), GGUFReader(q8)
+    a = {t.name: t for t in src.tensors}
+    for t in dst.tensors:
+        if t.name in ("blk.0.attn_q.weight", "blk.29.ffn_down.weight"):
+            assert t.tensor_type.name == "Q8_0" and a[t.name].tensor_type.name == "Q4_1"
+            x = dequantize(a[t.name].data, a[t.name].tensor_type)
+            y = dequantize(t.data, t.tensor_type)
+            assert np.abs(x - y).max() <= np.abs(x).max() / 127
+    # a damaged file fails verification, is deleted, and the next call makes it again
+    with open(q8, "r+b") as fh:
+        fh.seek(q8.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelResolutionError, match="failed its sha256 check and was deleted"):
+        bm.resolve("default:smollm2-q8_0", verify=True)
+    assert bm.file_sha256(bm.resolve("default:smollm2-q8_0")) == digest
+    # a truncated file is made again without verify
+    with open(q8, "r+b") as fh:
+        fh.truncate(1000)
+    assert bm.resolve("default:smollm2-q8_0").stat().st_size == int(size)

@@ -41,6 +41,10 @@ def test_bench_runs_with_cascade(tmp_path):
     assert res["n_clips"] == 2 and res["llasm"]["ttft_ms"]["n"] == 2
     assert res["cascade"]["ttft_ms"]["median"] > res["cascade"]["asr_ms"]["median"] > 0
     assert res["llama_cpp_decode_tokens_per_s"] > 0 and res["peak_rss_mb"] > 50
+    # the decode ratio comes from spoken turns timed in turns with llama.cpp's own decode
+    pairs = res["decode_pairs"]
+    assert len(pairs) == 2 and all(p["llasm"] > 0 and p["llama_cpp"] > 0 for p in pairs)
+    assert res["decode_vs_llama_cpp"] == pytest.approx(float(np.median([p["ratio"] for p in pairs])))
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert saved["llasm"]["encoder_ms"]["median"] > 0
     assert (tmp_path / "out" / "bench.png").stat().st_size > 10_000

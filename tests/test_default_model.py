@@ -39,7 +39,7 @@ def engine():  # noqa: ANN201
 
 def test_default_bundle_is_shipped_and_small() -> None:
     manifest = json.loads((DEFAULT / "bundle.json").read_text())
-    assert manifest["encoder"]["path"] == "default:whisper-base" and manifest["llm"]["path"] == "default:smollm2"
+    assert manifest["encoder"]["path"] == "default:whisper-base" and manifest["llm"]["path"] == "default:smollm2-q8_0"
     shipped = sum(p.stat().st_size for p in DEFAULT.iterdir())
     assert shipped < 25e6  # the trained parts only; base weights come from their packages
 

@@ -204,3 +204,8 @@ def test_real_stage1_bundle_reuses_packaged_models(tmp_path: Path) -> None:
     assert set(rep.sizes) == {"adaptor.safetensors"}
     report = verify_bundle(out)
     assert report.passed, report.failures()
+    q8 = export_bundle(ck, tmp_path / "bundle-q8", llm_quant="q8_0")  # the packaged LLM, requantized at install
+    assert (q8.manifest["llm"]["path"], q8.manifest["llm"]["quant"]) == ("default:smollm2-q8_0", "q8_0")
+    assert set(q8.sizes) == {"adaptor.safetensors"}
+    report = verify_bundle(tmp_path / "bundle-q8")
+    assert report.passed, report.failures()
