@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import math
 import os
 import threading
 import time
@@ -42,6 +43,16 @@ from .prompt import AUDIO, Message
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 0.1
 CLOSE_MARGIN = 8  # positions reserved for the closing tokens of a reply
+# A transcript cannot be much longer than its speech: fast English runs near 5 tokens a second (6.7 at most in
+# our training clips). `transcribe` turns stop at this rate (plus a margin), so a small LLM that falls into a
+# loop ("a circuit that under is a circuit that under is ...") stops near the speech's length.
+TRANSCRIPT_TOKENS_PER_S = 8.0
+TRANSCRIPT_MARGIN_TOKENS = 16
+
+
+def transcript_token_cap(audio_s: float) -> int:
+    """The most tokens a `transcribe` turn generates for `audio_s` seconds of audio."""
+    return int(math.ceil(TRANSCRIPT_TOKENS_PER_S * audio_s)) + TRANSCRIPT_MARGIN_TOKENS
 
 
 class EngineError(RuntimeError):
@@ -118,16 +129,24 @@ def _sample(logits: np.ndarray, opts: GenerationOptions, rng: np.random.Generato
 class _StopScanner:
     """Streams text, holding back any tail that may begin a stop string."""
 
-    def __init__(self, stops: Sequence[str]) -> None:
+    def __init__(self, stops: Sequence[str], *, one_line: bool = False) -> None:
         self.stops = [s for s in stops if s]
+        self.one_line = one_line  # also stop at the first line break after some text
         self.text = ""
         self.emitted = 0
         self.stopped = False
 
     def feed(self, piece: str) -> str:
+        if self.stopped:  # the reply ended at a stop: later pieces are not part of it
+            return ""
         self.text += piece
         start = max(0, self.emitted - max((len(s) for s in self.stops), default=0))
         hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        if self.one_line:  # a line break after the first non-blank character
+            lead = len(self.text) - len(self.text.lstrip())
+            brk = self.text.find("\n", lead) if lead < len(self.text) else -1
+            if brk >= 0:
+                hits.append(brk)
         if hits:
             cut = min(hits)
             out = self.text[self.emitted:cut] if cut > self.emitted else ""
@@ -455,14 +474,18 @@ class Engine:
         timings["audio_positions"] = float(len(emb) if emb is not None else 0)
 
         reply: list[int] = []
-        scanner = _StopScanner(self.stops + tuple(opts.stop))
+        # a transcript is one line: the LLM's commentary after it ("\n\nThis sentence is ...") is not
+        scanner = _StopScanner(self.stops + tuple(opts.stop), one_line=transcribe)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         rng = np.random.default_rng(opts.seed)
         stop_reason = "cancelled"
         answered = False
         t_first = t_last = None
         try:
-            max_tokens = self._fit(opts.max_tokens)
+            want = opts.max_tokens
+            if transcribe and audio is not None:
+                want = min(want, transcript_token_cap(timings["audio_s"]))
+            max_tokens = self._fit(want)
             turn_start = self.n_positions - turn.n
             tp = time.perf_counter()
             logits = self._sync(cancel)

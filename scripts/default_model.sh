@@ -6,13 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-runs/default-model}"
 bin=.venv/bin
-steps="${STEPS:-1500}"
+steps="${STEPS:-2400}"
 clips="${CLIPS:-8000}"
+wide="${WIDE_CLIPS:-6000}"
 mkdir -p "$work"
 start=$(date +%s)
 
 # 1. 8,000 English ASR clips (espeak-ng voices + hibari, augmented); the eval split uses held-out voices.
 $bin/llasm-train data asr --out "$work/asr" --count "$clips" --seed 0 --quiet
+# 1b. 6,000 more clips from a wider set of voices (espeak-ng's other human-sounding variants: 385 training voices
+#     instead of 100; held-out accents and variants stay out), mostly espeak-ng.
+$bin/llasm-train data asr --out "$work/asr-wide" --count "$wide" --seed 1 --eval-fraction 0.02 \
+  --hibari-fraction 0.05 --voice-set wide --quiet
 # 2. Held-out spoken questions for the agreement and latency measurements (replies are not needed).
 $bin/llasm-train data instructions --out "$work/questions" --count 120 --eval-fraction 0.5 --multi-turn 0 \
   --max-tokens 1 --seed 7 --quiet
@@ -22,28 +27,36 @@ $bin/llasm-train data asr --out "$work/asr-matched" --count 140 --eval-fraction 
   --eval-acoustics matched --quiet
 $bin/llasm-train data instructions --out "$work/questions-matched" --count 120 --eval-fraction 0.5 \
   --multi-turn 0 --max-tokens 1 --seed 7 --eval-acoustics matched --quiet
+# 2c. ... and with no room, microphone or noise at all ("clean" acoustics): what the voices alone cost.
+$bin/llasm-train data asr --out "$work/asr-clean" --count 140 --eval-fraction 0.9 --seed 11 \
+  --eval-acoustics clean --quiet
+$bin/llasm-train data instructions --out "$work/questions-clean" --count 120 --eval-fraction 0.5 \
+  --multi-turn 0 --max-tokens 1 --seed 7 --eval-acoustics clean --quiet
 # 3. Frozen encoder states, computed once with the encoder the bundle runs (CTranslate2 int8).
-if [ ! -f "$work/states/index.json" ]; then
-  cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
-  $bin/llasm-train cache-states --data "$work/asr/all.jsonl" --out "$work/states" --engine ct2
-fi
+#    Incremental: a rerun encodes only the clips the cache lacks.
+cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
+$bin/llasm-train cache-states --data "$work/asr/all.jsonl,$work/asr-wide/train.jsonl" --out "$work/states" --engine ct2
 # 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop.
 $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
-  --data "$work/asr/train.jsonl" --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" \
-  --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 --warmup-steps 50 \
-  --log-every 10 --eval-every 150 --save-every 50 --seed 0
+  --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" --eval-data "$work/asr/eval.jsonl" \
+  --state-cache "$work/states" --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 \
+  --warmup-steps 50 --log-every 10 --eval-every 200 --save-every 50 --seed 0
 # 5. The bundle: the adaptor only; encoder and LLM are referenced from the packages that ship them. The LLM
 #    reads each ctc segment as its most likely token (--ctc-topk 1), --transcribe asks it to repeat, and the
 #    ctc head scores only the tokens its training transcripts use (--ctc-vocab).
 $bin/llasm-export bundle "$work/stage1/final" "$work/bundle" --force --ctc-vocab "$work/asr/train.jsonl" \
+  --ctc-vocab "$work/asr-wide/train.jsonl" \
   --system-prompt "You are a helpful assistant. Answer in one short sentence." \
   --ctc-topk 1 --transcribe-instruction "Repeat the sentence above word for word." --llm-quant q8_0
 # 6. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade), unseen acoustics
-#    with latency, then matched acoustics.
+#    with latency, then matched and clean acoustics.
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \
   --questions "$work/questions/eval.jsonl" --out "$work/eval" --n-asr 60 --n-questions 40 --threads 1
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr-matched/eval.jsonl" \
   --questions "$work/questions-matched/eval.jsonl" --out "$work/eval-matched" --n-asr 60 --n-questions 40 \
+  --threads 1 --no-latency
+$bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr-clean/eval.jsonl" \
+  --questions "$work/questions-clean/eval.jsonl" --out "$work/eval-clean" --n-asr 60 --n-questions 40 \
   --threads 1 --no-latency
 echo "default model recipe done in $(( $(date +%s) - start )) s; install it with:"
 echo "  rm -rf assistant/default_model && cp -r $work/bundle assistant/default_model"

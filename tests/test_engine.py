@@ -35,6 +35,16 @@ def test_stop_scanner_holds_back_partial_stop():
     assert s.flush() == ""
 
 
+def test_one_line_scanner_stops_at_the_first_line_break_after_text():
+    sc = _StopScanner(["<|im_end|>"], one_line=True)
+    out = sc.feed("\n") + sc.feed("Hello the") + sc.feed("re.\n\nThis sentence") + sc.feed(" is")
+    assert sc.stopped and sc.text == "\nHello there." and out == "\nHello there."
+    plain = _StopScanner(["<|im_end|>"])
+    assert plain.feed("a\nb") == "a\nb" and not plain.stopped
+    sc = _StopScanner(["<|im_end|>"], one_line=True)
+    assert sc.feed("One line<|im_end|>") == "One line" and sc.stopped
+
+
 def test_sampling_greedy_top_p_top_k():
     logits = np.array([0.0, 3.0, 1.0, 2.9], np.float32)
     rng = np.random.default_rng(0)
@@ -284,3 +294,27 @@ def test_prepare_encodes_ahead_and_respond_reuses_it(engine, monkeypatch):
     engine.new_chat()
     engine.ask(audio=audio, options=GREEDY)  # the stale candidate was dropped, not kept for later
     assert len(calls) == 3
+
+
+def test_transcript_token_cap_follows_the_audio_length():
+    from assistant.engine import TRANSCRIPT_MARGIN_TOKENS, transcript_token_cap
+
+    assert transcript_token_cap(0.0) == TRANSCRIPT_MARGIN_TOKENS
+    assert transcript_token_cap(4.0) == 32 + TRANSCRIPT_MARGIN_TOKENS
+    # above the fastest speech in our training clips (6.7 tokens/s): a real transcript is never cut
+    assert all(transcript_token_cap(s) > 6.7 * s + 8 for s in (0.5, 2, 5, 30))
+
+
+@pytest.mark.real
+def test_transcribe_turns_stop_at_the_audio_length(engine, monkeypatch):
+    import assistant.engine as engine_mod
+
+    seen = []
+    monkeypatch.setattr(engine_mod, "transcript_token_cap", lambda s: seen.append(s) or 3)
+    engine.new_chat()
+    audio = clip(1.5)
+    tr = engine.ask(audio=audio, transcribe=True, options=GenerationOptions(max_tokens=40))
+    assert seen == [pytest.approx(1.5)] and tr.timings["n_tokens"] <= 3
+    engine.new_chat()
+    free = engine.ask(audio=audio, options=GenerationOptions(max_tokens=8))  # an answer is not capped
+    assert len(seen) == 1 and (free.timings["n_tokens"] > 3 or free.stop_reason == "eos")
