@@ -45,9 +45,24 @@ MIN_AUDIO_S = 0.1
 CLOSE_MARGIN = 8  # positions reserved for the closing tokens of a reply
 # A transcript cannot be much longer than its speech: fast English runs near 5 tokens a second (6.7 at most in
 # our training clips). `transcribe` turns stop at this rate (plus a margin), so a small LLM that falls into a
-# loop ("a circuit that under is a circuit that under is ...") stops near the speech's length.
+# loop ("a circuit that under is a circuit that under is ...") stops near the speech's length; `looping` stops
+# it at the third or fourth repeat.
 TRANSCRIPT_TOKENS_PER_S = 8.0
 TRANSCRIPT_MARGIN_TOKENS = 16
+
+
+def looping(ids: Sequence[int], max_block: int = 8) -> bool:
+    """True when `ids` ends with one block of tokens said over and over: a block of 1-2 tokens 4 times, or of
+    3-`max_block` tokens 3 times ("a business that is a business that is a business that is"). Speech
+    rarely does that; a small LLM that lost track of a transcript does."""
+    for size in range(1, max_block + 1):
+        times = 4 if size <= 2 else 3
+        if len(ids) < size * times:
+            break
+        tail = list(ids[-size:])
+        if all(list(ids[len(ids) - size * (k + 1): len(ids) - size * k]) == tail for k in range(1, times)):
+            return True
+    return False
 
 
 def transcript_token_cap(audio_s: float) -> int:
@@ -86,7 +101,7 @@ class Done:
     answer: str
     timings: dict[str, float]
     heard: str | None = None
-    stop_reason: str = "eos"  # eos | stop | length | cancelled
+    stop_reason: str = "eos"  # eos | stop | length | loop (a transcript repeating itself) | cancelled
     cancelled: bool = False
 
 
@@ -514,6 +529,9 @@ class Engine:
                     yield Token(out)
                 if scanner.stopped:
                     stop_reason = "stop"
+                    break
+                if transcribe and looping(reply):
+                    stop_reason = "loop"
                     break
                 if len(reply) >= max_tokens:
                     break

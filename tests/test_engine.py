@@ -296,6 +296,15 @@ def test_prepare_encodes_ahead_and_respond_reuses_it(engine, monkeypatch):
     assert len(calls) == 3
 
 
+def test_looping_spots_a_repeated_block_only():
+    from assistant.engine import looping
+
+    assert looping([5, 7, 7, 7, 7]) and not looping([5, 7, 7, 7])  # one token: four times
+    assert looping([1, 2, 3, 4, 2, 3, 4, 2, 3, 4]) and not looping([1, 2, 3, 4, 2, 3, 4])  # three tokens: three
+    assert looping([9] + list(range(8)) * 3) and not looping(list(range(9)) * 2 + [0])
+    assert not looping([1, 2, 3, 1, 2, 4, 1, 2, 3]) and not looping([])
+
+
 def test_transcript_token_cap_follows_the_audio_length():
     from assistant.engine import TRANSCRIPT_MARGIN_TOKENS, transcript_token_cap
 
