@@ -46,14 +46,15 @@ def test_default_bundle_is_shipped_and_small() -> None:
 
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
-# Measured on these clips with the shipped adaptor: 0.43 (docs/default-model.md). The bound catches a
+# Measured on these clips with the shipped adaptor: 0.29 (the session-2 adaptor: 0.43). The bound catches a
 # broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
-MAX_HEARD_WER = 0.6
+MAX_HEARD_WER = 0.5
 # The issue's targets, which the shipped model does not reach yet (docs/default-model.md says by how much).
 # strict: the day they pass, these tests fail until the xfail marks are removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (8,000 TTS clips, 40 CPU minutes) mishears "
-                            "these clips (e.g. 'What color is grass?' -> 'what Congress is dress stress'); the LLM "
-                            "repeats and answers what it hears (docs/default-model.md)")
+NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (13,450 TTS clips, 55 CPU minutes) mishears "
+                            "these clips ('What color is grass?' -> 'what is grass?'), and the 135M LLM rewrites "
+                            "what it should repeat ('is the capital of friends?' -> 'The capital of friends is "
+                            "Paris.') (docs/default-model.md)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
