@@ -80,3 +80,23 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
     for f in ("eval.json", "eval.png", "examples.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     assert "answer to Whisper's transcript" in (tmp_path / "out" / "examples.md").read_text()
+
+
+@pytest.mark.real
+def test_latency_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    import soundfile as sf
+    from conftest import build_bundle, clip
+
+    from assistant.evaluate import EvalError, bench_in_fresh_process
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(2):
+        sf.write(clips / f"c{i}.wav", clip(2.5, seed=i), 16000)
+    out = tmp_path / "out"
+    out.mkdir()
+    bench = bench_in_fresh_process(clips, bundle=build_bundle(tmp_path / "b"), out=out, threads=1)
+    assert bench["n_clips"] == 2 and bench["llasm"]["ttft_ms"]["median"] > 0
+    assert 50 < bench["peak_rss_mb"] < 1024 and (out / "bench.png").is_file()
+    with pytest.raises(EvalError, match="the latency benchmark failed"):
+        bench_in_fresh_process(tmp_path / "missing", bundle=None, out=out, threads=1)
