@@ -113,15 +113,6 @@ class LlamaCppReference:
         self.llm.close()
 
 
-def llama_cpp_decode_speed(gguf: Path, *, n_threads: int, n_tokens: int = 64) -> float:
-    """llama.cpp's own greedy decode speed (tokens/s, from its perf counters) on the GGUF."""
-    ref = LlamaCppReference(gguf, n_threads=n_threads)
-    try:
-        return ref.decode_speed(n_tokens)
-    finally:
-        ref.close()
-
-
 def interleaved_decode_ratio(engine: Any, ref: LlamaCppReference, clips: list[np.ndarray], *,
                              max_tokens: int) -> list[dict[str, float]]:
     """For each clip, a spoken turn's decode speed right next to llama.cpp's own on the same GGUF: load on a
