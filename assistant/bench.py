@@ -88,16 +88,17 @@ class WhisperCascadeASR:
 
 
 class LlamaCppReference:
-    """llama.cpp's own greedy decode on the bundle's GGUF, timed with its perf counters (tokens/s)."""
+    """llama.cpp's own greedy decode on the bundle's GGUF (and its LoRA, if it has one), timed with its perf
+    counters (tokens/s)."""
 
     PROMPT = b"<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n"
 
-    def __init__(self, gguf: Path, *, n_threads: int) -> None:
+    def __init__(self, gguf: Path, *, n_threads: int, lora: Path | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
-                                   verbose=False)
+                                   lora_path=str(lora) if lora else None, verbose=False)
         self.prompt = self.llm.tokenize(self.PROMPT, add_bos=False, special=True)
 
     def decode_speed(self, n_tokens: int = 64) -> float:
@@ -204,7 +205,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
 
     gguf, n_threads = engine.bundle.llm.path, engine.n_threads
     # llama.cpp's reference is loaded after the peak RSS is taken, then timed in turns with spoken turns
-    ref = LlamaCppReference(gguf, n_threads=n_threads)
+    ref = LlamaCppReference(gguf, n_threads=n_threads, lora=engine.bundle.llm.lora)
     try:
         pairs = interleaved_decode_ratio(engine, ref, [a for _, a in clips[:PAIRS]], max_tokens=max_tokens)
     finally:

@@ -464,8 +464,10 @@ def write_lora_gguf(
             elif suffix == "k_proj":
                 b = permute_rows(b, hp.n_head_kv)
             stem = new.removesuffix(".weight") + ".weight"
-            w.add_tensor(stem + ".lora_a", np.ascontiguousarray(a))
-            w.add_tensor(stem + ".lora_b", np.ascontiguousarray(b))
+            # float16, as llama.cpp's own LoRA converter writes them: half the bytes, and the rank-r factors
+            # of a fine-tune lie well inside float16's range
+            w.add_tensor(stem + ".lora_a", np.ascontiguousarray(a, dtype=np.float16))
+            w.add_tensor(stem + ".lora_b", np.ascontiguousarray(b, dtype=np.float16))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

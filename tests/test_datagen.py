@@ -302,3 +302,41 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         err = res.stderr if hasattr(res, "stderr") else res.output
         assert err.startswith("llasm-train data: ") and err.count("\n") == 1, err
         assert "Traceback" not in res.output
+
+
+def test_mix_writes_transcribe_requests_and_questions_in_the_bundle_prompt(tmp_path: Path) -> None:
+    from training.data import DataError, read_manifest
+    from training.datagen.mix import build_mix
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    for i in range(4):
+        sf.write(src / "a" / f"{i}.wav", np.zeros(8000, np.float32), 16000)
+    (src / "asr.jsonl").write_text("".join(json.dumps({"audio": f"a/{i}.wav", "text": f"sentence {i}"}) + "\n"
+                                           for i in range(3)))
+    (src / "conv.jsonl").write_text(json.dumps({"id": "q", "conversations": [
+        {"from": "human", "value": "why?", "audio": "a/3.wav"}, {"from": "gpt", "value": "because"}]}) + "\n")
+    out = tmp_path / "mix" / "train.jsonl"
+    n = build_mix(out, asr=str(src / "asr.jsonl"), conversations=str(src / "conv.jsonl"), asr_count=2,
+                  system_prompt="Be brief.", transcribe_instruction="Repeat it.", seed=3)
+    assert n == {"transcribe": 2, "questions": 1}
+    exs = read_manifest(out).examples  # paths are relative to the mix and resolve to the original clips
+    assert len(exs) == 3 and all(c.resolve().parent == (src / "a").resolve() for e in exs for c in e.clips)
+    for e in exs:
+        assert e.turns[0] == {"from": "system", "value": "Be brief."}
+        if e.id.startswith("asr-"):
+            human, gpt = e.turns[1], e.turns[2]
+            assert human["instruction"] == "Repeat it." and gpt["value"] == human["value"].strip()
+        else:
+            assert e.turns[1]["value"] == "why?" and e.turns[2]["value"] == "because"
+    # the same seed draws the same clips in the same order
+    again = tmp_path / "again.jsonl"
+    build_mix(again, asr=str(src / "asr.jsonl"), conversations=str(src / "conv.jsonl"), asr_count=2,
+              system_prompt="Be brief.", transcribe_instruction="Repeat it.", seed=3)
+    assert [json.loads(x)["id"] for x in again.read_text().splitlines()] == [e.id for e in exs]
+    with pytest.raises(DataError, match=r"\.jsonl"):
+        build_mix(tmp_path / "mix.txt", asr=str(src / "asr.jsonl"), conversations=None, asr_count=None,
+                  system_prompt="", transcribe_instruction="Repeat it.")
+    with pytest.raises(DataError, match="no ASR clips"):
+        build_mix(tmp_path / "m.jsonl", asr=str(src / "conv.jsonl"), conversations=None, asr_count=None,
+                  system_prompt="", transcribe_instruction="Repeat it.")

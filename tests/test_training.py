@@ -101,6 +101,78 @@ def test_stage2_from_stage1(tiny: Path, tmp_path: Path, weights: str, loss: str)
     assert any(not torch.equal(a1[k], a2[k]) for k in a1)
 
 
+def test_stage2_on_a_mix_trains_lora_over_a_frozen_top1_ctc_adaptor(tiny: Path, tmp_path: Path) -> None:
+    """The default model's stage 2: transcription requests and spoken questions in the bundle's prompt, the ctc
+    adaptor read as top-1 token rows (no gradient reaches it), a small LoRA, evaluated on a conversation mix."""
+    from training.datagen.mix import build_mix
+
+    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
+    assert json.loads((s1 / "llasm.json").read_text())["adaptor"]["topk"] != 1
+    mix = tmp_path / "mix" / "train.jsonl"
+    n = build_mix(mix, asr=str(tiny / "data" / "train.jsonl"), conversations=str(tiny / "data" / "conv.jsonl"),
+                  asr_count=None, system_prompt="Be brief.", transcribe_instruction="Say it again.")
+    assert n["transcribe"] > 0 and n["questions"] > 0
+    out = tmp_path / "s2"
+    final = train(_cfg(tiny, out, stage=2, init=str(s1), topk=1, llm_weights="lora", lora_r=2,
+                       lora_targets="q_proj,v_proj", loss="kl", max_steps=4, data=str(mix), eval_data=str(mix),
+                       eval_every=4, eval_max=8))
+    desc = json.loads((final / "llasm.json").read_text())
+    assert desc["stage"] == 2 and desc["adaptor"]["topk"] == 1
+    a1, a2 = load_file(str(s1 / "adaptor.safetensors")), load_file(str(final / "adaptor.safetensors"))
+    assert all(torch.equal(a1[k], a2[k]) for k in a1)  # frozen: top-1 rows carry no gradient
+    lcfg = json.loads((final / "lora" / "adapter_config.json").read_text())
+    assert lcfg["r"] == 2 and set(lcfg["target_modules"]) == {"q_proj", "v_proj"}
+    lora = load_file(str(final / "lora" / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero
+    ev = [r for r in _rows(out) if "eval_loss" in r]
+    assert ev and ev[-1]["eval_loss"] > 0 and "wer" in ev[-1]
+
+
+def test_mix_conversations_render_like_a_transcribe_turn_at_run_time(tiny: Path, tmp_path: Path) -> None:
+    """Training sees exactly the tokens `--transcribe` sends: system prompt, audio, then the instruction."""
+    import dataclasses
+
+    from assistant.prompt import AUDIO, Message
+    from training.data import conversation_turns
+    from training.datagen.mix import build_mix
+
+    mix = tmp_path / "mix.jsonl"
+    build_mix(mix, asr=str(tiny / "data" / "train.jsonl"), conversations=None, asr_count=3,
+              system_prompt="Be brief.", transcribe_instruction="Say it again.")
+    m = LLaSM.build(ModelSpec(encoder=str(tiny / "whisper"), llm=str(tiny / "llm"), adaptor={"type": "linear"}))
+    ex = read_manifest(mix).examples[0]
+    turns = conversation_turns(ex)
+    assert [t.role for t in turns] == ["system", "user", "assistant"] and turns[2].text == turns[1].transcript
+    got = m.prompt.build(turns[:2], add_generation=True)
+    tpl = dataclasses.replace(m.prompt.template, default_system="Be brief.", transcribe="Say it again.")
+    want: list[int] = []
+    for seg in tpl.render([Message("user", tpl.transcribe, audio=True, audio_first=True)], add_generation=True):
+        want += [-1] if seg is AUDIO else m.prompt.encode(seg)  # type: ignore[arg-type]
+    assert got.ids == want
+    # the KL teacher reads the transcript where the audio was
+    teacher = m.prompt.tok.decode([i for i in m.prompt.build(turns[:2], text_only=True).ids])
+    assert ex.turns[1]["value"] + "\nSay it again." in teacher
+
+
+def test_lm_loss_scores_only_the_trained_positions(tiny: Path) -> None:
+    """The LM head runs on trained positions only; the loss equals the one over full logits."""
+    import torch.nn.functional as F
+
+    m = LLaSM.build(ModelSpec(encoder=str(tiny / "whisper"), llm=str(tiny / "llm"), adaptor={"type": "linear"}))
+    exs = read_manifest(tiny / "data" / "conv.jsonl").examples[:3]
+    b = collate(exs, m, stage=2, objective="llm", seed=0, epoch=0, indices=[0, 1, 2])
+    states, lens = m.encode(b["features"], b["mel_lengths"])
+    audio, _ = m.adaptor(states, lens)
+    with torch.no_grad():
+        loss, n = m.lm_loss(b["samples"], audio)
+        emb, mask, labels = m.embed(b["samples"], audio)
+        logits = m.llm(inputs_embeds=emb, attention_mask=mask).logits[:, :-1]
+        tgt = labels[:, 1:]
+        full = F.cross_entropy(logits[tgt != -100], tgt[tgt != -100])
+    assert n == int((tgt != -100).sum()) > 0
+    assert torch.allclose(loss, full, atol=1e-5)
+
+
 def test_bad_settings_fail_clearly(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="unknown setting"):
         TrainConfig.from_recipe(None, nonsense=1)

@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
         objective: str = typer.Option(None, help="llm | ctc (stage 0: ctc adaptor without the LLM)"),
         init: str = typer.Option(None, help="start from this checkpoint"),
         llm_weights: str = typer.Option(None, help="stage 2: full | lora"),
+        lora_r: int = typer.Option(None, help="LoRA rank"),
+        lora_targets: str = typer.Option(None, help="LoRA target layers, comma separated (default: all linear)"),
         loss: str = typer.Option(None, help="ce | kl"),
         lr: float = typer.Option(None), max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
         grad_accum: int = typer.Option(None), warmup_steps: int = typer.Option(None),

@@ -211,7 +211,9 @@ def conversation_turns(ex: Example) -> list[Turn]:
         who = t.get("from", "")
         if who in ("human", "user"):
             if "audio_index" in t:
-                out.append(Turn("user", "", audio=t["audio_index"], transcript=t.get("value", "")))
+                # an optional typed instruction after the audio, as a `--transcribe` turn puts it at run time
+                out.append(Turn("user", t.get("instruction", ""), audio=t["audio_index"], audio_first=True,
+                                transcript=t.get("value", "")))
             else:
                 out.append(Turn("user", t.get("value", "")))
         elif who in ("gpt", "assistant"):

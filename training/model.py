@@ -173,8 +173,13 @@ class Adaptor(nn.Module):
             outs, heard = [], []
             for i in range(states.shape[0]):
                 lg = logits[i, : int(n[i])]
-                probs = lg.softmax(-1)
                 segs = ctc_segments(lg.argmax(-1).cpu().numpy(), blank=c.vocab_size)
+                heard.append([s[0] for s in segs])
+                if c.topk == 1:  # each segment is its token's row (a one-token posterior mix is exactly that)
+                    ids = torch.tensor(heard[-1], dtype=torch.long, device=table.device)
+                    outs.append(table[ids])
+                    continue
+                probs = lg.softmax(-1)
                 rows = []
                 for _, a, b in segs:
                     q = probs[a:b, : c.vocab_size].mean(0)
@@ -182,7 +187,6 @@ class Adaptor(nn.Module):
                     w = q[idx] / q[idx].sum()
                     rows.append(w @ table[idx])
                 outs.append(torch.stack(rows) if rows else table.new_zeros(0, c.n_embd))
-                heard.append([s[0] for s in segs])
             return outs, heard
         x, n = stack_batch(states, lengths, c.stack)
         x = x.to(next(self.parameters()).dtype)
@@ -458,22 +462,28 @@ class LLaSM(nn.Module):
                 teacher_samples: Sequence[Sample] | None = None) -> tuple[torch.Tensor, int]:
         """Cross-entropy on the trained tokens, or (teacher_samples given) KL(teacher || student) there."""
         emb, mask, labels = self.embed(samples, audio_emb)
-        logits = self.llm(inputs_embeds=emb, attention_mask=mask).logits[:, :-1].float()
-        tgt = labels[:, 1:]
-        sel = tgt != IGNORE
-        n = int(sel.sum())
+        keep = _trained_positions(labels)
+        n = int(keep.sum())
+        # the LM head runs only where a token is trained: most positions are prompt and audio
+        logits = self._logits(self.llm, emb, mask, keep)
+        tgt = labels[:, 1:][keep[:, :-1]]
         if teacher_samples is None:
-            return F.cross_entropy(logits[sel], tgt[sel]), n
+            return F.cross_entropy(logits, tgt), n
         with torch.no_grad(), self._teacher() as teacher:
             t_emb, t_mask, t_labels = self.embed(teacher_samples, [])
-            t_logits = teacher(inputs_embeds=t_emb, attention_mask=t_mask).logits[:, :-1].float()
-            t_sel = t_labels[:, 1:] != IGNORE
-            if int(t_sel.sum()) != n:
+            t_keep = _trained_positions(t_labels)
+            if int(t_keep.sum()) != n:
                 raise ModelError("teacher and student sequences train different numbers of tokens")
-            t_logp = t_logits[t_sel].log_softmax(-1)
-        s_logp = logits[sel].log_softmax(-1)
+            t_logp = self._logits(teacher, t_emb, t_mask, t_keep).log_softmax(-1)
+        s_logp = logits.log_softmax(-1)
         kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
         return kl, n
+
+    @staticmethod
+    def _logits(llm: nn.Module, emb: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """float32 logits [n, V] at the `keep` positions ([B, T] bool), in row-major order."""
+        out = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
+        return out.reshape(-1, out.shape[-1]).float()
 
     @contextlib.contextmanager
     def _teacher(self):
@@ -517,6 +527,13 @@ class LLaSM(nn.Module):
                 "prompt": self.template.to_dict()}
 
 
+def _trained_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: the positions whose next token carries loss."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return keep
+
+
 def read_checkpoint_config(ckpt: str | Path) -> dict[str, Any]:
     p = Path(ckpt) / "llasm.json"
     try:
@@ -528,12 +545,19 @@ def read_checkpoint_config(ckpt: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint(ckpt: str | Path, *, llm_weights: str | None = None, **spec_overrides: Any) -> LLaSM:
-    """Rebuild a model from a checkpoint dir; `llm_weights` may switch what trains next (e.g. stage 2)."""
+def load_checkpoint(ckpt: str | Path, *, llm_weights: str | None = None,
+                    adaptor_overrides: dict[str, Any] | None = None, **spec_overrides: Any) -> LLaSM:
+    """Rebuild a model from a checkpoint dir; `llm_weights` may switch what trains next (e.g. stage 2), and
+    `adaptor_overrides` change run-time adaptor settings that hold no weights (the ctc `topk`)."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
     cfg = read_checkpoint_config(ckpt)
+    if adaptor_overrides:
+        bad = set(adaptor_overrides) - {"topk"}
+        if bad:
+            raise ModelError(f"adaptor settings {sorted(bad)} hold weights; they cannot change after training")
+        cfg["adaptor"] = {**cfg["adaptor"], **adaptor_overrides}
     gguf = cfg["llm"].get("gguf")
     spec = ModelSpec(encoder=cfg["encoder"]["path"], llm=cfg["llm"]["path"], adaptor=dict(cfg["adaptor"]),
                      llm_gguf=Path(gguf).name if gguf else None,

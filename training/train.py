@@ -60,12 +60,13 @@ class TrainConfig:
     adaptor: str = "ultravox"
     stack: int = 0  # 0: the adaptor type's default
     hidden: int = 0  # 0: derived from the widths
-    topk: int = 8
+    topk: int = 0  # ctc: tokens mixed per segment (0: the adaptor's default, or the --init checkpoint's)
     objective: str = "llm"  # llm (LLM in the loop) | ctc (ctc adaptor, stage 0, no LLM forward)
     init: str = ""  # start from this checkpoint (stage 2 from stage 1)
     llm_weights: str = ""  # stage 2: full | lora (stage 1: base)
     lora_r: int = 16
     lora_alpha: int = 32
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # comma separated
     loss: str = "ce"  # ce | kl
     # optimisation
     lr: float = 1e-3
@@ -354,15 +355,30 @@ def prune_checkpoints(out: Path, keep: int) -> None:
 
 
 # ---- model setup -------------------------------------------------------------------------------------------
+def _lora_targets(cfg: TrainConfig) -> tuple[str, ...]:
+    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+    if not targets:
+        raise TrainError("--lora-targets is empty; name the LLM's linear layers (e.g. q_proj,v_proj)")
+    return targets
+
+
 def build_model(cfg: TrainConfig) -> LLaSM:
     trains = cfg.what_trains()
     kl_teacher = cfg.loss == "kl" and trains == "full"
     if cfg.init:
         read_checkpoint_config(cfg.init)
-        return load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                               gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
-                               state_mask=cfg.state_mask)
-    adaptor = {"type": cfg.adaptor, "topk": cfg.topk}
+        model = load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                lora_targets=_lora_targets(cfg), gradient_checkpointing=cfg.gradient_checkpointing,
+                                kl_teacher=kl_teacher, state_mask=cfg.state_mask,
+                                adaptor_overrides={"topk": cfg.topk} if cfg.topk else None)
+        c = model.adaptor.config
+        if c.type == "ctc" and c.topk == 1:
+            # each segment is read as one token's embedding row: no gradient reaches the adaptor
+            model.adaptor.requires_grad_(False)
+        return model
+    adaptor: dict[str, Any] = {"type": cfg.adaptor}
+    if cfg.topk:
+        adaptor["topk"] = cfg.topk
     if cfg.stack:
         adaptor["stack"] = cfg.stack
     if cfg.hidden:
@@ -373,7 +389,7 @@ def build_model(cfg: TrainConfig) -> LLaSM:
         llm, gguf = str(Path(llm).parent), Path(llm).name
     spec = ModelSpec(encoder=resolve_base(cfg.encoder, "encoder"), llm=llm, llm_gguf=gguf, adaptor=adaptor,
                      llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                     gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
+                     lora_targets=_lora_targets(cfg), gradient_checkpointing=cfg.gradient_checkpointing, kl_teacher=kl_teacher,
                      state_mask=cfg.state_mask)
     return LLaSM.build(spec)
 
@@ -490,14 +506,16 @@ def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCac
     n_gen = cfg.eval_generate if n_generate is None else n_generate
     for i in range(0, len(exs), cfg.batch_size):
         chunk = exs[i: i + cfg.batch_size]
-        batch = collate(chunk, model, stage=1, objective=cfg.objective, seed=cfg.seed, epoch=0,
+        # conversations (a stage-2 mix) are scored as they are written; ASR clips with the fixed instruction
+        stage = 1 if all(e.is_asr for e in chunk) else 2
+        batch = collate(chunk, model, stage=stage, objective=cfg.objective, seed=cfg.seed, epoch=0,
                         indices=list(range(i, i + len(chunk))), cache=cache, train=False)
         loss, n = model(batch)
         losses.append(float(loss) * n)
         weights.append(n)
         if len(hyps) < n_gen:
             hyps.extend(transcribe_batch(model, batch, chunk)[: n_gen - len(hyps)])
-            refs.extend(e.text for e in chunk[: len(hyps) - len(refs)])
+            refs.extend(_reference(e) for e in chunk[: len(hyps) - len(refs)])
     model.train(was_training)
     out = {"eval_loss": sum(losses) / max(1, sum(weights))}
     if hyps:
@@ -505,6 +523,14 @@ def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCac
         out["wer"] = float(jiwer.wer(*norm)) if all(norm[0]) else float("nan")
         out["example"] = f"{refs[0]!r} -> {hyps[0]!r}"
     return out
+
+
+def _reference(ex: Any) -> str:
+    """What a held-out example should produce: its transcript, or a conversation's last reply."""
+    if ex.is_asr:
+        return ex.text
+    replies = [t.get("value", "") for t in ex.turns if t.get("from") in ("gpt", "assistant")]
+    return replies[-1] if replies else ""
 
 
 def _norm(s: str) -> str:
@@ -525,12 +551,21 @@ def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -
     emb, heard = model.adaptor(states.to(dev), lens.to(dev))
     if heard is not None and model.adaptor.config.type == "ctc" and batch["objective"] == "ctc":
         return [model.tokenizer.decode(h, skip_special_tokens=True).strip() for h in heard]
-    from training.data import asr_turns
+    from training.data import asr_turns, conversation_turns
 
     out = []
     for i, ex in enumerate(examples):
-        sample = model.prompt.build(asr_turns(ex, None, with_answer=False), add_generation=True)
-        out.append(model.generate(sample, [emb[i]], max_new_tokens=max(16, 3 * len(ex.text.split()) + 8)))
+        if ex.is_asr:
+            turns = asr_turns(ex, None, with_answer=False)
+        else:  # a conversation: everything before its last reply (its clips are this batch's, in order)
+            turns = conversation_turns(ex)
+            while turns and turns[-1].role == "assistant":
+                turns.pop()
+        n_words = len(_reference(ex).split())
+        clips = [emb[j] for j in range(sum(len(e.clips) for e in examples[:i]),
+                                       sum(len(e.clips) for e in examples[: i + 1]))]
+        sample = model.prompt.build(turns, add_generation=True)
+        out.append(model.generate(sample, clips, max_new_tokens=max(16, 3 * n_words + 8)))
     return out
 
 
@@ -649,7 +684,7 @@ def train(cfg: TrainConfig) -> Path:
 
     metrics = (out / "metrics.jsonl").open("a") if acc.is_main_process else None
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_main_process, dynamic_ncols=True,
-               desc=f"stage {cfg.stage} ({cfg.adaptor}, {cfg.objective})")
+               desc=f"stage {cfg.stage} ({model.adaptor.config.type}, {cfg.objective})")
     wrapped.train()
     model.encoder.eval()
     t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0

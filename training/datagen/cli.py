@@ -1,4 +1,4 @@
-"""`llasm-train data asr|instructions|convert`: build speech datasets offline (see docs/data.md)."""
+"""`llasm-train data asr|instructions|convert|mix`: build speech datasets offline (see docs/data.md)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,29 @@ def convert_cmd(
     def go() -> None:
         build_converted(src, out, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet),
                         max_chars=max_chars, limit=limit)
+
+    _run(go)
+
+
+@data_app.command("mix")
+def mix_cmd(
+    out: Path = typer.Option(..., "--out", help="the stage-2 manifest to write (.jsonl)"),
+    asr: str = typer.Option(..., "--asr", help="ASR manifest(s), comma separated: each clip becomes a transcription request"),
+    conversations: str = typer.Option(None, "--conversations", help="spoken-question conversations (from `data instructions`)"),
+    asr_count: int = typer.Option(None, "--asr-count", help="use this many ASR clips, drawn at random (default: all)"),
+    system_prompt: str = typer.Option("You are a helpful assistant. Answer in one short sentence.",
+                                      help="the bundle's system prompt, put first in every conversation"),
+    transcribe_instruction: str = typer.Option("Repeat the sentence above word for word.",
+                                               help="what the bundle's `--transcribe` turn asks after the audio"),
+    seed: int = typer.Option(0, help="random seed (the clip draw and the order)"),
+) -> None:
+    """Stage-2 conversations in the bundle's own prompt: transcription requests and spoken questions."""
+    from training.datagen.mix import build_mix
+
+    def go() -> None:
+        n = build_mix(out, asr=asr, conversations=conversations, asr_count=asr_count, system_prompt=system_prompt,
+                      transcribe_instruction=transcribe_instruction, seed=seed)
+        print(f"{out}: {n['transcribe']} transcription requests + {n['questions']} spoken-question conversations")
 
     _run(go)
 

@@ -1,0 +1,70 @@
+"""Stage-2 training conversations in a bundle's own prompt: spoken transcription requests and spoken questions.
+
+`llasm-train data mix` writes one conversation manifest from ASR clips and spoken-question conversations:
+
+- each ASR clip becomes [system, user: <audio> + the transcribe instruction, assistant: the transcript], the
+  turn `llasm-assistant --transcribe` sends at run time;
+- each spoken question keeps its turns, with the same system prompt put first.
+
+Audio paths are written relative to the output manifest, so the clips (and a state cache built from their
+original manifests) are reused, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+from training.data import DataError, read_manifest
+
+
+def build_mix(out: str | Path, *, asr: str, conversations: str | None, asr_count: int | None,
+              system_prompt: str, transcribe_instruction: str, seed: int = 0) -> dict[str, int]:
+    """Write OUT (a .jsonl manifest); returns how many transcription and question conversations it holds."""
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise DataError(f"--out {out}: the mix is one manifest file and must end in .jsonl")
+    if not transcribe_instruction.strip():
+        raise DataError("--transcribe-instruction is empty")
+    asr_exs = [e for e in read_manifest(asr).examples if e.is_asr]
+    if not asr_exs:
+        raise DataError(f"{asr}: no ASR clips (audio + text) in it")
+    rng = random.Random(seed)
+    if asr_count is not None:
+        if asr_count < 0:
+            raise DataError(f"--asr-count must be at least 0, not {asr_count}")
+        asr_exs = rng.sample(asr_exs, min(asr_count, len(asr_exs)))
+    conv_exs = [e for e in read_manifest(conversations).examples if not e.is_asr] if conversations else []
+    if conversations and not conv_exs:
+        raise DataError(f"{conversations}: no conversations in it")
+    base = out.parent.resolve()
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(Path(p).resolve(), base)
+
+    system = [{"from": "system", "value": system_prompt}] if system_prompt.strip() else []
+    rows = []
+    for e in asr_exs:
+        rows.append({"id": f"asr-{e.id}", "conversations": system + [
+            {"from": "human", "value": e.text, "audio": rel(e.clips[0]), "instruction": transcribe_instruction},
+            {"from": "gpt", "value": e.text}]})
+    for e in conv_exs:
+        turns = []
+        for t in e.turns:
+            t = dict(t)
+            if "audio_index" in t:
+                t["audio"] = rel(e.clips[t.pop("audio_index")])
+            turns.append(t)
+        if not any(t.get("from") == "system" for t in turns):
+            turns = system + turns
+        rows.append({"id": f"conv-{e.id}", "conversations": turns})
+    rng.shuffle(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return {"transcribe": len(asr_exs), "questions": len(conv_exs)}
