@@ -81,6 +81,20 @@ def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> Non
     report = verify_bundle(out, thresholds=TIGHT)
     assert report.passed, report.failures()
     assert len(report.clips) == 2 and all(c.first_token_agrees for c in report.clips)
+    # bench's llama.cpp reference runs the bundle's model as the engine does: with its LoRA
+    from assistant.bench import LlamaCppReference
+
+    last = []
+    for lora in (None, b.llm.lora):
+        ref = LlamaCppReference(b.llm.path, n_threads=1, lora=lora)
+        try:
+            ref.llm.eval(ref.prompt)
+            logits = ref._lib.llama_get_logits_ith(ref.llm.ctx, -1)
+            last.append(np.ctypeslib.as_array(logits, shape=(ref.llm.n_vocab(),)).copy())
+            assert ref.decode_speed(4) > 0
+        finally:
+            ref.close()
+    assert not np.allclose(last[0], last[1], atol=1e-4)
 
 
 def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
