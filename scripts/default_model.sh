@@ -42,30 +42,35 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
   --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" --eval-data "$work/asr/eval.jsonl" \
   --state-cache "$work/states" --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 \
   --warmup-steps 50 --log-every 10 --eval-every 200 --save-every 50 --seed 0
-# 5. Stage 2: a small LoRA on the LLM (rank 8, attention only), trained on what the bundle's prompt sends:
-#    2,000 transcription requests ("Repeat the sentence above word for word." after the audio) and 520 spoken
-#    questions, each under the bundle's system prompt. The LLM reads each ctc segment as its most likely token
-#    (--topk 1), so the adaptor is frozen. KL to the same LLM reading the typed text (the LoRA switched off).
+# 5. Stage 2: a small LoRA on the LLM (rank 8, attention only), trained on what the bundle's prompt sends, each
+#    under the bundle's system prompt. The LLM reads each ctc segment as its most likely token (--topk 1), so
+#    the adaptor is frozen.
+#    - 2,000 transcription requests ("Repeat the sentence above word for word." after the audio). The reply is
+#      what the stage-1 adaptor hears, with cross-entropy: the LLM learns to read back what it is given.
+#    - 520 spoken questions: KL to the same LLM reading the typed question (the LoRA switched off).
+sys_prompt="You are a helpful assistant. Answer in one short sentence."
+instruction="Repeat the sentence above word for word."
+export_bundle() {  # CHECKPOINT OUT [extra flags]: the adaptor (+ LoRA); encoder and LLM come from their packages
+  $bin/llasm-export bundle "$1" "$2" --force --ctc-vocab "$work/asr/train.jsonl" \
+    --ctc-vocab "$work/asr-wide/train.jsonl" --system-prompt "$sys_prompt" --ctc-topk 1 \
+    --transcribe-instruction "$instruction" --llm-quant q8_0 "${@:3}"
+}
+export_bundle "$work/stage1/final" "$work/bundle-stage1"
 $bin/llasm-train data instructions --out "$work/questions-train" --count 520 --eval-fraction 0 --multi-turn 0 \
   --max-tokens 40 --seed 21 --quiet
 $bin/llasm-train cache-states --data "$work/questions-train/train.jsonl" --out "$work/states" --engine ct2
-sys_prompt="You are a helpful assistant. Answer in one short sentence."
-instruction="Repeat the sentence above word for word."
 $bin/llasm-train data mix --out "$work/mix/train.jsonl" --asr "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" \
   --asr-count 2000 --conversations "$work/questions-train/train.jsonl" --system-prompt "$sys_prompt" \
-  --transcribe-instruction "$instruction" --seed 0
+  --transcribe-instruction "$instruction" --heard-from "$work/bundle-stage1" --seed 0 --quiet
 $bin/llasm-train data mix --out "$work/mix/eval.jsonl" --asr "$work/asr/eval.jsonl" --system-prompt "$sys_prompt" \
   --transcribe-instruction "$instruction" --seed 0
 $bin/llasm-train stage2 --recipe cpu --init "$work/stage1/final" --topk 1 --llm-weights lora --lora-r 8 \
   --lora-targets q_proj,k_proj,v_proj,o_proj --loss kl --data "$work/mix/train.jsonl" \
   --eval-data "$work/mix/eval.jsonl" --state-cache "$work/states" --out "$work/stage2" --batch-size 8 \
-  --max-steps "${STAGE2_STEPS:-600}" --max-minutes 45 --lr 5e-4 --warmup-steps 30 --log-every 10 --eval-every 150 \
-  --save-every 50 --mixed-precision no --seed 0
-# 6. The bundle: the adaptor and the LoRA (as lora.gguf over the base); encoder and LLM are referenced from
-#    the packages that ship them. The ctc head scores only the tokens its training transcripts use (--ctc-vocab).
-$bin/llasm-export bundle "$work/stage2/final" "$work/bundle" --force --ctc-vocab "$work/asr/train.jsonl" \
-  --ctc-vocab "$work/asr-wide/train.jsonl" --system-prompt "$sys_prompt" \
-  --ctc-topk 1 --transcribe-instruction "$instruction" --llm-quant q8_0 --lora-adapter
+  --max-steps "${STAGE2_STEPS:-480}" --lr 5e-4 --warmup-steps 30 --log-every 10 --eval-every 160 \
+  --save-every 40 --mixed-precision no --seed 0
+# 6. The bundle: the adaptor and the LoRA (lora.gguf over the base GGUF).
+export_bundle "$work/stage2/final" "$work/bundle" --lora-adapter
 # 7. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade), unseen acoustics
 #    with latency, then matched and clean acoustics.
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \

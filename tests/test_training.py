@@ -173,6 +173,27 @@ def test_lm_loss_scores_only_the_trained_positions(tiny: Path) -> None:
     assert torch.allclose(loss, full, atol=1e-5)
 
 
+def test_a_conversation_can_train_with_cross_entropy_in_a_kl_run(tiny: Path) -> None:
+    """`"loss": "ce"` rows score their own replies; the others KL to the text-reading teacher; one mean."""
+    import dataclasses
+
+    m = LLaSM.build(ModelSpec(encoder=str(tiny / "whisper"), llm=str(tiny / "llm"), adaptor={"type": "linear"}))
+    exs = read_manifest(tiny / "data" / "conv.jsonl").examples[:3]
+    exs[0] = dataclasses.replace(exs[0], loss="ce")
+
+    def run(chunk, kl):  # noqa: ANN001, ANN202
+        b = collate(chunk, m, stage=2, objective="llm", seed=0, epoch=0, indices=list(range(len(chunk))), kl=kl)
+        states, lens = m.encode(b["features"], b["mel_lengths"])
+        with torch.no_grad():
+            return m.lm_loss(b["samples"], m.adaptor(states, lens)[0], b["teacher"])
+
+    mixed, n = run(exs, True)
+    ce, n_ce = run(exs[:1], False)
+    kl, n_kl = run(exs[1:], True)
+    assert n == n_ce + n_kl and float(kl) > 0
+    assert torch.allclose(mixed, (ce * n_ce + kl * n_kl) / n, atol=1e-5)
+
+
 def test_bad_settings_fail_clearly(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="unknown setting"):
         TrainConfig.from_recipe(None, nonsense=1)

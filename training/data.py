@@ -40,6 +40,7 @@ class Example:
     text: str = ""  # ASR transcript
     language: str = ""
     seconds: float = 0.0  # total audio duration (for length grouping)
+    loss: str = ""  # a conversation's own loss ("ce"), overriding the run's KL for it
 
     @property
     def is_asr(self) -> bool:
@@ -141,7 +142,10 @@ def _jsonl(p: Path) -> Iterator[Example]:
                         clips.append(base / t["audio"])
                         t["audio_index"] = len(clips) - 1
                     turns.append(t)
-                yield Example(str(d.get("id", n)), clips, turns)
+                loss = d.get("loss", "")
+                if loss not in ("", "ce", "kl"):
+                    raise DataError(f"{p}:{n}: 'loss' must be 'ce' or 'kl', not {loss!r}")
+                yield Example(str(d.get("id", n)), clips, turns, loss=loss)
             elif "audio" in d and "text" in d:
                 yield Example(str(d.get("id", n)), [base / d["audio"]], [], d["text"], d.get("language", ""))
             else:
@@ -307,8 +311,8 @@ def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: s
             targets.append(model.prompt.encode(ex.text if ex.is_asr else turns[0].transcript))
         else:
             samples.append(model.prompt.build(turns))
-            if kl:
-                teacher.append(model.prompt.build(turns, text_only=True))
+            if kl:  # None: this conversation trains with cross-entropy on its replies
+                teacher.append(None if ex.loss == "ce" else model.prompt.build(turns, text_only=True))
         texts.append(ex.text)
     batch: dict[str, Any] = {"samples": samples, "teacher": teacher if kl else None, "targets": targets,
                              "texts": texts, "objective": objective}

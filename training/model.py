@@ -467,17 +467,23 @@ class LLaSM(nn.Module):
         # the LM head runs only where a token is trained: most positions are prompt and audio
         logits = self._logits(self.llm, emb, mask, keep)
         tgt = labels[:, 1:][keep[:, :-1]]
-        if teacher_samples is None:
+        kl_rows = [i for i, t in enumerate(teacher_samples or []) if t is not None]
+        if not kl_rows:
             return F.cross_entropy(logits, tgt), n
+        # rows with a teacher sample: KL to it; rows without (None): cross-entropy on their own replies
+        row_of = keep.nonzero()[:, 0]
+        on_kl = torch.isin(row_of, torch.tensor(kl_rows, device=row_of.device))
         with torch.no_grad(), self._teacher() as teacher:
-            t_emb, t_mask, t_labels = self.embed(teacher_samples, [])
+            t_emb, t_mask, t_labels = self.embed([teacher_samples[i] for i in kl_rows], [])  # type: ignore[index]
             t_keep = _trained_positions(t_labels)
-            if int(t_keep.sum()) != n:
+            if int(t_keep.sum()) != int(on_kl.sum()):
                 raise ModelError("teacher and student sequences train different numbers of tokens")
             t_logp = self._logits(teacher, t_emb, t_mask, t_keep).log_softmax(-1)
-        s_logp = logits.log_softmax(-1)
-        kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
-        return kl, n
+        s_logp = logits[on_kl].log_softmax(-1)
+        total = (t_logp.exp() * (t_logp - s_logp)).sum()
+        if not bool(on_kl.all()):
+            total = total + F.cross_entropy(logits[~on_kl], tgt[~on_kl], reduction="sum")
+        return total / n, n
 
     @staticmethod
     def _logits(llm: nn.Module, emb: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -141,13 +141,17 @@ def mix_cmd(
     transcribe_instruction: str = typer.Option("Repeat the sentence above word for word.",
                                                help="what the bundle's `--transcribe` turn asks after the audio"),
     seed: int = typer.Option(0, help="random seed (the clip draw and the order)"),
+    heard_from: str = typer.Option(None, "--heard-from", help="a bundle with a ctc adaptor: transcription replies "
+                                   "are what it hears, trained with cross-entropy (read back, not rewritten)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Stage-2 conversations in the bundle's own prompt: transcription requests and spoken questions."""
     from training.datagen.mix import build_mix
 
     def go() -> None:
         n = build_mix(out, asr=asr, conversations=conversations, asr_count=asr_count, system_prompt=system_prompt,
-                      transcribe_instruction=transcribe_instruction, seed=seed)
+                      transcribe_instruction=transcribe_instruction, seed=seed, heard_bundle=heard_from,
+                      progress=not quiet)
         print(f"{out}: {n['transcribe']} transcription requests + {n['questions']} spoken-question conversations")
 
     _run(go)

@@ -20,9 +20,34 @@ from pathlib import Path
 from training.data import DataError, read_manifest
 
 
+def heard_transcripts(bundle: str | Path, clips: list[Path], *, progress: bool = False) -> list[str]:
+    """What a bundle's adaptor hears in each clip (its ctc transcript), through the runtime's own encoder."""
+    from tqdm import tqdm
+
+    from assistant.audio import load_audio
+    from assistant.engine import Engine
+
+    eng = Engine.load(bundle, n_threads=None)
+    try:
+        out = []
+        for c in tqdm(clips, desc="heard transcripts", unit="clip", disable=not progress):
+            _, heard, _ = eng.encode_audio(load_audio(str(c)))
+            if heard is None:
+                raise DataError(f"bundle {bundle}: its adaptor writes no transcript (only ctc adaptors do)")
+            out.append(heard)
+        return out
+    finally:
+        eng.close()
+
+
 def build_mix(out: str | Path, *, asr: str, conversations: str | None, asr_count: int | None,
-              system_prompt: str, transcribe_instruction: str, seed: int = 0) -> dict[str, int]:
-    """Write OUT (a .jsonl manifest); returns how many transcription and question conversations it holds."""
+              system_prompt: str, transcribe_instruction: str, seed: int = 0,
+              heard_bundle: str | Path | None = None, progress: bool = False) -> dict[str, int]:
+    """Write OUT (a .jsonl manifest); returns how many transcription and question conversations it holds.
+
+    `heard_bundle` (a bundle with a ctc adaptor): a transcription request's reply is what that adaptor hears,
+    trained with cross-entropy (`"loss": "ce"`): the LLM learns to read back the words it is given, word for
+    word, instead of rewriting them; the true transcript stays in the row as `"transcript"`."""
     out = Path(out)
     if out.suffix != ".jsonl":
         raise DataError(f"--out {out}: the mix is one manifest file and must end in .jsonl")
@@ -45,11 +70,17 @@ def build_mix(out: str | Path, *, asr: str, conversations: str | None, asr_count
         return os.path.relpath(Path(p).resolve(), base)
 
     system = [{"from": "system", "value": system_prompt}] if system_prompt.strip() else []
+    heard = (heard_transcripts(heard_bundle, [e.clips[0] for e in asr_exs], progress=progress)
+             if heard_bundle is not None else None)
     rows = []
-    for e in asr_exs:
-        rows.append({"id": f"asr-{e.id}", "conversations": system + [
-            {"from": "human", "value": e.text, "audio": rel(e.clips[0]), "instruction": transcribe_instruction},
-            {"from": "gpt", "value": e.text}]})
+    for i, e in enumerate(asr_exs):
+        said = e.text if heard is None else heard[i]
+        row: dict = {"id": f"asr-{e.id}", "conversations": system + [
+            {"from": "human", "value": said, "audio": rel(e.clips[0]), "instruction": transcribe_instruction},
+            {"from": "gpt", "value": said}]}
+        if heard is not None:
+            row.update(loss="ce", transcript=e.text)
+        rows.append(row)
     for e in conv_exs:
         turns = []
         for t in e.turns:
