@@ -1,7 +1,7 @@
 """The shipped default bundle hears: spoken questions generated at test time get on-topic answers.
 
-Runs the real default model (whisper-base CT2 + SmolLM2 Q4_1 from the packages, the ctc adaptor shipped in
-assistant/default_model/) on espeak-ng speech made here, through the engine and the command line.
+Runs the real default model (whisper-base CT2 + SmolLM2 Q8_0 from the packages, the ctc adaptor and the LoRA
+shipped in assistant/default_model/) on espeak-ng speech made here, through the engine and the command line.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def engine():  # noqa: ANN201
 def test_default_bundle_is_shipped_and_small() -> None:
     manifest = json.loads((DEFAULT / "bundle.json").read_text())
     assert manifest["encoder"]["path"] == "default:whisper-base" and manifest["llm"]["path"] == "default:smollm2-q8_0"
+    assert manifest["llm"]["lora"] == "lora.gguf" and manifest["source"]["stage"] == 2  # stage 2's LoRA over the base
     shipped = sum(p.stat().st_size for p in DEFAULT.iterdir())
     assert shipped < 25e6  # the trained parts only; base weights come from their packages
 
@@ -49,12 +50,11 @@ SENTENCES = ["What is the capital of France?", "Please open the window.", "How o
 # Measured on these clips with the shipped adaptor: 0.29 (the session-2 adaptor: 0.43). The bound catches a
 # broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
 MAX_HEARD_WER = 0.5
-# The issue's targets, which the shipped model does not reach yet (docs/default-model.md says by how much).
-# strict: the day they pass, these tests fail until the xfail marks are removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (13,450 TTS clips, 55 CPU minutes) mishears "
-                            "these clips ('What color is grass?' -> 'what is grass?'), and the 135M LLM rewrites "
-                            "what it should repeat ('is the capital of friends?' -> 'The capital of friends is "
-                            "Paris.') (docs/default-model.md)")
+# The issue's target the shipped model does not reach yet (docs/default-model.md says by how much).
+# strict: the day it passes, this test fails until the xfail mark is removed.
+NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (13,450 TTS clips, 55 CPU minutes) hears "
+                            "'What color is grass?' as 'what is grass?', and SmolLM2-135M does not say 'green' "
+                            "even to the typed question ('usually a light shade of brown') (docs/default-model.md)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -74,8 +74,9 @@ def test_the_adaptor_hears_most_spoken_words(engine, tmp_path: Path) -> None:  #
     assert wer(SENTENCES, heard) <= MAX_HEARD_WER, list(zip(SENTENCES, heard, strict=True))
 
 
-@NOT_YET
 def test_transcription_prompt_returns_the_spoken_words(engine, tmp_path: Path) -> None:  # noqa: ANN001
+    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.29 (0.29 heard); before it, the
+    # LLM rewrote it (1.19: 'is the capital of friends?' -> 'The capital of friends is Paris.').
     answers = [d.answer for d in _ask_all(engine, tmp_path, transcribe=True)]
     assert wer(SENTENCES, answers) <= 0.3, list(zip(SENTENCES, answers, strict=True))
 
