@@ -1,4 +1,5 @@
-"""Stage 1 on the real small models (whisper-base + SmolLM2-135M): a short run whose held-out loss drops."""
+"""Both stages on the real small models (whisper-base + SmolLM2-135M): a short stage-1 run whose held-out loss
+drops, and the default recipe's stage 2 (a LoRA over a frozen top-1 ctc adaptor, replies from `data mix`)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,41 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
     assert after < 0.7 * before, (before, after)
     assert (final / "adaptor.safetensors").is_file()
     assert json.loads((final / "llasm.json").read_text())["adaptor"]["type"] == "ctc"
+
+
+def test_real_stage2_reads_back_what_the_shipped_adaptor_hears(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from assistant.audio import load_audio
+    from assistant.engine import Engine
+    from training.datagen.mix import build_mix
+
+    asr = _manifest(tmp_path, "asr", SEED_SENTENCES[:8], ["en-us", "en-gb"])
+    cache = cache_states(str(asr), "default:whisper-base", tmp_path / "states", engine="ct2")
+    common = dict(adaptor="ctc", stack=4, hidden=256, state_cache=str(cache), batch_size=4, warmup_steps=1,
+                  save_every=100, eval_every=100, log_every=1)
+    s1 = train(TrainConfig.from_recipe("cpu", objective="ctc", data=str(asr), out=str(tmp_path / "s1"),
+                                       max_steps=2, lr=1e-3, **common))
+    # the transcription replies are what the shipped default bundle's adaptor hears in each clip
+    mix = tmp_path / "mix" / "train.jsonl"
+    bundle = Path(__file__).resolve().parents[1] / "assistant" / "default_model"
+    build_mix(mix, asr=str(asr), conversations=None, asr_count=None, system_prompt="Be brief.",
+              transcribe_instruction="Repeat the sentence above word for word.", heard_bundle=bundle)
+    rows = [json.loads(x) for x in mix.read_text().splitlines()]
+    eng = Engine.load(bundle, n_threads=1)
+    try:
+        r = rows[0]
+        said = eng.encode_audio(load_audio(str(mix.parent / r["conversations"][1]["audio"])))[1]
+    finally:
+        eng.close()
+    assert r["loss"] == "ce" and r["conversations"][2]["value"] == r["conversations"][1]["value"] == said
+    assert r["transcript"] in SEED_SENTENCES[:8]
+    out = tmp_path / "s2"
+    final = train(TrainConfig.from_recipe("cpu", stage=2, init=str(s1), topk=1, llm_weights="lora", lora_r=4,
+                                          lora_targets="q_proj,v_proj", loss="kl", data=str(mix), out=str(out),
+                                          max_steps=6, lr=5e-3, **common))
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert losses[-1] < losses[0], losses  # cross-entropy on the heard replies falls
+    a1, a2 = load_file(str(s1 / "adaptor.safetensors")), load_file(str(final / "adaptor.safetensors"))
+    assert all((a1[k] == a2[k]).all() for k in a1)  # the adaptor stayed frozen
+    assert json.loads((final / "llasm.json").read_text())["llm_weights"] == "lora"

@@ -553,19 +553,17 @@ def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -
         return [model.tokenizer.decode(h, skip_special_tokens=True).strip() for h in heard]
     from training.data import asr_turns, conversation_turns
 
-    out = []
-    for i, ex in enumerate(examples):
+    out, first = [], 0  # the batch's clips are its examples' clips, in order
+    for ex in examples:
         if ex.is_asr:
             turns = asr_turns(ex, None, with_answer=False)
-        else:  # a conversation: everything before its last reply (its clips are this batch's, in order)
+        else:  # a conversation: everything before its last reply
             turns = conversation_turns(ex)
             while turns and turns[-1].role == "assistant":
                 turns.pop()
-        n_words = len(_reference(ex).split())
-        clips = [emb[j] for j in range(sum(len(e.clips) for e in examples[:i]),
-                                       sum(len(e.clips) for e in examples[: i + 1]))]
+        clips, first = emb[first: first + len(ex.clips)], first + len(ex.clips)
         sample = model.prompt.build(turns, add_generation=True)
-        out.append(model.generate(sample, clips, max_new_tokens=max(16, 3 * n_words + 8)))
+        out.append(model.generate(sample, clips, max_new_tokens=max(16, 3 * len(_reference(ex).split()) + 8)))
     return out
 
 
