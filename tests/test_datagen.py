@@ -90,6 +90,27 @@ def test_requests_are_distinct_and_varied() -> None:
     assert prompts.generate_requests(20, seed=0)[0].turns == reqs[0].turns  # deterministic
 
 
+def _held_out(first_turn: str) -> bool:
+    """The held-out side of a spoken request, recomputed from its text: the split ignores the opener."""
+    for opener in prompts.OPENERS:
+        if first_turn.startswith(opener):
+            first_turn = first_turn[len(opener):]
+    return text.text_is_eval(first_turn)
+
+
+def test_request_text_split_is_stable_and_ignores_the_opener() -> None:
+    reqs = prompts.generate_requests(3000, seed=3)
+    held = [r for r in reqs if r.held_out]
+    assert 0.02 * 3000 < len(held) < 0.09 * 3000
+    assert all(r.held_out == _held_out(r.turns[0]) for r in reqs)
+    train = prompts.generate_requests(400, seed=3, split="train")
+    evals = prompts.generate_requests(60, seed=5, split="eval")
+    assert not any(r.held_out for r in train) and all(r.held_out for r in evals) and len(evals) == 60
+    assert not {text.norm_key(r.core) for r in train} & {text.norm_key(r.core) for r in evals}
+    with pytest.raises(ValueError, match="split must be"):
+        prompts.generate_requests(1, split="test")
+
+
 # --------------------------------------------------------------------------------------------------
 # augmentation and voices
 
@@ -251,6 +272,10 @@ def test_instructions_build_with_fake_replier(tmp_path: Path) -> None:
         assert [t["from"] for t in turns] == ["human", "gpt", "human", "gpt"]
         assert all("audio" in t for t in turns[::2]) and turns[1]["value"].startswith("Answer number")
     assert len(fake.calls) == 10 and len(fake.calls[1]) == 3  # the follow-up sees the first exchange
+    # held-out conversations ask only held-out questions, training ones never do
+    for split in ("train", "eval"):
+        firsts = [c["conversations"][0]["value"] for c in rows(tmp_path / "inst" / f"{split}.jsonl")]
+        assert all(_held_out(t) == (split == "eval") for t in firsts), (split, firsts)
     # replies are cached: a rerun does not ask again
     build_instructions(tmp_path / "inst", 5, opts, multi_turn=1.0, replier=fake)
     assert len(fake.calls) == 10

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.data import DataError, collate, read_manifest
+from training.data import DataError, collate, read_manifest, spoken_turns_as_asr
 from training.model import LLaSM, ModelSpec
 from training.train import TrainConfig, TrainError, latest_checkpoint, train
 
@@ -69,6 +69,25 @@ def test_ctc_stage0_learns_and_transcribes(tiny: Path, tmp_path: Path) -> None:
     t = load_file(str(final / "adaptor.safetensors"))
     assert set(t) == {"ln_pre.weight", "linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias",
                       "blank.weight", "blank.bias"}  # the token table is never stored
+
+
+def test_stage1_reads_spoken_questions_as_asr_pairs(tiny: Path, tmp_path: Path) -> None:
+    conv = read_manifest(tiny / "data" / "conv.jsonl")
+    asr = read_manifest(tiny / "data" / "train.jsonl")
+    pairs = spoken_turns_as_asr(read_manifest(f"{tiny / 'data' / 'train.jsonl'},{tiny / 'data' / 'conv.jsonl'}"))
+    assert pairs.examples[: len(asr.examples)] == asr.examples  # ASR pairs pass through
+    spoken = pairs.examples[len(asr.examples):]
+    assert len(spoken) == len(conv.examples)  # one spoken turn each; typed turns and replies are not used
+    for ex, c in zip(spoken, conv.examples, strict=True):
+        assert ex.is_asr and ex.clips == c.clips[:1] and ex.text == c.turns[0]["value"] and ex.language == "en"
+        assert 0 < ex.seconds <= c.seconds
+    with pytest.raises(DataError, match="no spoken turns"):
+        spoken_turns_as_asr(type(conv)([type(ex)("t", [], [{"from": "human", "value": "typed"}]) for ex in spoken]))
+    # a ctc stage 1 on ASR clips + spoken questions trains on both (the question's words are its targets)
+    out = tmp_path / "q"
+    train(_cfg(tiny, out, adaptor="ctc", objective="ctc", stack=1, max_steps=2,
+               data=f"{tiny / 'data' / 'train.jsonl'},{tiny / 'data' / 'conv.jsonl'}"))
+    assert [r["step"] for r in _rows(out) if "loss" in r] == [1, 2]
 
 
 def test_time_budget_stops_evaluates_and_saves(tiny: Path, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ class Example:
     text: str = ""  # ASR transcript
     language: str = ""
     seconds: float = 0.0  # total audio duration (for length grouping)
+    clip_seconds: list[float] = field(default_factory=list)  # each clip's duration
     loss: str = ""  # a conversation's own loss ("ce"), overriding the run's KL for it
 
     @property
@@ -107,6 +108,26 @@ def read_manifest(path: str | Path, *, limit: int | None = None) -> Manifest:
     return m
 
 
+def spoken_turns_as_asr(manifest: Manifest) -> Manifest:
+    """Stage 1 reads conversations as speech-recognition pairs: each spoken human turn becomes one ASR
+    example (its clip, its text as the transcript); ASR examples pass through. Typed turns and replies are
+    not used."""
+    out: list[Example] = []
+    for ex in manifest.examples:
+        if ex.is_asr:
+            out.append(ex)
+            continue
+        for t in ex.turns:
+            if t.get("from") in ("human", "user") and "audio_index" in t and t.get("value", "").strip():
+                i, text = t["audio_index"], t["value"]
+                language = t.get("language") or ("zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en")
+                out.append(Example(f"{ex.id}/{i}", [ex.clips[i]], [], text, language,
+                                   ex.clip_seconds[i] if ex.clip_seconds else 0.0))
+    if not out:
+        raise DataError("no spoken turns with text in the training data: stage 1 needs ASR pairs")
+    return Manifest(out, manifest.skipped, manifest.problems)
+
+
 def _check_clips(ex: Example) -> str | None:
     import soundfile as sf
 
@@ -120,6 +141,7 @@ def _check_clips(ex: Example) -> str | None:
         if secs <= 0.0 or secs > 30.0:
             return f"{c}: duration {secs:.1f} s outside (0, 30] s"
         total += secs
+        ex.clip_seconds.append(secs)
     ex.seconds = total
     return None
 
@@ -337,4 +359,4 @@ def batch_tokens(batch: dict[str, Any]) -> int:
 
 
 __all__ = ["DataError", "Example", "Manifest", "Sample", "StateCache", "collate", "features_batch",
-           "length_grouped_batches", "read_manifest"]
+           "length_grouped_batches", "read_manifest", "spoken_turns_as_asr"]

@@ -37,6 +37,7 @@ from training.data import (
     length_grouped_batches,
     load_clip,
     read_manifest,
+    spoken_turns_as_asr,
 )
 from training.model import LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
 
@@ -629,6 +630,9 @@ def train(cfg: TrainConfig) -> Path:
     if acc.is_main_process:
         manifest.report()
     eval_manifest = read_manifest(cfg.eval_data) if cfg.eval_data else None
+    if cfg.stage == 1:  # spoken questions train the adaptor's hearing too
+        manifest = spoken_turns_as_asr(manifest)
+        eval_manifest = spoken_turns_as_asr(eval_manifest) if eval_manifest else None
     cache = StateCache(cfg.state_cache) if cfg.state_cache else None
 
     model = build_model(cfg)

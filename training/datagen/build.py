@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 
 from assistant.audio import SAMPLE_RATE, AudioError, load_audio, save_wav
 from training.datagen import augment
+from training.datagen.text import text_is_eval
 from training.datagen.tts import TtsError, Voice, available_backends, synthesize, voices
 
 MIN_SECONDS, MAX_SECONDS = 0.4, 30.0
@@ -91,11 +91,9 @@ class BuildOptions:
         return d
 
 
-def text_is_eval(text: str) -> bool:
-    """Stable text split: about 1 text in 20 is held out, whatever the seed."""
-    from training.datagen.text import norm_key
-
-    return zlib.crc32(norm_key(text).encode()) % 20 == 0
+def clip_split(seed: int, index: int, eval_fraction: float) -> str:
+    """Which split item `index` of a build goes to: the first draw of its own generator."""
+    return "eval" if clip_rng(seed, index).random() < eval_fraction else "train"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,8 +441,12 @@ def build_conversations(
     kind: str,
     settings: dict[str, Any],
     extra_meta: dict[str, Any],
+    splits: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Speak the human turns of `conversations` and write LLaVA-style manifests."""
+    """Speak the human turns of `conversations` and write LLaVA-style manifests. `splits` fixes each
+    conversation's split (as `clip_split` draws it); by default it is drawn here."""
+    if splits is not None and len(splits) != len(conversations):
+        raise DataGenError(f"{len(splits)} splits for {len(conversations)} conversations")
     root = Path(out)
     meta = check_meta(root, kind, opts.plan_settings() | settings)
     picker = VoicePicker(opts.backends, opts.hibari_fraction, opts.voice_set)
@@ -453,7 +455,9 @@ def build_conversations(
     plan: list[tuple[Conversation, str, list[ClipJob | None]]] = []
     for i, conv in enumerate(conversations):
         rng = clip_rng(opts.seed, i)
-        split = "eval" if rng.random() < opts.eval_fraction else "train"
+        split = "eval" if rng.random() < opts.eval_fraction else "train"  # the draw clip_split makes
+        if splits is not None:
+            split = splits[i]
         language = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in conv.turns[0]["value"][:40]) else "en"
         voice, rate, pitch = picker.pick(rng, language, split)  # one speaker per conversation
         turn_jobs: list[ClipJob | None] = []

@@ -20,6 +20,7 @@ from training.datagen.build import (
     _progress,
     build_conversations,
     check_meta,
+    clip_split,
 )
 from training.datagen.prompts import generate_requests
 from training.datagen.replies import LlamaReplier, Replier, ReplySettings
@@ -44,9 +45,14 @@ def build_instructions(
         raise DataGenError(f"--count must be positive, not {count}")
     root = Path(out)
     reply_meta = reply.to_dict() | {"replier": "llama.cpp chat completion" if replier is None else type(replier).__name__}
-    settings = {"multi_turn": multi_turn, "reply_generation": reply_meta}
+    # "core-text": held-out conversations take only held-out request texts (keyed without the opener), so no
+    # held-out question is ever spoken in training; builds from before that rule do not resume into this one
+    settings = {"multi_turn": multi_turn, "reply_generation": reply_meta, "text_split": "core-text"}
     check_meta(root, "instructions", opts.plan_settings() | settings)
-    requests = generate_requests(count, seed=opts.seed, multi_turn=multi_turn)
+    splits = [clip_split(opts.seed, i, opts.eval_fraction) for i in range(count)]
+    by_split = {s: iter(generate_requests(splits.count(s), seed=opts.seed, multi_turn=multi_turn, split=s))
+                for s in ("train", "eval")}
+    requests = [next(by_split[s]) for s in splits]
     cache_path = root / "replies.jsonl"
     cache: dict[str, list[str]] = {}
     if cache_path.exists():
@@ -86,7 +92,7 @@ def build_instructions(
     for r in requests:
         kinds[r.kind] = kinds.get(r.kind, 0) + 1
     extra = {"count": count, "request_kinds": kinds, "reply_model_file": model_file, "multi_turn_conversations": sum(len(r.turns) > 1 for r in requests)}
-    return build_conversations(root, convs, opts, "instructions", settings, extra)
+    return build_conversations(root, convs, opts, "instructions", settings, extra, splits=splits)
 
 
 # --------------------------------------------------------------------------------------------------

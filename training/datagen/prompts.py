@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from training.datagen.text import norm_key
+from training.datagen.text import norm_key, text_is_eval
 
 SLOTS: dict[str, list[str]] = {
     "country": "France Japan Brazil Canada Egypt India Mexico Kenya Norway Peru Italy Spain Germany Chile "
@@ -169,6 +169,12 @@ class Request:
 
     kind: str
     turns: list[str] = field(default_factory=list)
+    core: str = ""  # the first turn without its opener: what the held-out text split is keyed on
+
+    @property
+    def held_out(self) -> bool:
+        """In the stable held-out text split (`text.text_is_eval` of the core), whatever the opener."""
+        return text_is_eval(self.core)
 
 
 def _fill(template: str, rng: random.Random) -> tuple[str, dict[str, str]]:
@@ -179,8 +185,13 @@ def _fill(template: str, rng: random.Random) -> tuple[str, dict[str, str]]:
     return text[0].upper() + text[1:], values
 
 
-def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3) -> list[Request]:
-    """`count` conversations with distinct first turns; a `multi_turn` fraction gets a follow-up turn."""
+def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, split: str | None = None) -> list[Request]:
+    """`count` conversations with distinct first turns; a `multi_turn` fraction gets a follow-up turn.
+
+    `split` "train" or "eval" keeps only requests on that side of the held-out text split (`Request.held_out`),
+    so a held-out question never reaches training, not even with another opener."""
+    if split not in (None, "train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     rng = random.Random(seed)
     kinds = sorted(TEMPLATES)
     out: list[Request] = []
@@ -188,11 +199,12 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3) -> 
     tries = 0
     while len(out) < count:
         tries += 1
-        if tries > 50 * count + 1000:
+        if tries > (50 if split is None else 1000) * count + 1000:
             raise ValueError(f"only {len(out)} distinct requests can be generated, fewer than the {count} asked for")
         kind = kinds[len(out) % len(kinds)] if rng.random() < 0.5 else rng.choice(kinds)
         template = rng.choice(TEMPLATES[kind])
         text, values = _fill(template, rng)
+        core = text
         if rng.random() < 0.4:
             opener = rng.choice(OPENERS)
             first = text if text.startswith(("I ", "I'", "Albert", "Marie")) or opener.endswith(". ") else text[0].lower() + text[1:]
@@ -201,7 +213,9 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3) -> 
         if key in seen:
             continue
         seen.add(key)
-        req = Request(kind, [text])
+        req = Request(kind, [text], core)
+        if split is not None and req.held_out != (split == "eval"):
+            continue
         if rng.random() < multi_turn:
             used = [s for s in FOLLOW_UPS_SLOT if "{" + s + "}" in template]
             if used and rng.random() < 0.6:
