@@ -107,6 +107,7 @@ def test_request_text_split_is_stable_and_ignores_the_opener() -> None:
     evals = prompts.generate_requests(60, seed=5, split="eval")
     assert not any(r.held_out for r in train) and all(r.held_out for r in evals) and len(evals) == 60
     assert not {text.norm_key(r.core) for r in train} & {text.norm_key(r.core) for r in evals}
+    assert len({text.norm_key(r.core) for r in evals}) == 60  # held out: 60 different questions
     with pytest.raises(ValueError, match="split must be"):
         prompts.generate_requests(1, split="test")
 

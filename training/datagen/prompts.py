@@ -189,7 +189,8 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
     """`count` conversations with distinct first turns; a `multi_turn` fraction gets a follow-up turn.
 
     `split` "train" or "eval" keeps only requests on that side of the held-out text split (`Request.held_out`),
-    so a held-out question never reaches training, not even with another opener."""
+    so a held-out question never reaches training, not even with another opener; "eval" requests also differ
+    in more than their openers."""
     if split not in (None, "train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     rng = random.Random(seed)
@@ -209,7 +210,7 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
             opener = rng.choice(OPENERS)
             first = text if text.startswith(("I ", "I'", "Albert", "Marie")) or opener.endswith(". ") else text[0].lower() + text[1:]
             text = opener + first
-        key = norm_key(text)
+        key = norm_key(core if split == "eval" else text)  # a held-out set never asks one question twice
         if key in seen:
             continue
         seen.add(key)
