@@ -212,8 +212,13 @@ class Engine:
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
         # What every user turn starts with ("<|im_start|>user\n"): prefilled in idle time (see _prime).
         self._user_open = np.asarray(self.lm.tokenize(self.template.user.split("{content}")[0]), np.int32)
-        self._primed = 0  # KV positions past _n_kv that hold _user_open
+        # KV positions past _n_kv prefilled ahead of the next turn (see _prime and _speculate): they hold
+        # _primed_pieces, and _primed_logits are the last one's logits when those pieces are a whole turn
+        self._primed = 0
+        self._primed_pieces: list[np.ndarray] = []
+        self._primed_logits: np.ndarray | None = None
         self._prep_lock = threading.Lock()
+        self.speculate = True  # prepare() also prefills the spoken turn (False: encoder and adaptor only)
         self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
         self._prefix: list[np.ndarray] = []
         self._turns: list[_Turn] = []
@@ -253,6 +258,8 @@ class Engine:
         """Drop every KV position from _n_kv on (primed ones included)."""
         self.lm.truncate(self._n_kv)
         self._primed = 0
+        self._primed_pieces = []
+        self._primed_logits = None
 
     def _prime(self) -> None:
         """Idle-time work for the next turn: prefill what is pending (the last reply's closing tokens) and the
@@ -264,22 +271,59 @@ class Engine:
         try:
             self._sync(None)
             self.lm.decode_tokens(self._user_open, self._n_kv, logits=False)
-            self._primed = k
+            self._primed, self._primed_pieces = k, [self._user_open]
         except LLMError:
             self._truncate_kv()
 
-    def _use_primed(self, turn: _Turn, start: int) -> None:
-        """Count the primed positions as the start of `turn` (which begins at position `start`), or drop them."""
-        if not self._primed:
-            return
-        first = turn.pieces[0] if turn.pieces else None
-        k = self._primed
-        if (self._n_kv == start and first is not None and first.ndim == 1 and len(first) >= k
-                and np.array_equal(first[:k], self._user_open)):
-            self._n_kv += k
-            self._primed = 0
-        else:
+    def _speculate(self, emb: np.ndarray) -> None:
+        """Prefill the spoken turn `emb` would start (what `respond(audio)` sends) past the conversation, so
+        that turn's first token needs no prefill. Hands-free mode runs it while the VAD waits out the
+        end-of-speech silence; a turn with other content (more speech, typed text, `--transcribe`) drops it."""
+        turn = _Turn("", True)
+        turn.pieces = self._turn_pieces("", emb)
+        if self.n_positions + turn.n + CLOSE_MARGIN >= self.lm.n_ctx:
+            return  # the turn will first make room by dropping old turns
+        try:
+            self._sync(None)  # the last reply's closing tokens belong to the conversation
+            if self._primed:
+                self._truncate_kv()  # "<|im_start|>user\n" alone, or another candidate's turn
+            start = self._n_kv
+            self._turns.append(turn)
+            try:
+                logits = self._sync(None)
+            finally:
+                self._turns.pop()
+            self._primed, self._n_kv = self._n_kv - start, start
+            self._primed_pieces, self._primed_logits = turn.pieces, logits
+        except LLMError:
             self._truncate_kv()
+
+    def _use_primed(self, turn: _Turn, start: int) -> np.ndarray | None:
+        """Count the primed positions as the start of `turn` (which begins at position `start`), or drop them.
+        Returns the last position's logits when the primed positions were the whole turn."""
+        if not self._primed:
+            return None
+        primed, pieces = self._primed_pieces, turn.pieces
+        fits = self._n_kv == start and 0 < len(primed) <= len(pieces)
+        for i, (a, b) in enumerate(zip(primed, pieces, strict=False)):
+            last = i == len(primed) - 1
+            if not fits or a.ndim != b.ndim or len(a) > len(b) or (not last and len(a) != len(b)):
+                fits = False
+                break
+            fits = np.array_equal(a, b[: len(a)])
+        if not fits:
+            self._truncate_kv()
+            return None
+        whole = self._primed == turn.n
+        logits = self._primed_logits if whole else None
+        self._n_kv += self._primed
+        self._primed, self._primed_pieces, self._primed_logits = 0, [], None
+        return logits
+
+    def _turn_pieces(self, instruction: str, emb: np.ndarray | None) -> list[np.ndarray]:
+        """A user turn's positions: typed text, or audio with an optional typed instruction after it."""
+        msg = Message("user", instruction, audio=emb is not None, audio_first=emb is not None)
+        return self._render(self.template.render([msg], add_generation=True, include_prefix=False), emb)
 
     def new_chat(self, system: str | None = None) -> None:
         """Forget the conversation (the system prompt's KV is kept when it does not change)."""
@@ -409,14 +453,21 @@ class Engine:
         return np.asarray(out.embeddings, np.float32), heard, timings
 
     def prepare(self, audio: np.ndarray) -> None:
-        """Encode a clip ahead of its turn: features, encoder and adaptor, which touch no conversation state.
-        Hands-free mode calls it once the VAD has the utterance's final audio but is still waiting out the
-        end-of-speech silence; a later `respond` with the same samples then starts at the prefill."""
+        """Work a clip's turn ahead: features, encoder and adaptor, then (when no turn is running) the prefill
+        of the spoken turn past the conversation. Hands-free mode calls it once the VAD has the utterance's
+        final audio but is still waiting out the end-of-speech silence; a later `respond` with the same samples
+        starts at its first token. Anything else said or typed first drops the prefilled positions."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1 or audio.shape[0] < MIN_AUDIO_S * SAMPLE_RATE:
             return
         with self._prep_lock:
-            self._prepared = (audio.copy(), self.encode_audio(audio))
+            encoded = self.encode_audio(audio)
+            self._prepared = (audio.copy(), encoded)
+            if self.speculate and self._lock.acquire(blocking=False):  # a running turn owns the KV cache
+                try:
+                    self._speculate(encoded[0])
+                finally:
+                    self._lock.release()
 
     def _take_prepared(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]] | None:
         with self._prep_lock:  # waits for a prepare still running
@@ -474,16 +525,15 @@ class Engine:
             if heard is not None:
                 yield Heard(heard)
             instruction = self.template.transcribe if transcribe else (text or "").strip()
-            msg = Message("user", instruction, audio=True, audio_first=True)
         else:
             instruction = (text or "").strip()
-            msg = Message("user", instruction)
 
         turn = _Turn(instruction, audio is not None, heard=heard)
-        turn.pieces = self._render(self.template.render([msg], add_generation=True, include_prefix=False), emb)
+        turn.pieces = self._turn_pieces(instruction, emb)
         turn_start = self.n_positions
         self._turns.append(turn)
-        self._use_primed(turn, turn_start)
+        primed_logits = self._use_primed(turn, turn_start)
+        timings["speculative"] = float(primed_logits is not None)  # the whole turn was prefilled ahead
         n_kv_before = self._n_kv
         timings["prompt_positions"] = float(turn.n)
         timings["audio_positions"] = float(len(emb) if emb is not None else 0)
@@ -504,6 +554,8 @@ class Engine:
             turn_start = self.n_positions - turn.n
             tp = time.perf_counter()
             logits = self._sync(cancel)
+            if logits is None and primed_logits is not None and self._n_kv == self.n_positions:
+                logits = primed_logits  # nothing left to prefill: the turn was prefilled ahead
             timings["prefill_ms"] = (time.perf_counter() - tp) * 1e3
             timings["prefill_positions"] = float(self._n_kv - min(n_kv_before, self._n_kv))
             if logits is None:  # cancelled during the prefill

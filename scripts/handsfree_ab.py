@@ -1,6 +1,7 @@
 """Hands-free latency with and without `Engine.prepare`, in one run: a recording is replayed in real time
 through the capture -> VAD -> engine path (as `--mic-file`), and each utterance's time to first token after
-the VAD closes it is printed. With prepare, the encoder and adaptor run while the VAD waits out the
+the VAD closes it is printed. Three modes, in turns: no prepare; prepare with the encoder and adaptor only
+(`Engine.speculate = False`); prepare that also prefills the spoken turn, all while the VAD waits out the
 end-of-speech silence.
 
     .venv/bin/python scripts/handsfree_ab.py talk.wav [--bundle DIR] [--threads 2] [--repeats 2]
@@ -28,20 +29,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     engine = Engine.load(args.bundle, n_threads=args.threads)
-    runs: dict[str, list[float]] = {"prepare": [], "no prepare": []}
+    runs: dict[str, list[float]] = {"no prepare": [], "encode ahead": [], "encode + prefill ahead": []}
     for _ in range(args.repeats):
         for mode, ttfts in runs.items():
             if mode == "no prepare":
                 engine.prepare = None  # type: ignore[method-assign,assignment]  # the listener then skips it
             else:
                 engine.__dict__.pop("prepare", None)
+                engine.speculate = mode == "encode + prefill ahead"
             out = io.StringIO()
             run_headless(engine, FileSource(str(args.wav), realtime=True), Settings(json=True, max_tokens=8),
                          out=out, err=io.StringIO())
             recs = [json.loads(line) for line in out.getvalue().splitlines()]
             ttfts += [r["ttft_ms"] for r in recs]
             print(f"{mode}: time to first token after the VAD closes each utterance "
-                  f"{[round(r['ttft_ms']) for r in recs]} ms (prepared: {[r.get('prepared') for r in recs]})")
+                  f"{[round(r['ttft_ms']) for r in recs]} ms (prepared: {[r.get('prepared') for r in recs]}, "
+                  f"prefilled: {[r.get('speculative') for r in recs]})")
     for mode, ttfts in runs.items():
         print(f"{mode}: median {statistics.median(ttfts):.0f} ms over {len(ttfts)} utterances")
     engine.close()

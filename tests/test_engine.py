@@ -296,6 +296,56 @@ def test_prepare_encodes_ahead_and_respond_reuses_it(engine, monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.real
+def test_prepare_prefills_the_spoken_turn_and_anything_else_drops_it(engine):
+    """Engine.prepare also prefills the spoken turn past the conversation (hands-free: during the end-of-speech
+    silence). The same samples then answer with no prefill at all, exactly as without; more speech, typed text
+    or a transcription request first drop those positions, and answer as a fresh prefill does."""
+    a, b = clip(2.0, seed=5), clip(2.5, seed=6)
+    engine.new_chat()
+    plain = engine.ask(audio=a, options=GREEDY)
+    engine.new_chat()
+    engine.prepare(a)
+    assert engine._primed > len(engine._user_open) and engine._primed_logits is not None
+    fast = engine.ask(audio=a.copy(), options=GREEDY)
+    assert fast.timings["speculative"] == 1.0 and fast.timings["prefill_positions"] == 0
+    assert fast.answer == plain.answer
+    # a later turn: prefilled after the history (the last reply's closing tokens first), same answer as a
+    # fresh prefill of the whole history
+    engine.prepare(b)
+    second = engine.ask(audio=b, options=GREEDY)
+    assert second.timings["speculative"] == 1.0
+    spoken_twice = list(engine._turns)
+    engine._turns = spoken_twice[:-1]
+    engine._n_kv = 0
+    engine.lm.truncate(0)
+    assert engine.ask(audio=b, options=GREEDY).answer == second.answer
+    # the user went on speaking: the newer candidate replaces the older one
+    engine.new_chat()
+    engine.prepare(a)
+    engine.prepare(b)
+    assert engine.ask(audio=b, options=GREEDY).timings["speculative"] == 1.0
+    # other turns than the prepared one drop the prefilled positions first
+    engine.new_chat()
+    typed_plain = engine.ask(text="What is the capital of France?", options=GREEDY).answer
+    engine.new_chat()
+    engine.prepare(a)
+    typed = engine.ask(text="What is the capital of France?", options=GREEDY)
+    assert typed.timings["speculative"] == 0.0 and typed.answer == typed_plain
+    engine.new_chat()
+    heard_plain = engine.ask(audio=a, transcribe=True, options=GREEDY).answer
+    engine.new_chat()
+    engine.prepare(a)
+    heard = engine.ask(audio=a, transcribe=True, options=GREEDY)
+    assert heard.timings["speculative"] == 0.0 and heard.timings["prepared"] == 1.0 and heard.answer == heard_plain
+    # a turn running holds the KV cache: prepare then only encodes
+    engine.new_chat()
+    with engine._lock:
+        engine.prepare(a)
+    assert engine._primed == len(engine._user_open) and engine._prepared is not None
+    assert engine.ask(audio=a, options=GREEDY).answer == plain.answer
+
+
 def test_looping_spots_a_repeated_block_only():
     from assistant.engine import looping
 
