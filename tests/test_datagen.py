@@ -282,6 +282,26 @@ def test_instructions_build_with_fake_replier(tmp_path: Path) -> None:
     assert len(fake.calls) == 10
 
 
+@needs_espeak
+def test_instructions_without_replies_speak_the_requests_only(tmp_path: Path) -> None:
+    from training.data import DataError
+    from training.datagen.mix import build_mix
+
+    fake = FakeReplier()
+    opts = BuildOptions(seed=1, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False)
+    build_instructions(tmp_path / "q", 4, opts, multi_turn=0.0, replier=fake, replies=False)
+    convs = rows(tmp_path / "q" / "train.jsonl")
+    assert fake.calls == [] and len(convs) == 4
+    assert all([t["from"] for t in c["conversations"]] == ["human"] and "audio" in c["conversations"][0]
+               for c in convs)
+    assert check_manifest(tmp_path / "q" / "train.jsonl") == []
+    # stage 2 needs replies: the mix refuses such conversations in one line
+    with pytest.raises(DataError, match="without replies"):
+        build_mix(tmp_path / "mix.jsonl", asr=str(tmp_path / "q" / "train.jsonl"),
+                  conversations=str(tmp_path / "q" / "train.jsonl"), asr_count=None, system_prompt="Be brief.",
+                  transcribe_instruction="Repeat it.")
+
+
 def test_parse_conversations(tmp_path: Path) -> None:
     data = [
         {"id": "a1", "conversations": [{"from": "human", "value": "<image>\nWhat is the tallest mountain?"},

@@ -87,6 +87,9 @@ def instructions_cmd(
     multi_turn: float = typer.Option(0.3, help="fraction of conversations with a spoken follow-up turn"),
     llm: str = typer.Option("default:smollm2", help="GGUF that writes the replies (path or default:smollm2)"),
     max_tokens: int = typer.Option(256, help="reply length limit in tokens"),
+    replies: bool = typer.Option(True, "--replies/--no-replies",
+                                 help="--no-replies: speak the requests only, no LLM (evaluation questions, "
+                                      "or stage-1 speech)"),
     temperature: float = typer.Option(0.0, help="0 = greedy replies"),
     threads: int = typer.Option(1, help="llama.cpp threads for the replies (1 is fastest on a busy machine)"),
     tts: str = typer.Option("espeak,hibari", help=_TTS_HELP),
@@ -102,7 +105,7 @@ def instructions_cmd(
     def go() -> None:
         reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
         build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics),
-                           multi_turn=multi_turn, reply=reply)
+                           multi_turn=multi_turn, reply=reply, replies=replies)
 
     _run(go)
 

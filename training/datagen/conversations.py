@@ -37,14 +37,19 @@ def build_instructions(
     multi_turn: float = 0.3,
     reply: ReplySettings | None = None,
     replier: Replier | None = None,
+    replies: bool = True,
 ) -> dict[str, Any]:
-    """`count` spoken conversations with LLM replies in `out`. `replier` overrides the LLM (for tests)."""
+    """`count` spoken conversations with LLM replies in `out`. `replier` overrides the LLM (for tests).
+    `replies=False` speaks the requests only (no LLM, no gpt turns): held-out questions for evaluation, or
+    spoken questions as speech-recognition pairs for stage 1."""
     opts = opts or BuildOptions()
     reply = reply or ReplySettings(seed=opts.seed)
     if count <= 0:
         raise DataGenError(f"--count must be positive, not {count}")
     root = Path(out)
-    reply_meta = reply.to_dict() | {"replier": "llama.cpp chat completion" if replier is None else type(replier).__name__}
+    reply_meta: dict[str, Any] | None = (
+        reply.to_dict() | {"replier": "llama.cpp chat completion" if replier is None else type(replier).__name__}
+        if replies else None)
     # "core-text": held-out conversations take only held-out request texts (keyed without the opener), so no
     # held-out question is ever spoken in training; builds from before that rule do not resume into this one
     settings = {"multi_turn": multi_turn, "reply_generation": reply_meta, "text_split": "core-text"}
@@ -61,7 +66,7 @@ def build_instructions(
                 r = json.loads(line)
                 cache[r["id"]] = r["replies"]
     ids = [f"inst{i:06d}" for i in range(count)]
-    todo = [i for i, cid in enumerate(ids) if cid not in cache]
+    todo = [i for i, cid in enumerate(ids) if cid not in cache] if replies else []
     model_file = None
     if todo and replier is None:
         replier = LlamaReplier(reply)
@@ -85,8 +90,9 @@ def build_instructions(
     convs = []
     for i, req in enumerate(requests):
         turns = []
-        for q, a in zip(req.turns, cache[ids[i]], strict=True):
-            turns += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+        answers = cache[ids[i]] if replies else [None] * len(req.turns)
+        for q, a in zip(req.turns, answers, strict=True):
+            turns += [{"from": "human", "value": q}] + ([{"from": "gpt", "value": a}] if a is not None else [])
         convs.append(Conversation(ids[i], turns))
     kinds: dict[str, int] = {}
     for r in requests:

@@ -53,6 +53,12 @@ def build_mix(out: str | Path, *, asr: str, conversations: str | None, asr_count
         raise DataError(f"--out {out}: the mix is one manifest file and must end in .jsonl")
     if not transcribe_instruction.strip():
         raise DataError("--transcribe-instruction is empty")
+    conv_exs = [e for e in read_manifest(conversations).examples if not e.is_asr] if conversations else []
+    if conversations and not conv_exs:
+        raise DataError(f"{conversations}: no conversations in it")
+    if any(not any(t.get("from") in ("gpt", "assistant") for t in e.turns) for e in conv_exs):
+        raise DataError(f"{conversations}: conversations without replies (built with --no-replies?) cannot "
+                        f"train stage 2; build them with replies")
     asr_exs = [e for e in read_manifest(asr).examples if e.is_asr]
     if not asr_exs:
         raise DataError(f"{asr}: no ASR clips (audio + text) in it")
@@ -61,9 +67,6 @@ def build_mix(out: str | Path, *, asr: str, conversations: str | None, asr_count
         if asr_count < 0:
             raise DataError(f"--asr-count must be at least 0, not {asr_count}")
         asr_exs = rng.sample(asr_exs, min(asr_count, len(asr_exs)))
-    conv_exs = [e for e in read_manifest(conversations).examples if not e.is_asr] if conversations else []
-    if conversations and not conv_exs:
-        raise DataError(f"{conversations}: no conversations in it")
     base = out.parent.resolve()
 
     def rel(p: Path) -> str:

@@ -64,8 +64,11 @@ def _check_conversation(row: dict, root: Path, where: str, check_files: bool) ->
     if not isinstance(row.get("id"), str) or not row["id"]:
         problems.append(f"{where}: 'id' missing")
     turns = row.get("conversations")
-    if not isinstance(turns, list) or len(turns) < 2:
-        return problems + [f"{where}: 'conversations' must list at least a human and a gpt turn"]
+    # a lone spoken human turn is a question without its reply (`data instructions --no-replies`)
+    lone = isinstance(turns, list) and len(turns) == 1 and isinstance(turns[0], dict) and "audio" in turns[0]
+    if not isinstance(turns, list) or (len(turns) < 2 and not lone):
+        return problems + [f"{where}: 'conversations' must list at least a human and a gpt turn (or one "
+                           f"spoken human turn)"]
     spoken = 0
     for i, t in enumerate(turns):
         expect = "human" if i % 2 == 0 else "gpt"
@@ -79,7 +82,7 @@ def _check_conversation(row: dict, root: Path, where: str, check_files: bool) ->
                 problems.append(f"{where}: turn {i} is a gpt turn with audio")
             spoken += 1
             problems += _check_audio(root, t["audio"], f"{where} turn {i}", check_files)
-    if turns and isinstance(turns[-1], dict) and turns[-1].get("from") != "gpt":
+    if not lone and turns and isinstance(turns[-1], dict) and turns[-1].get("from") != "gpt":
         problems.append(f"{where}: the last turn must be the gpt reply")
     if spoken == 0:
         problems.append(f"{where}: no spoken (audio) human turn")
