@@ -394,8 +394,9 @@ class Engine:
                     rest = p[max(self._n_kv - offset, 0):]
                     pending.append(rest if rest.ndim == 2 else table[rest])
                 offset = end
-            if pending:
-                pieces, offset = [np.concatenate(pending)], self._n_kv
+            if not pending:
+                return None  # every position is in the KV cache already
+            pieces, offset = [np.concatenate(pending)], self._n_kv
         for p in pieces:
             end = offset + len(p)
             while self._n_kv < end:

@@ -81,6 +81,27 @@ def test_transcription_prompt_returns_the_spoken_words(engine, tmp_path: Path) -
     assert wer(SENTENCES, answers) <= 0.3, list(zip(SENTENCES, answers, strict=True))
 
 
+def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Path) -> None:  # noqa: ANN001
+    """Hands-free: Engine.prepare encodes and prefills a spoken turn during the end-of-speech silence (the ctc
+    bundle prefills text and audio rows in one llama_decode). Two turns of a conversation answer exactly as
+    without it, with nothing left to prefill when the turn comes."""
+    from assistant.engine import GenerationOptions
+
+    opts = GenerationOptions(max_tokens=12)
+    clips = [load_audio(speak(s, tmp_path / f"h{i}.wav")) for i, s in enumerate(SENTENCES[:2])]
+    engine.new_chat()
+    plain = [engine.ask(audio=c, options=opts) for c in clips]
+    engine.new_chat()
+    ahead = []
+    for c in clips:
+        engine.prepare(c)
+        ahead.append(engine.ask(audio=c, options=opts))
+    engine.new_chat()
+    assert [d.answer for d in ahead] == [d.answer for d in plain]
+    assert all(d.timings["speculative"] == 1.0 and d.timings["prefill_positions"] == 0 for d in ahead)
+    assert all(d.timings["prefill_positions"] > 0 for d in plain)
+
+
 @NOT_YET
 def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path) -> None:  # noqa: ANN001
     from assistant.engine import GenerationOptions
