@@ -10,6 +10,10 @@ bin=.venv/bin
 steps="${STEPS:-2400}"
 clips="${CLIPS:-8000}"
 wide="${WIDE_CLIPS:-6000}"
+q_asr="${QUESTION_CLIPS:-3000}"      # spoken training questions for stage 1b
+steps1b="${STAGE1B_STEPS:-600}"
+q_train="${TRAIN_QUESTIONS:-520}"    # spoken questions with replies for stage 2
+mix_asr="${MIX_ASR:-2000}"           # transcription requests in the stage-2 mix
 mkdir -p "$work"
 start=$(date +%s)
 
@@ -36,7 +40,7 @@ $bin/llasm-train data instructions --out "$work/questions-clean" --count 120 --e
   --multi-turn 0 --no-replies --seed 7 --eval-acoustics clean --quiet
 # 2d. 3,000 spoken training questions (training side of the text split), heard as speech-recognition pairs by
 #     stage 1b: the ASR sentences lack many words people ask with ("Hi", "recipe", "Suggest").
-$bin/llasm-train data instructions --out "$work/questions-asr" --count 3000 --eval-fraction 0 --multi-turn 0 \
+$bin/llasm-train data instructions --out "$work/questions-asr" --count "$q_asr" --eval-fraction 0 --multi-turn 0 \
   --no-replies --seed 31 --quiet
 # 3. Frozen encoder states, computed once with the encoder the bundle runs (CTranslate2 int8).
 #    Incremental: a rerun encodes only the clips the cache lacks.
@@ -51,7 +55,7 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
 # 4b. Stage 1b: 600 more steps with the spoken questions added (about 18 % of the clips), at half the rate.
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc --objective ctc --stack 4 \
   --hidden 2048 --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl" \
-  --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" --out "$work/stage1b" --max-steps 600 \
+  --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" --out "$work/stage1b" --max-steps "$steps1b" \
   --batch-size 16 --lr 1e-3 --warmup-steps 20 --log-every 10 --eval-every 200 --save-every 50 --seed 0
 # 5. Stage 2: a small LoRA on the LLM (rank 8, attention only), trained on what the bundle's prompt sends, each
 #    under the bundle's system prompt. The LLM reads each ctc segment as its most likely token (--topk 1), so
@@ -67,11 +71,11 @@ export_bundle() {  # CHECKPOINT OUT [extra flags]: the adaptor (+ LoRA); encoder
     --transcribe-instruction "$instruction" --llm-quant q8_0 "${@:3}"
 }
 export_bundle "$work/stage1b/final" "$work/bundle-stage1"
-$bin/llasm-train data instructions --out "$work/questions-train" --count 520 --eval-fraction 0 --multi-turn 0 \
+$bin/llasm-train data instructions --out "$work/questions-train" --count "$q_train" --eval-fraction 0 --multi-turn 0 \
   --max-tokens 40 --seed 21 --quiet
 $bin/llasm-train cache-states --data "$work/questions-train/train.jsonl" --out "$work/states" --engine ct2
 $bin/llasm-train data mix --out "$work/mix/train.jsonl" --asr "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" \
-  --asr-count 2000 --conversations "$work/questions-train/train.jsonl" --system-prompt "$sys_prompt" \
+  --asr-count "$mix_asr" --conversations "$work/questions-train/train.jsonl" --system-prompt "$sys_prompt" \
   --transcribe-instruction "$instruction" --heard-from "$work/bundle-stage1" --seed 0 --quiet
 $bin/llasm-train data mix --out "$work/mix/eval.jsonl" --asr "$work/asr/eval.jsonl" --system-prompt "$sys_prompt" \
   --transcribe-instruction "$instruction" --seed 0
