@@ -228,6 +228,10 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
         / len(q_rows) if q_rows[0]["heard"] is not None else None,
         "questions_whisper_exact": sum(normalize(r["whisper"]) == normalize(r["question"]) for r in q_rows)
         / len(q_rows),
+        # how well the questions themselves were heard (the answers can only agree when they are)
+        "questions_wer_heard": wer([r["question"] for r in q_rows], [r["heard"] or "" for r in q_rows])
+        if q_rows[0]["heard"] is not None else None,
+        "questions_wer_whisper": wer([r["question"] for r in q_rows], [r["whisper"] for r in q_rows]),
         "asr_rows": asr_rows, "question_rows": q_rows,
     }
     result["wer_ratio"] = result["wer_llm"] / result["wer_whisper"] if result["wer_whisper"] else float("inf")
@@ -274,6 +278,9 @@ def _table(r: dict[str, Any]) -> None:
     if r.get("questions_heard_exactly") is not None:
         t.add_row("questions heard word for word (ctc / Whisper)",
                   f"{r['questions_heard_exactly']:.0%} / {r['questions_whisper_exact']:.0%}", "")
+    if r.get("questions_wer_heard") is not None:
+        t.add_row("WER of the questions as heard (ctc / Whisper)",
+                  f"{r['questions_wer_heard']:.3f} / {r['questions_wer_whisper']:.3f}", "")
     lat = r.get("latency")
     if lat:
         ll, cc = lat["llasm"], lat["cascade"]

@@ -77,6 +77,9 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
     assert r["agreement_cascade"] == sum(q["cascade_similarity"] >= AGREE_SIMILARITY for q in rows) / 2
     assert all(q["whisper"] and q["cascade_answer"] and q["typed_answer"] for q in rows)
     assert "capital" in rows[0]["whisper"].lower()  # Whisper base hears this clean clip
+    questions = [q["question"] for q in rows]
+    assert r["questions_wer_heard"] == wer(questions, [q["heard"] for q in rows])
+    assert r["questions_wer_whisper"] == wer(questions, [q["whisper"] for q in rows]) < 0.5
     for f in ("eval.json", "eval.png", "examples.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     assert "answer to Whisper's transcript" in (tmp_path / "out" / "examples.md").read_text()
