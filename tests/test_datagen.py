@@ -208,6 +208,25 @@ def test_wide_voice_set_build_uses_the_new_variants(tmp_path: Path) -> None:
                                                   progress=False), english=SENTENCES * 2)
 
 
+@needs_espeak
+def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.datagen.tts import ESPEAK_VARIANTS
+
+    res = CliRunner().invoke(app, ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "12",
+                                   "--eval-fraction", "0", "--multi-turn", "0", "--no-replies", "--tts", "espeak",
+                                   "--voice-set", "wide", "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    convs = rows(tmp_path / "q" / "train.jsonl")
+    assert len(convs) == 12 and all(len(c["conversations"]) == 1 for c in convs)
+    used = {c["conversations"][0]["voice"].split("+")[1] for c in convs}
+    assert used - set(ESPEAK_VARIANTS), used  # 12 clips from 82 variants: almost surely some new ones
+    plan = json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]
+    assert plan["voice_set"] == "wide" and plan["reply_generation"] is None
+
+
 def test_validate_clip() -> None:
     assert validate_clip(np.zeros(16000, np.float32)).startswith("peak")
     assert "duration" in validate_clip(sine(0.1))

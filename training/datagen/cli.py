@@ -97,6 +97,7 @@ def instructions_cmd(
     workers: int = typer.Option(2, help="parallel TTS worker processes"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
     eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
+    voice_set: str = typer.Option("base", help=_VOICES_HELP),
 ) -> None:
     """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
     from training.datagen.conversations import build_instructions
@@ -104,7 +105,8 @@ def instructions_cmd(
 
     def go() -> None:
         reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
-        build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics),
+        build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
+                                             voice_set),
                            multi_turn=multi_turn, reply=reply, replies=replies)
 
     _run(go)
