@@ -299,6 +299,13 @@ def test_instructions_build_with_fake_replier(tmp_path: Path) -> None:
     # replies are cached: a rerun does not ask again
     build_instructions(tmp_path / "inst", 5, opts, multi_turn=1.0, replier=fake)
     assert len(fake.calls) == 10
+    # ... but only for the same question: a cached reply to another question is asked again
+    cache = tmp_path / "inst" / "replies.jsonl"
+    first = json.loads(cache.read_text().splitlines()[0])
+    cache.write_text(json.dumps(first | {"turns": ["Something else?", "And?"]}) + "\n"
+                     + "\n".join(cache.read_text().splitlines()[1:]) + "\n")
+    build_instructions(tmp_path / "inst", 5, opts, multi_turn=1.0, replier=fake)
+    assert len(fake.calls) == 12
 
 
 @needs_espeak

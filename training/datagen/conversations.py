@@ -60,13 +60,17 @@ def build_instructions(
     requests = [next(by_split[s]) for s in splits]
     cache_path = root / "replies.jsonl"
     cache: dict[str, list[str]] = {}
+    asked: dict[str, list[str]] = {}
     if cache_path.exists():
         for line in cache_path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
                 cache[r["id"]] = r["replies"]
+                if "turns" in r:  # what was asked: a reply is reused only for the same question
+                    asked[r["id"]] = r["turns"]
     ids = [f"inst{i:06d}" for i in range(count)]
-    todo = [i for i, cid in enumerate(ids) if cid not in cache] if replies else []
+    todo = [i for i, cid in enumerate(ids)
+            if cid not in cache or asked.get(cid, requests[i].turns) != requests[i].turns] if replies else []
     model_file = None
     if todo and replier is None:
         replier = LlamaReplier(reply)
@@ -84,7 +88,8 @@ def build_instructions(
                 history.append({"role": "assistant", "content": answer})
                 answers.append(answer)
             cache[ids[i]] = answers
-            f.write(json.dumps({"id": ids[i], "replies": answers}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"id": ids[i], "turns": requests[i].turns, "replies": answers}, ensure_ascii=False)
+                    + "\n")
             f.flush()
             advance(1)
     convs = []
