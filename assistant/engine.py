@@ -284,9 +284,9 @@ class Engine:
         if self.n_positions + turn.n + CLOSE_MARGIN >= self.lm.n_ctx:
             return  # the turn will first make room by dropping old turns
         try:
-            self._sync(None)  # the last reply's closing tokens belong to the conversation
             if self._primed:
                 self._truncate_kv()  # "<|im_start|>user\n" alone, or another candidate's turn
+            self._sync(None)  # the last reply's closing tokens belong to the conversation
             start = self._n_kv
             self._turns.append(turn)
             try:
@@ -303,14 +303,12 @@ class Engine:
         Returns the last position's logits when the primed positions were the whole turn."""
         if not self._primed:
             return None
+        # the primed pieces must be the turn's first pieces, the last of them possibly a prefix of its piece
         primed, pieces = self._primed_pieces, turn.pieces
-        fits = self._n_kv == start and 0 < len(primed) <= len(pieces)
-        for i, (a, b) in enumerate(zip(primed, pieces, strict=False)):
-            last = i == len(primed) - 1
-            if not fits or a.ndim != b.ndim or len(a) > len(b) or (not last and len(a) != len(b)):
-                fits = False
-                break
-            fits = np.array_equal(a, b[: len(a)])
+        k = len(primed) - 1
+        fits = (self._n_kv == start and 0 <= k < len(pieces)
+                and all(np.array_equal(a, b) for a, b in zip(primed[:k], pieces[:k], strict=True))
+                and primed[k].ndim == pieces[k].ndim and np.array_equal(primed[k], pieces[k][: len(primed[k])]))
         if not fits:
             self._truncate_kv()
             return None

@@ -39,15 +39,22 @@ def _manifest(d: Path, name: str, sentences: list[str], voices: list[str]) -> Pa
 
 
 def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
-    sentences = SEED_SENTENCES + fortune_sentences()[:40]
+    sentences = [s for s in SEED_SENTENCES if not s.endswith("?")] + fortune_sentences()[:40]
     train_m = _manifest(tmp_path, "train", sentences, ["en-us", "en-gb", "en-us+m3"])
+    # the questions as stage 1b reads them: spoken conversation turns without replies (data instructions
+    # --no-replies); stage 1 takes each spoken turn as an ASR pair
+    questions = _manifest(tmp_path, "q", [s for s in SEED_SENTENCES if s.endswith("?")], ["en-gb", "en-us+m3"])
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "conversations": [
+        {"from": "human", "value": r["text"], "audio": r["audio"]}]}) + "\n"
+        for i, r in enumerate(json.loads(x) for x in questions.read_text().splitlines())))
+    data = f"{train_m},{questions}"
     eval_m = _manifest(tmp_path, "eval", EVAL, ["en-us+f2"])  # a voice variant the training clips lack
     (tmp_path / "all.jsonl").write_text(train_m.read_text() + eval_m.read_text())
     # in two steps, as the default recipe adds its second data set: the second call encodes only the new clips
-    cache_states(str(train_m), "default:whisper-base", tmp_path / "states", engine="ct2")
+    cache_states(data, "default:whisper-base", tmp_path / "states", engine="ct2")
     cache = cache_states(str(tmp_path / "all.jsonl"), "default:whisper-base", tmp_path / "states", engine="ct2")
     cfg = TrainConfig.from_recipe("cpu", adaptor="ctc", objective="ctc", stack=4, hidden=512,
-                                  data=str(train_m), eval_data=str(eval_m), state_cache=str(cache),
+                                  data=data, eval_data=str(eval_m), state_cache=str(cache),
                                   out=str(tmp_path / "run"), max_steps=20, batch_size=8, lr=1e-3,
                                   warmup_steps=3, eval_every=20, save_every=20, log_every=5, eval_generate=2)
     before = evaluate(build_model(cfg), read_manifest(str(eval_m)), cfg, StateCache(cache))["eval_loss"]
