@@ -314,3 +314,58 @@ def test_two_process_gloo_run_learns(tiny: Path, tmp_path: Path) -> None:
     state = json.loads((out / "final" / "trainer" / "state.json").read_text())
     assert state["world_size"] == 2
     assert (out / "final" / "trainer" / "rng-1.safetensors").exists()
+
+
+def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, tmp_path: Path) -> None:
+    """A frozen top-1 ctc adaptor's hearing, cached once, stands in for the audio: stage 2 then runs with the
+    clips, their encoder states and the encoder gone, and trains exactly as it does from the states."""
+    import shutil
+
+    from training.data import HeardCache
+    from training.datagen.mix import build_mix
+    from training.train import cache_heard, cache_states
+
+    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
+    data = tmp_path / "data"
+    shutil.copytree(tiny / "data", data)
+    mix = tmp_path / "mix" / "train.jsonl"
+    build_mix(mix, asr=str(data / "train.jsonl"), conversations=str(data / "conv.jsonl"), asr_count=None,
+              system_prompt="Be brief.", transcribe_instruction="Say it again.")
+    states = cache_states(str(mix), str(tiny / "whisper"), tmp_path / "states", engine="torch")
+    heard_file = cache_heard(s1, str(mix), tmp_path / "heard.json", state_cache=states)
+    heard = HeardCache(heard_file)
+    n_clips = len({c for e in read_manifest(mix).examples for c in e.clips})
+    assert len(heard) == n_clips and all(len(v["ids"]) > 0 for v in heard.clips.values())
+
+    kw = dict(stage=2, topk=1, llm_weights="lora", lora_r=2, lora_targets="q_proj,v_proj", loss="kl",
+              max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8, mixed_precision="no")
+    ref = train(_cfg(tiny, tmp_path / "ref", init=str(s1), state_cache=str(states), **kw))
+
+    # the same checkpoint with its encoder gone, and no clips or states on disk
+    s1_moved = tmp_path / "s1_moved"
+    shutil.copytree(s1, s1_moved)
+    desc = json.loads((s1_moved / "llasm.json").read_text())
+    desc["encoder"]["path"] = str(tmp_path / "no-such-encoder")
+    (s1_moved / "llasm.json").write_text(json.dumps(desc))
+    for wav in data.rglob("*.wav"):
+        wav.unlink()
+    shutil.rmtree(states)
+    out = tmp_path / "heard-run"
+    final = train(_cfg(tiny, out, init=str(s1_moved), heard_cache=str(heard_file), **kw))
+    a, b = load_file(str(ref / "lora" / "adapter_model.safetensors")), load_file(str(final / "lora" / "adapter_model.safetensors"))
+    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(v.abs().sum() > 0 for k, v in b.items() if "lora_B" in k)
+    rows_ref, rows = _rows(tmp_path / "ref"), _rows(out)
+    assert [round(r["loss"], 5) for r in rows if "loss" in r] == [round(r["loss"], 5) for r in rows_ref if "loss" in r]
+    ev = [r for r in rows if "eval_loss" in r]
+    assert ev and abs(ev[-1]["eval_loss"] - [r for r in rows_ref if "eval_loss" in r][-1]["eval_loss"]) < 1e-5
+    assert json.loads((final / "llasm.json").read_text())["encoder"]["n_mels"] == desc["encoder"]["n_mels"]
+
+    # a cache heard by another adaptor, a stage-1 run and a clip the cache lacks fail in one line
+    other = train(_cfg(tiny, tmp_path / "s1b", adaptor="ctc", objective="ctc", stack=1, max_steps=2, seed=5))
+    with pytest.raises(TrainError, match="heard by another adaptor"):
+        train(_cfg(tiny, tmp_path / "bad", init=str(other), heard_cache=str(heard_file), **kw))
+    with pytest.raises(TrainError, match="heard cache feeds stage 2"):
+        _cfg(tiny, tmp_path / "bad1", stage=1, heard_cache=str(heard_file))
+    with pytest.raises(DataError, match="not in the heard cache"):
+        heard.get(tmp_path / "elsewhere.wav")

@@ -1,4 +1,4 @@
-"""`llasm-train stage1 | stage2 | eval | cache-states`: the LLaSM training commands."""
+"""`llasm-train stage1 | stage2 | eval | cache-states | cache-heard`: the LLaSM training commands."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _run(stage: int, **opts: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add stage1, stage2, eval and cache-states to `llasm-train`."""
+    """Add stage1, stage2, eval, cache-states and cache-heard to `llasm-train`."""
 
     def common(
         recipe: str = typer.Option("cpu", help="recipe name under training/recipes or a TOML path"),
@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
         save_every: int = typer.Option(None), keep_last: int = typer.Option(None),
         eval_every: int = typer.Option(None), log_every: int = typer.Option(None),
         state_cache: str = typer.Option(None, help="directory from `llasm-train cache-states`"),
+        heard_cache: str = typer.Option(None, help="stage 2 over a frozen top-1 ctc adaptor: the file from "
+                                                   "`llasm-train cache-heard`, in place of audio and states"),
         limit: int = typer.Option(None, help="use only the first N examples"),
         seed: int = typer.Option(None),
     ) -> dict[str, Any]:
@@ -120,6 +122,23 @@ def register(app: typer.Typer) -> None:
 
         try:
             print(cache_states(data, encoder, out, shard_size=shard_size, engine=engine, dtype=dtype))
+        except errors() as e:
+            _fail(e)
+
+
+    @app.command("cache-heard")
+    def cache_heard_cmd(
+        init: str = typer.Option(..., help="ctc checkpoint whose adaptor listens (read as top-1 tokens)"),
+        data: str = typer.Option(..., help="manifest(s) whose clips to hear, comma separated"),
+        out: str = typer.Option(..., help="heard cache file to write (.json)"),
+        state_cache: str = typer.Option(None, help="encoder states from `cache-states` (else the encoder runs)"),
+        batch_size: int = typer.Option(16),
+    ) -> None:
+        """What a frozen top-1 ctc adaptor hears in each clip, once: stage 2 then needs no audio (`--heard-cache`)."""
+        from training.train import cache_heard
+
+        try:
+            print(cache_heard(init, data, out, state_cache=state_cache, batch_size=batch_size))
         except errors() as e:
             _fail(e)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,19 @@ class Manifest:
 
 
 # ---- readers -----------------------------------------------------------------------------------------
-def read_manifest(path: str | Path, *, limit: int | None = None) -> Manifest:
+def read_manifest(path: str | Path, *, limit: int | None = None,
+                  known_seconds: Mapping[str, float] | None = None) -> Manifest:
     """Read any supported dataset into examples; clips are checked (exists, readable, <= 30 s).
 
     `path` may list several datasets separated by commas (`a/train.jsonl,b/train.jsonl`): their examples are
-    concatenated in that order."""
+    concatenated in that order. A clip whose resolved path is in `known_seconds` (a `HeardCache`'s lengths)
+    is taken as that long and not opened: a run that reads the audio from a cache needs no clip files."""
     if isinstance(path, str) and "," in path and not Path(path).exists():
         merged = Manifest([])
         for part in (x.strip() for x in path.split(",")):
             if not part:
                 raise DataError(f"empty dataset name in {path!r}: separate datasets with single commas")
-            m = read_manifest(part)
+            m = read_manifest(part, known_seconds=known_seconds)
             merged.examples += m.examples
             merged.skipped += m.skipped
             merged.problems += m.problems
@@ -97,7 +99,7 @@ def read_manifest(path: str | Path, *, limit: int | None = None) -> Manifest:
     for ex in raw:
         if limit is not None and len(m.examples) >= limit:
             break
-        problem = _check_clips(ex)
+        problem = _check_clips(ex, known_seconds)
         if problem:
             m.skipped += 1
             m.problems.append(problem)
@@ -128,10 +130,19 @@ def spoken_turns_as_asr(manifest: Manifest) -> Manifest:
     return Manifest(out, manifest.skipped, manifest.problems)
 
 
-def _check_clips(ex: Example) -> str | None:
+def clip_key(path: str | Path) -> str:
+    """How the caches name a clip: its resolved absolute path."""
+    return str(Path(path).resolve())
+
+
+def _check_clips(ex: Example, known_seconds: Mapping[str, float] | None = None) -> str | None:
+    total = 0.0
+    if known_seconds is not None and ex.clips and all(clip_key(c) in known_seconds for c in ex.clips):
+        ex.clip_seconds = [float(known_seconds[clip_key(c)]) for c in ex.clips]
+        ex.seconds = sum(ex.clip_seconds)
+        return None
     import soundfile as sf
 
-    total = 0.0
     for c in ex.clips:
         try:
             info = sf.info(str(c))
@@ -315,10 +326,52 @@ class StateCache:
         return self._open[shard].get_tensor(key).float()
 
 
+class HeardCache:
+    """What a frozen top-1 ctc adaptor hears in each clip, computed once (`llasm-train cache-heard`): the token
+    ids it reads to the LLM, and the clip's length in seconds. One JSON file:
+    `{"format": "llasm-heard", "adaptor_sha256": ..., "clips": {path: {"ids": [...], "seconds": s}}}`.
+
+    Stage 2 over such an adaptor needs nothing else of the audio: not the clips, not their encoder states and
+    not the encoder, so a run on another machine (a GPU) copies the manifests and this file, not gigabytes of
+    states. `adaptor_sha256` ties it to the adaptor weights it was computed with."""
+
+    FORMAT = "llasm-heard"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"heard cache {self.path} unreadable ({e}); rebuild it with `llasm-train cache-heard`") from None
+        if not isinstance(raw, dict) or raw.get("format") != self.FORMAT or not isinstance(raw.get("clips"), dict):
+            raise DataError(f"{self.path} is not a heard cache (format {raw.get('format') if isinstance(raw, dict) else None!r}); "
+                            "build one with `llasm-train cache-heard`")
+        self.adaptor_sha256: str = str(raw.get("adaptor_sha256", ""))
+        self.clips: dict[str, dict[str, Any]] = raw["clips"]
+
+    def __contains__(self, path: Path) -> bool:
+        return clip_key(path) in self.clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {k: float(v["seconds"]) for k, v in self.clips.items()}
+
+    def get(self, path: Path) -> list[int]:
+        try:
+            return [int(i) for i in self.clips[clip_key(path)]["ids"]]
+        except KeyError:
+            raise DataError(f"{path} is not in the heard cache {self.path}: run `llasm-train cache-heard` over "
+                            "every manifest the run reads") from None
+
+
 def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: str, seed: int, epoch: int,
             indices: Sequence[int], cache: StateCache | None = None, kl: bool = False,
-            train: bool = True) -> dict[str, Any]:
-    """Examples -> a batch dict for `LLaSM.forward` (audio features or cached states, samples, targets)."""
+            train: bool = True, heard: HeardCache | None = None) -> dict[str, Any]:
+    """Examples -> a batch dict for `LLaSM.forward` (audio features, cached states or heard token ids, samples,
+    targets)."""
     clip_paths: list[Path] = []
     samples, teacher, targets, texts = [], [], [], []
     for ex, idx in zip(examples, indices, strict=True):
@@ -338,7 +391,11 @@ def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: s
         texts.append(ex.text)
     batch: dict[str, Any] = {"samples": samples, "teacher": teacher if kl else None, "targets": targets,
                              "texts": texts, "objective": objective}
-    if cache is not None:
+    if heard is not None:
+        if objective == "ctc":
+            raise DataError("the ctc objective trains on encoder states: give a state cache, not a heard cache")
+        batch["heard"] = [heard.get(p) for p in clip_paths]
+    elif cache is not None:
         states = [cache.get(p) for p in clip_paths]
         t = max(s.shape[0] for s in states)
         x = torch.zeros(len(states), t, states[0].shape[1])
@@ -358,5 +415,5 @@ def batch_tokens(batch: dict[str, Any]) -> int:
     return sum(len(s.ids) for s in batch["samples"])
 
 
-__all__ = ["DataError", "Example", "Manifest", "Sample", "StateCache", "collate", "features_batch",
+__all__ = ["DataError", "Example", "HeardCache", "Manifest", "Sample", "StateCache", "clip_key", "collate", "features_batch",
            "length_grouped_batches", "read_manifest", "spoken_turns_as_asr"]

@@ -307,34 +307,34 @@ class ModelSpec:
 
 
 class LLaSM(nn.Module):
-    def __init__(self, encoder: WhisperEncoderVL, adaptor: Adaptor, llm: nn.Module, tokenizer: Any,
-                 template: PromptTemplate, spec: ModelSpec) -> None:
+    def __init__(self, encoder: WhisperEncoderVL | None, adaptor: Adaptor, llm: nn.Module, tokenizer: Any,
+                 template: PromptTemplate, spec: ModelSpec, encoder_info: dict[str, int] | None = None) -> None:
         super().__init__()
         self.encoder, self.adaptor, self.llm = encoder, adaptor, llm
         self.tokenizer, self.template, self.spec = tokenizer, template, spec
         self.prompt = PromptBuilder(template, tokenizer)
         self.teacher: nn.Module | None = None
-        self.encoder.requires_grad_(False).eval()
+        if encoder is not None:
+            encoder.requires_grad_(False).eval()
+            encoder_info = {"n_mels": encoder.n_mels, "d_model": encoder.d_model}
+        if encoder_info is None:
+            raise ModelError("a model without its encoder needs the encoder's n_mels and d_model")
+        self.encoder_info = {"n_mels": int(encoder_info["n_mels"]), "d_model": int(encoder_info["d_model"])}
         self._attach_table()
 
     # -- construction --
     @classmethod
     def build(cls, spec: ModelSpec, adaptor_tensors: dict[str, torch.Tensor] | None = None,
               adaptor_config: dict[str, Any] | None = None, lora_dir: str | None = None,
-              full_llm_dir: str | None = None) -> LLaSM:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperModel
+              full_llm_dir: str | None = None, encoder_info: dict[str, int] | None = None) -> LLaSM:
+        """`encoder_info` ({n_mels, d_model}) builds the model without its encoder: for runs whose audio comes
+        as heard token ids (`training.data.HeardCache`), where the frozen encoder would never run."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if spec.llm_weights not in LLM_WEIGHTS:
             raise ModelError(f"llm_weights must be one of {LLM_WEIGHTS}, got {spec.llm_weights!r}")
-        enc_dir = Path(spec.encoder)
-        if not (enc_dir / "config.json").is_file():
-            raise ModelError(f"{enc_dir} is not a Hugging Face Whisper directory (no config.json); "
-                             "convert one with `llasm-train base-models`")
-        # .float(): some transformers releases load a few tensors (biases) in the checkpoint's dtype even
-        # with dtype=float32, which breaks the conv layers under CUDA autocast (seen with 5.17 on an H200).
-        whisper = WhisperModel.from_pretrained(str(enc_dir), dtype=torch.float32).float()
-        encoder = WhisperEncoderVL(whisper.get_encoder())
-        del whisper.decoder
+        encoder = None if encoder_info is not None else cls._load_encoder(spec.encoder)
+        d_model = encoder.d_model if encoder is not None else int(encoder_info["d_model"])  # type: ignore[index]
         llm_src = full_llm_dir or spec.llm
         kw: dict[str, Any] = {"dtype": torch.float32}
         tok_kw: dict[str, Any] = {}
@@ -350,9 +350,9 @@ class LLaSM(nn.Module):
         if adaptor_config is not None:
             acfg = AdaptorConfig.from_dict(adaptor_config)
         else:
-            acfg = init_adaptor_config(spec.adaptor, encoder.d_model, emb.shape[1], emb.shape[0])
-        if acfg.d_model != encoder.d_model or acfg.n_embd != emb.shape[1]:
-            raise ModelError(f"adaptor {acfg.d_model}->{acfg.n_embd} does not fit encoder {encoder.d_model} "
+            acfg = init_adaptor_config(spec.adaptor, d_model, emb.shape[1], emb.shape[0])
+        if acfg.d_model != d_model or acfg.n_embd != emb.shape[1]:
+            raise ModelError(f"adaptor {acfg.d_model}->{acfg.n_embd} does not fit encoder {d_model} "
                              f"and LLM {emb.shape[1]}")
         adaptor = Adaptor(acfg)
         if adaptor_tensors is not None:
@@ -371,10 +371,25 @@ class LLaSM(nn.Module):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(llm, "enable_input_require_grads"):
                 llm.enable_input_require_grads()
-        model = cls(encoder, adaptor, llm, tokenizer, template, spec)
+        model = cls(encoder, adaptor, llm, tokenizer, template, spec, encoder_info=encoder_info)
         if spec.kl_teacher and spec.llm_weights == "full":
             model.teacher = copy.deepcopy(llm).requires_grad_(False).eval()
         return model
+
+    @staticmethod
+    def _load_encoder(path: str) -> WhisperEncoderVL:
+        from transformers import WhisperModel
+
+        enc_dir = Path(path)
+        if not (enc_dir / "config.json").is_file():
+            raise ModelError(f"{enc_dir} is not a Hugging Face Whisper directory (no config.json); "
+                             "convert one with `llasm-train base-models`")
+        # .float(): some transformers releases load a few tensors (biases) in the checkpoint's dtype even
+        # with dtype=float32, which breaks the conv layers under CUDA autocast (seen with 5.17 on an H200).
+        whisper = WhisperModel.from_pretrained(str(enc_dir), dtype=torch.float32).float()
+        encoder = WhisperEncoderVL(whisper.get_encoder())
+        del whisper.decoder
+        return encoder
 
     def _attach_table(self) -> None:
         if self.adaptor.config.type == "ctc":
@@ -392,10 +407,13 @@ class LLaSM(nn.Module):
     def features(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         from training.data import features_batch
 
-        return features_batch(audios, self.encoder.n_mels)
+        return features_batch(audios, self.encoder_info["n_mels"])
 
     @torch.no_grad()
     def encode(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.encoder is None:
+            raise ModelError("this model was built without its encoder (its audio comes from a heard cache); "
+                             "load it with its encoder to run on audio or encoder states")
         self.encoder.eval()
         # The frozen encoder runs in its own (float32) precision, outside any autocast region, on the
         # device its weights live on.
@@ -439,8 +457,31 @@ class LLaSM(nn.Module):
     def audio_embeddings(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], list[list[int]] | None]:
         return self.adaptor(states, lengths)
 
+    def heard_embeddings(self, heard: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Heard token ids (a `HeardCache`) -> what a top-1 ctc adaptor feeds the LLM: each token's row."""
+        c = self.adaptor.config
+        if c.type != "ctc" or c.topk != 1:
+            raise ModelError(f"heard token ids stand in for a top-1 ctc adaptor only (this one: {c.type}, topk {c.topk})")
+        table = self.adaptor._table()
+        return [table[torch.tensor(list(h), dtype=torch.long, device=table.device)] for h in heard]
+
+    def batch_audio(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[list[int]] | None]:
+        """A `collate` batch's audio as LLM input embeddings per clip (and, for ctc, the heard token ids)."""
+        if "heard" in batch:
+            return self.heard_embeddings(batch["heard"]), [list(h) for h in batch["heard"]]
+        if "states" in batch:
+            states, lens = batch["states"], batch["state_lengths"]
+        else:
+            states, lens = self.encode(batch["features"], batch["mel_lengths"])
+        dev = self.adaptor_device()
+        return self.adaptor(states.to(dev), lens.to(dev))
+
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """Training loss of a `training.data.collate` batch and the number of tokens it averages over."""
+        if "heard" in batch:
+            if batch["objective"] == "ctc":
+                raise ModelError("the ctc objective trains on encoder states, not heard token ids")
+            return self.lm_loss(batch["samples"], self.heard_embeddings(batch["heard"]), batch.get("teacher"))
         if "states" in batch:
             states, lens = batch["states"], batch["state_lengths"]
         else:
@@ -523,9 +564,8 @@ class LLaSM(nn.Module):
 
     # -- checkpoint pieces --
     def describe(self) -> dict[str, Any]:
-        enc = self.encoder
         emb = self.base_llm().get_input_embeddings().weight
-        return {"encoder": {"path": str(Path(self.spec.encoder).resolve()), "n_mels": enc.n_mels, "d_model": enc.d_model},
+        return {"encoder": {"path": str(Path(self.spec.encoder).resolve()), **self.encoder_info},
                 "llm": {"path": str(Path(self.spec.llm).resolve()),
                         "gguf": (str((Path(self.spec.llm) / self.spec.llm_gguf).resolve()) if self.spec.llm_gguf else None),
                         "n_embd": int(emb.shape[1]), "vocab_size": int(emb.shape[0])},
@@ -552,9 +592,11 @@ def read_checkpoint_config(ckpt: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(ckpt: str | Path, *, llm_weights: str | None = None,
-                    adaptor_overrides: dict[str, Any] | None = None, **spec_overrides: Any) -> LLaSM:
+                    adaptor_overrides: dict[str, Any] | None = None, with_encoder: bool = True,
+                    **spec_overrides: Any) -> LLaSM:
     """Rebuild a model from a checkpoint dir; `llm_weights` may switch what trains next (e.g. stage 2), and
-    `adaptor_overrides` change run-time adaptor settings that hold no weights (the ctc `topk`)."""
+    `adaptor_overrides` change run-time adaptor settings that hold no weights (the ctc `topk`).
+    `with_encoder=False` leaves the frozen encoder out (its audio then comes as heard token ids)."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
@@ -574,4 +616,5 @@ def load_checkpoint(ckpt: str | Path, *, llm_weights: str | None = None,
     if saved == "lora" and spec.llm_weights != "lora":
         spec.llm_weights = "lora"  # keep the adapter: training on top of it
     return LLaSM.build(spec, adaptor_tensors=load_file(str(ckpt / "adaptor.safetensors")),
-                       adaptor_config=cfg["adaptor"], lora_dir=lora_dir, full_llm_dir=full_dir)
+                       adaptor_config=cfg["adaptor"], lora_dir=lora_dir, full_llm_dir=full_dir,
+                       encoder_info=None if with_encoder else cfg["encoder"])

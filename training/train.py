@@ -30,6 +30,7 @@ import tomllib
 import torch
 
 from training.data import (
+    HeardCache,
     Manifest,
     StateCache,
     batch_tokens,
@@ -91,6 +92,7 @@ class TrainConfig:
     eval_generate: int = 16  # clips transcribed greedily for WER per eval
     log_every: int = 10
     state_cache: str = ""
+    heard_cache: str = ""  # stage 2 over a frozen top-1 ctc adaptor: its heard token ids stand in for the audio
     limit: int = 0  # use only the first N examples (0: all)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -136,6 +138,9 @@ class TrainConfig:
             raise TrainError("llm_weights must be base, full or lora")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
             raise TrainError("batch_size, grad_accum and max_steps must be >= 1")
+        if self.heard_cache and (self.stage != 2 or not self.init or self.state_cache):
+            raise TrainError("a heard cache feeds stage 2 from a ctc checkpoint (--stage 2 --init CKPT), "
+                             "in place of a state cache")
 
     def what_trains(self) -> str:
         if self.stage == 1:
@@ -367,11 +372,17 @@ def build_model(cfg: TrainConfig) -> LLaSM:
     trains = cfg.what_trains()
     kl_teacher = cfg.loss == "kl" and trains == "full"
     if cfg.init:
-        read_checkpoint_config(cfg.init)
+        ccfg = read_checkpoint_config(cfg.init)
+        if cfg.heard_cache:
+            a = ccfg.get("adaptor", {})
+            if a.get("type") != "ctc" or (cfg.topk or a.get("topk")) != 1:
+                raise TrainError(f"a heard cache stands in for a top-1 ctc adaptor; {cfg.init} has a "
+                                 f"{a.get('type')} adaptor (give --topk 1 for a ctc one)")
         model = load_checkpoint(cfg.init, llm_weights=trains, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                 lora_targets=_lora_targets(cfg), gradient_checkpointing=cfg.gradient_checkpointing,
                                 kl_teacher=kl_teacher, state_mask=cfg.state_mask,
-                                adaptor_overrides={"topk": cfg.topk} if cfg.topk else None)
+                                adaptor_overrides={"topk": cfg.topk} if cfg.topk else None,
+                                with_encoder=not cfg.heard_cache)
         c = model.adaptor.config
         if c.type == "ctc" and c.topk == 1:
             # each segment is read as one token's embedding row: no gradient reaches the adaptor
@@ -496,7 +507,8 @@ def gather_state(module: torch.nn.Module, keep: bool, select: str = "") -> dict[
 # ---- eval -----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCache | None = None,
-             max_examples: int | None = None, n_generate: int | None = None) -> dict[str, float]:
+             max_examples: int | None = None, n_generate: int | None = None,
+             heard: HeardCache | None = None) -> dict[str, float]:
     """Held-out loss (fixed instruction, audio after) and WER of greedy transcriptions."""
     import jiwer
 
@@ -510,7 +522,7 @@ def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCac
         # conversations (a stage-2 mix) are scored as they are written; ASR clips with the fixed instruction
         stage = 1 if all(e.is_asr for e in chunk) else 2
         batch = collate(chunk, model, stage=stage, objective=cfg.objective, seed=cfg.seed, epoch=0,
-                        indices=list(range(i, i + len(chunk))), cache=cache, train=False)
+                        indices=list(range(i, i + len(chunk))), cache=cache, train=False, heard=heard)
         loss, n = model(batch)
         losses.append(float(loss) * n)
         weights.append(n)
@@ -544,12 +556,7 @@ def _norm(s: str) -> str:
 
 
 def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -> list[str]:
-    if "states" in batch:
-        states, lens = batch["states"], batch["state_lengths"]
-    else:
-        states, lens = model.encode(batch["features"], batch["mel_lengths"])
-    dev = model.adaptor_device()
-    emb, heard = model.adaptor(states.to(dev), lens.to(dev))
+    emb, heard = model.batch_audio(batch)
     if heard is not None and model.adaptor.config.type == "ctc" and batch["objective"] == "ctc":
         return [model.tokenizer.decode(h, skip_special_tokens=True).strip() for h in heard]
     from training.data import asr_turns, conversation_turns
@@ -626,10 +633,17 @@ def train(cfg: TrainConfig) -> Path:
 
     if not cfg.data:
         raise TrainError("no training data: pass --data MANIFEST")
-    manifest = read_manifest(cfg.data, limit=cfg.limit or None)
+    heard = HeardCache(cfg.heard_cache) if cfg.heard_cache else None
+    if heard is not None and cfg.init:
+        sha = _sha256(Path(cfg.init) / "adaptor.safetensors")
+        if heard.adaptor_sha256 != sha:
+            raise TrainError(f"{cfg.heard_cache} was heard by another adaptor than {cfg.init}'s: rebuild it "
+                             "with `llasm-train cache-heard --init` on that checkpoint")
+    known = heard.seconds if heard is not None else None
+    manifest = read_manifest(cfg.data, limit=cfg.limit or None, known_seconds=known)
     if acc.is_main_process:
         manifest.report()
-    eval_manifest = read_manifest(cfg.eval_data) if cfg.eval_data else None
+    eval_manifest = read_manifest(cfg.eval_data, known_seconds=known) if cfg.eval_data else None
     if cfg.stage == 1:  # spoken questions train the adaptor's hearing too
         manifest = spoken_turns_as_asr(manifest)
         eval_manifest = spoken_turns_as_asr(eval_manifest) if eval_manifest else None
@@ -688,7 +702,8 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_main_process, dynamic_ncols=True,
                desc=f"stage {cfg.stage} ({model.adaptor.config.type}, {cfg.objective})")
     wrapped.train()
-    model.encoder.eval()
+    if model.encoder is not None:
+        model.encoder.eval()
     t_last, samples_acc, tokens_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
     train_s = 0.0  # time spent in training steps by this process (evaluation and saving excluded)
     for step in range(start, cfg.max_steps):
@@ -696,7 +711,8 @@ def train(cfg: TrainConfig) -> Path:
         for a in range(cfg.grad_accum):
             epoch, idx = micro_batch(step * cfg.grad_accum + a)
             batch = collate([manifest.examples[i] for i in idx], model, stage=cfg.stage, objective=cfg.objective,
-                            seed=cfg.seed, epoch=epoch, indices=idx, cache=cache, kl=cfg.loss == "kl")
+                            seed=cfg.seed, epoch=epoch, indices=idx, cache=cache, kl=cfg.loss == "kl",
+                            heard=heard)
             if sharded:  # FSDP2: accumulate unsharded gradients, reduce-scatter on the last micro-batch
                 model.set_requires_gradient_sync(a == cfg.grad_accum - 1)
                 ctx = _nullcontext()
@@ -738,9 +754,9 @@ def train(cfg: TrainConfig) -> Path:
         if eval_manifest is not None and (done % cfg.eval_every == 0 or last):
             # FSDP: every rank evaluates on the full parameters (transformers syncs FSDP generation over ranks)
             with full_parameters(model, sharded):
-                ev = evaluate(model, eval_manifest, cfg, cache) if sharded else None
+                ev = evaluate(model, eval_manifest, cfg, cache, heard=heard) if sharded else None
                 if acc.is_main_process:
-                    ev = ev or evaluate(model, eval_manifest, cfg, cache)
+                    ev = ev or evaluate(model, eval_manifest, cfg, cache, heard=heard)
                     row = {"step": done, "train_s": round(train_s, 2),
                            **{k: v for k, v in ev.items() if k != "example"}}
                     bar.write(f"step {done}: eval loss {ev['eval_loss']:.3f}  "
@@ -867,6 +883,52 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
                 if len(shard) >= shard_size:
                     flush()
     flush()
+    return out
+
+
+def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: str | Path | None = None,
+                batch_size: int = 16) -> Path:
+    """What a top-1 ctc checkpoint's adaptor hears in every clip of `data`, written once as a heard cache
+    (`training.data.HeardCache`, one JSON file): the token ids it reads to the LLM and each clip's length.
+
+    Stage 2 over that frozen adaptor then reads this file in place of the audio (`--heard-cache`): the same
+    embeddings the adaptor would give, without the clips, their states or the encoder. States come from
+    `state_cache` where it holds them, else the checkpoint's encoder runs on the audio."""
+    from tqdm import tqdm
+
+    from training.data import HeardCache, clip_key
+
+    init, out = Path(init), Path(out)
+    cfg = read_checkpoint_config(init)
+    if cfg.get("adaptor", {}).get("type") != "ctc":
+        raise TrainError(f"{init} has a {cfg.get('adaptor', {}).get('type')} adaptor: only a ctc adaptor's "
+                         "hearing is a list of tokens")
+    model = load_checkpoint(init, adaptor_overrides={"topk": 1}).eval()
+    cache = StateCache(state_cache) if state_cache else None
+    manifest = read_manifest(data)
+    manifest.report()
+    seconds = {clip_key(c): s for e in manifest.examples for c, s in zip(e.clips, e.clip_seconds, strict=True)}
+    clips = sorted(seconds)
+    heard: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        for i in tqdm(range(0, len(clips), batch_size), desc="hearing", unit="batch"):
+            group = [Path(c) for c in clips[i: i + batch_size]]
+            if cache is not None and all(c in cache for c in group):
+                states = [cache.get(c) for c in group]
+                lens = torch.tensor([s.shape[0] for s in states])
+                x = torch.zeros(len(states), int(lens.max()), states[0].shape[1])
+                for j, st in enumerate(states):
+                    x[j, : st.shape[0]] = st
+            else:
+                x, lens = model.encode(*model.features([load_clip(c) for c in group]))
+            _, ids = model.adaptor(x, lens)
+            for c, h in zip(group, ids or [], strict=True):
+                heard[str(c)] = {"ids": [int(t) for t in h], "seconds": seconds[str(c)]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps({"format": HeardCache.FORMAT, "checkpoint": str(init.resolve()),
+                               "adaptor_sha256": _sha256(init / "adaptor.safetensors"), "clips": heard}))
+    os.replace(tmp, out)
     return out
 
 
