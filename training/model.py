@@ -528,9 +528,13 @@ class LLaSM(nn.Module):
 
     @staticmethod
     def _logits(llm: nn.Module, emb: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """float32 logits [n, V] at the `keep` positions ([B, T] bool), in row-major order."""
-        out = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
-        return out.reshape(-1, out.shape[-1]).float()
+        """float32 logits [n, V] at the `keep` positions ([B, T] bool), in row-major order.
+
+        The LM head runs on the columns that any row trains (a 1-D `logits_to_keep`, which every transformers
+        5 release takes; a [B, T] mask is newer than 5.17), then each row keeps its own positions."""
+        cols = keep.any(0).nonzero().squeeze(1)
+        out = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=cols).logits  # [B, len(cols), V]
+        return out[keep[:, cols]].float()
 
     @contextlib.contextmanager
     def _teacher(self):
