@@ -18,6 +18,16 @@ ADAPTOR_EXTRA: dict[str, dict[str, int]] = {
 }
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m ...` child of this repo: the repo first on PYTHONPATH, what the
+    parent had there kept after it (packages installed outside the interpreter's own site-packages)."""
+    import os
+
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
 def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048, seed: int = 0) -> Path:
     """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor."""
     from assistant.adaptor import AdaptorConfig, random_tensors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import child_env
 from safetensors.torch import load_file
 
 from training.data import DataError, collate, read_manifest, spoken_turns_as_asr
@@ -273,7 +273,7 @@ def _cli(tiny: Path, out: Path, steps: int, *launcher: str) -> list[str]:
 
 def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp_path: Path) -> None:
     py = [sys.executable, "-m", "training.cli"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny, ref, 12, *py), check=True, env=env, capture_output=True, cwd=ROOT)
     run = tmp_path / "run"
@@ -305,7 +305,7 @@ def test_two_process_gloo_run_learns(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.cli"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     # torchrun-style launcher; on a machine without CUDA the trainer picks gloo (accelerate MULTI_CPU)
     r = subprocess.run(_cli(tiny, out, 16, *launcher), env=env, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -338,7 +338,7 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     assert len(heard) == n_clips and all(len(v["ids"]) > 0 for v in heard.clips.values())
 
     kw = dict(stage=2, topk=1, llm_weights="lora", lora_r=2, lora_targets="q_proj,v_proj", loss="kl",
-              max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8, mixed_precision="no")
+              max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8)
     ref = train(_cfg(tiny, tmp_path / "ref", init=str(s1), state_cache=str(states), **kw))
 
     # the same checkpoint with its encoder gone, and no clips or states on disk

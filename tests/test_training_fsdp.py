@@ -7,7 +7,6 @@ format (loadable without torch.distributed, readable by export) and resumes exac
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import child_env
 from safetensors.torch import load_file
 
 from training.train import TrainConfig, TrainError, train
@@ -42,7 +42,7 @@ def _launch(tiny: Path, out: Path, *args: str, fsdp: bool = True) -> subprocess.
            "-m", "training.cli", *args, "--recipe", str(ROOT / "training/recipes/cpu.toml"),
            "--encoder", str(tiny / "whisper"), "--llm", str(tiny / "llm"), "--out", str(out), "--batch-size", "4",
            "--log-every", "1", "--warmup-steps", "1", "--mixed-precision", "no"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
