@@ -337,6 +337,17 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     n_clips = len({c for e in read_manifest(mix).examples for c in e.clips})
     assert len(heard) == n_clips and all(len(v["ids"]) > 0 for v in heard.clips.values())
 
+    # what the LLM is fed: the same rows, from the states through the adaptor or from the cache
+    from training.data import StateCache
+    from training.model import load_checkpoint
+
+    model = load_checkpoint(s1, adaptor_overrides={"topk": 1})
+    exs = read_manifest(mix).examples[:4]
+    both = [collate(exs, model, stage=2, objective="llm", seed=0, epoch=0, indices=list(range(len(exs))),
+                    train=False, **src) for src in ({"cache": StateCache(states)}, {"heard": heard})]
+    (emb_s, ids_s), (emb_h, ids_h) = (model.batch_audio(b) for b in both)
+    assert ids_s == ids_h and all(torch.equal(x, y) for x, y in zip(emb_s, emb_h, strict=True))
+
     kw = dict(stage=2, topk=1, llm_weights="lora", lora_r=2, lora_targets="q_proj,v_proj", loss="kl",
               max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8)
     ref = train(_cfg(tiny, tmp_path / "ref", init=str(s1), state_cache=str(states), **kw))
@@ -353,12 +364,16 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     out = tmp_path / "heard-run"
     final = train(_cfg(tiny, out, init=str(s1_moved), heard_cache=str(heard_file), **kw))
     a, b = load_file(str(ref / "lora" / "adapter_model.safetensors")), load_file(str(final / "lora" / "adapter_model.safetensors"))
-    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    assert any(v.abs().sum() > 0 for k, v in b.items() if "lora_B" in k)
+    assert set(a) == set(b) and any(v.abs().sum() > 0 for k, v in b.items() if "lora_B" in k)
     rows_ref, rows = _rows(tmp_path / "ref"), _rows(out)
-    assert [round(r["loss"], 5) for r in rows if "loss" in r] == [round(r["loss"], 5) for r in rows_ref if "loss" in r]
-    ev = [r for r in rows if "eval_loss" in r]
-    assert ev and abs(ev[-1]["eval_loss"] - [r for r in rows_ref if "eval_loss" in r][-1]["eval_loss"]) < 1e-5
+    loss_ref, loss = ([r["loss"] for r in x if "loss" in r] for x in (rows_ref, rows))
+    ev_ref, ev = ([r["eval_loss"] for r in x if "eval_loss" in r] for x in (rows_ref, rows))
+    assert len(loss) == len(loss_ref) == 3 and len(ev) == len(ev_ref) == 1
+    if torch.cuda.is_available():  # CUDA kernels (attention backward, bf16 autocast) are not bitwise repeatable
+        assert all(abs(x - y) <= 0.02 * abs(y) for x, y in zip(loss + ev, loss_ref + ev_ref, strict=True))
+    else:  # the same training, number for number
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+        assert [round(x, 5) for x in loss + ev] == [round(x, 5) for x in loss_ref + ev_ref]
     assert json.loads((final / "llasm.json").read_text())["encoder"]["n_mels"] == desc["encoder"]["n_mels"]
 
     # a cache heard by another adaptor, a stage-1 run and a clip the cache lacks fail in one line
