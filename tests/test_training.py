@@ -384,3 +384,29 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
         _cfg(tiny, tmp_path / "bad1", stage=1, heard_cache=str(heard_file))
     with pytest.raises(DataError, match="not in the heard cache"):
         heard.get(tmp_path / "elsewhere.wav")
+
+
+def test_cache_heard_command(tiny: Path, tmp_path: Path) -> None:
+    """`llasm-train cache-heard` writes what the adaptor hears (here from the audio, through the encoder) and
+    refuses an adaptor whose hearing is not a token list, in one line."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.data import HeardCache
+
+    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
+    data = str(tiny / "data" / "train.jsonl")
+    out = tmp_path / "heard.json"
+    r = CliRunner().invoke(app, ["cache-heard", "--init", str(s1), "--data", data, "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    heard = HeardCache(out)
+    clips = {c for e in read_manifest(data).examples for c in e.clips}
+    assert len(heard) == len(clips) and all(c in heard for c in clips)
+    assert all(v["seconds"] > 0 for v in heard.clips.values())
+    linear = tmp_path / "linear"
+    linear.mkdir()
+    desc = json.loads((s1 / "llasm.json").read_text())
+    (linear / "llasm.json").write_text(json.dumps({**desc, "adaptor": {**desc["adaptor"], "type": "linear"}}))
+    r = CliRunner().invoke(app, ["cache-heard", "--init", str(linear), "--data", data, "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "only a ctc adaptor" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "x.json").exists()
