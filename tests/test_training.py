@@ -403,6 +403,8 @@ def test_cache_heard_command(tiny: Path, tmp_path: Path) -> None:
     clips = {c for e in read_manifest(data).examples for c in e.clips}
     assert len(heard) == len(clips) and all(c in heard for c in clips)
     assert all(v["seconds"] > 0 for v in heard.clips.values())
+    r = CliRunner().invoke(app, ["cache-heard", "--init", str(s1), "--data", data, "--out", str(out)])
+    assert r.exit_code == 0 and "already holds" in r.stdout  # a rerun has nothing to do
     linear = tmp_path / "linear"
     linear.mkdir()
     desc = json.loads((s1 / "llasm.json").read_text())

@@ -896,19 +896,28 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
     `state_cache` where it holds them, else the checkpoint's encoder runs on the audio."""
     from tqdm import tqdm
 
-    from training.data import HeardCache, clip_key
+    from training.data import DataError, HeardCache, clip_key
 
     init, out = Path(init), Path(out)
     cfg = read_checkpoint_config(init)
     if cfg.get("adaptor", {}).get("type") != "ctc":
         raise TrainError(f"{init} has a {cfg.get('adaptor', {}).get('type')} adaptor: only a ctc adaptor's "
                          "hearing is a list of tokens")
-    model = load_checkpoint(init, adaptor_overrides={"topk": 1}).eval()
-    cache = StateCache(state_cache) if state_cache else None
     manifest = read_manifest(data)
     manifest.report()
     seconds = {clip_key(c): s for e in manifest.examples for c, s in zip(e.clips, e.clip_seconds, strict=True)}
     clips = sorted(seconds)
+    sha = _sha256(init / "adaptor.safetensors")
+    if out.exists():  # a rerun over the same adaptor and clips has nothing to do
+        try:
+            old = HeardCache(out)
+        except DataError:
+            old = None
+        if old is not None and old.adaptor_sha256 == sha and set(clips) <= set(old.clips):
+            print(f"{out} already holds what {init} hears in all {len(clips)} clips")
+            return out
+    model = load_checkpoint(init, adaptor_overrides={"topk": 1}).eval()
+    cache = StateCache(state_cache) if state_cache else None
     heard: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for i in tqdm(range(0, len(clips), batch_size), desc="hearing", unit="batch"):
@@ -927,7 +936,7 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps({"format": HeardCache.FORMAT, "checkpoint": str(init.resolve()),
-                               "adaptor_sha256": _sha256(init / "adaptor.safetensors"), "clips": heard}))
+                               "adaptor_sha256": sha, "clips": heard}))
     os.replace(tmp, out)
     return out
 
