@@ -71,6 +71,40 @@ def test_ctc_stage0_learns_and_transcribes(tiny: Path, tmp_path: Path) -> None:
                       "blank.weight", "blank.bias"}  # the token table is never stored
 
 
+def test_ctc_shortlist_trains_the_softmax_over_the_transcripts_tokens(tiny: Path, tmp_path: Path) -> None:
+    """`--ctc-shortlist`: the training softmax runs over the training transcripts' tokens (+ blank), the rows
+    the full head would give for them; the head learns, and evaluation still scores the full vocabulary."""
+    from training.model import load_checkpoint
+
+    out = tmp_path / "short"
+    final = train(_cfg(tiny, out, adaptor="ctc", objective="ctc", max_steps=30, lr=1e-2, log_every=5, stack=1,
+                       ctc_shortlist=True, eval_data=str(tiny / "data" / "eval.jsonl"), eval_every=30))
+    rows = [r for r in _rows(out) if "loss" in r]
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
+    assert [r for r in _rows(out) if "eval_loss" in r][-1]["eval_loss"] > 0
+    model = load_checkpoint(final)
+    exs = read_manifest(tiny / "data" / "train.jsonl").examples
+    ids = sorted({t for e in exs for t in model.prompt.encode(e.text)})
+    vocab = torch.tensor(ids)
+    assert 0 < len(ids) < model.adaptor.config.vocab_size
+    b = collate(exs[:3], model, stage=1, objective="ctc", seed=0, epoch=0, indices=[0, 1, 2], train=False)
+    states, lens = model.encode(b["features"], b["mel_lengths"])
+    with torch.no_grad():
+        full, n = model.adaptor.ctc_logits(states, lens)
+        short, n2 = model.adaptor.ctc_logits(states, lens, vocab)
+    assert torch.equal(n, n2) and short.shape[-1] == len(ids) + 1
+    torch.testing.assert_close(short, full[..., [*ids, model.adaptor.config.vocab_size]])
+    model.train()
+    model.ctc_vocab = vocab
+    loss, ntok = model.ctc_loss(states, lens, b["targets"])
+    assert ntok == sum(map(len, b["targets"])) and torch.isfinite(loss)
+    model.ctc_vocab = vocab[vocab != b["targets"][0][0]]  # a target token outside the vocabulary is refused
+    with pytest.raises(Exception, match="outside the ctc vocabulary"):
+        model.ctc_loss(states, lens, b["targets"])
+    with pytest.raises(TrainError, match="ctc-shortlist"):
+        _cfg(tiny, tmp_path / "bad", ctc_shortlist=True)
+
+
 def test_stage1_reads_spoken_questions_as_asr_pairs(tiny: Path, tmp_path: Path) -> None:
     conv = read_manifest(tiny / "data" / "conv.jsonl")
     asr = read_manifest(tiny / "data" / "train.jsonl")

@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         state_cache: str = typer.Option(None, help="directory from `llasm-train cache-states`"),
         heard_cache: str = typer.Option(None, help="stage 2 over a frozen top-1 ctc adaptor: the file from "
                                                    "`llasm-train cache-heard`, in place of audio and states"),
+        ctc_shortlist: bool = typer.Option(
+            None, "--ctc-shortlist/--no-ctc-shortlist",
+            help="ctc objective: softmax over the training transcripts' tokens only, the shortlist a bundle scores"),
         limit: int = typer.Option(None, help="use only the first N examples"),
         seed: int = typer.Option(None),
     ) -> dict[str, Any]:

@@ -154,13 +154,17 @@ class Adaptor(nn.Module):
             self.blank = _Blank(e)
         self.token_embeddings: torch.Tensor | None = None  # ctc: set from the LLM, never saved
 
-    def ctc_logits(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ctc: [B, N, V+1] float32 logits (blank last) and output lengths."""
+    def ctc_logits(self, states: torch.Tensor, lengths: torch.Tensor,
+                   vocab: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ctc: [B, N, V+1] float32 logits (blank last) and output lengths. `vocab` (sorted token ids) scores
+        only those tokens, as a bundle's shortlist does at run time: [B, N, len(vocab)+1]."""
         x, n = stack_batch(states, lengths, self.config.stack)
         x = x.to(self.linear_1.weight.dtype)
         h = F.silu(self.linear_1(self.ln_pre(x)))
         o = self.linear_2(h).float()
         table = self._table().float()
+        if vocab is not None:
+            table = table[vocab.to(table.device)]
         tok = o @ table.T
         blank = o @ self.blank.weight.float() + self.blank.bias.float()
         return torch.cat([tok, blank[..., None]], dim=-1), n
@@ -314,6 +318,7 @@ class LLaSM(nn.Module):
         self.tokenizer, self.template, self.spec = tokenizer, template, spec
         self.prompt = PromptBuilder(template, tokenizer)
         self.teacher: nn.Module | None = None
+        self.ctc_vocab: torch.Tensor | None = None  # ctc training: the token ids the head's softmax runs over
         if encoder is not None:
             encoder.requires_grad_(False).eval()
             encoder_info = {"n_mels": encoder.n_mels, "d_model": encoder.d_model}
@@ -547,12 +552,20 @@ class LLaSM(nn.Module):
             yield self.llm
 
     def ctc_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: Sequence[list[int]]) -> tuple[torch.Tensor, int]:
-        logits, n = self.adaptor.ctc_logits(states, lengths)
+        """Per-token CTC loss. While training with a `ctc_vocab` (the training transcripts' tokens, the shortlist
+        a bundle scores at run time) the softmax runs over those tokens only; evaluation keeps the full vocabulary."""
+        vocab = self.ctc_vocab if self.training else None
+        logits, n = self.adaptor.ctc_logits(states, lengths, vocab)
         logp = logits.log_softmax(-1).transpose(0, 1)  # [N, B, C]
         flat = torch.tensor([t for tg in targets for t in tg], dtype=torch.long)
+        blank = self.adaptor.config.vocab_size
+        if vocab is not None:
+            pos = torch.searchsorted(vocab.cpu(), flat)
+            if bool((pos >= len(vocab)).any()) or not torch.equal(vocab.cpu()[pos.clamp(max=len(vocab) - 1)], flat):
+                raise ModelError("a training transcript has a token outside the ctc vocabulary; build it from the same data")
+            flat, blank = pos, len(vocab)
         tl = torch.tensor([len(t) for t in targets], dtype=torch.long)
-        loss = F.ctc_loss(logp, flat, n.cpu(), tl, blank=self.adaptor.config.vocab_size,
-                          reduction="sum", zero_infinity=True)
+        loss = F.ctc_loss(logp, flat, n.cpu(), tl, blank=blank, reduction="sum", zero_infinity=True)
         ntok = max(int(tl.sum()), 1)
         return loss / ntok, ntok
 

@@ -93,6 +93,7 @@ class TrainConfig:
     log_every: int = 10
     state_cache: str = ""
     heard_cache: str = ""  # stage 2 over a frozen top-1 ctc adaptor: its heard token ids stand in for the audio
+    ctc_shortlist: bool = False  # ctc objective: softmax over the training transcripts' tokens only (as bundles run)
     limit: int = 0  # use only the first N examples (0: all)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -138,6 +139,8 @@ class TrainConfig:
             raise TrainError("llm_weights must be base, full or lora")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
             raise TrainError("batch_size, grad_accum and max_steps must be >= 1")
+        if self.ctc_shortlist and self.objective != "ctc":
+            raise TrainError("--ctc-shortlist shapes the ctc objective's softmax (--objective ctc)")
         if self.heard_cache and (self.stage != 2 or not self.init or self.state_cache):
             raise TrainError("a heard cache feeds stage 2 from a ctc checkpoint (--stage 2 --init CKPT), "
                              "in place of a state cache")
@@ -684,6 +687,11 @@ def train(cfg: TrainConfig) -> Path:
         wrapped, opt = acc.prepare(model, opt)
         model.to(acc.device)
     model._attach_table()
+    if cfg.ctc_shortlist:
+        ids = sorted({t for e in manifest.examples for t in model.prompt.encode(e.text)})
+        model.ctc_vocab = torch.tensor(ids, dtype=torch.long, device=acc.device)
+        log(f"ctc softmax over the {len(ids):,} tokens of the training transcripts "
+            f"(of {model.adaptor.config.vocab_size:,})")
 
     seconds = [e.seconds for e in manifest.examples]
     world, rank = acc.num_processes, acc.process_index
