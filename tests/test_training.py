@@ -82,23 +82,24 @@ def test_ctc_shortlist_trains_the_softmax_over_the_transcripts_tokens(tiny: Path
     rows = [r for r in _rows(out) if "loss" in r]
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
     assert [r for r in _rows(out) if "eval_loss" in r][-1]["eval_loss"] > 0
-    model = load_checkpoint(final)
+    model = load_checkpoint(final)  # the checkpoint keeps the vocabulary (ctc_vocab.json) beside the weights
     exs = read_manifest(tiny / "data" / "train.jsonl").examples
     ids = sorted({t for e in exs for t in model.prompt.encode(e.text)})
     vocab = torch.tensor(ids)
     assert 0 < len(ids) < model.adaptor.config.vocab_size
+    assert json.loads((final / "ctc_vocab.json").read_text()) == ids and torch.equal(model.adaptor.vocab_ids, vocab)
     b = collate(exs[:3], model, stage=1, objective="ctc", seed=0, epoch=0, indices=[0, 1, 2], train=False)
     states, lens = model.encode(b["features"], b["mel_lengths"])
     with torch.no_grad():
         full, n = model.adaptor.ctc_logits(states, lens)
         short, n2 = model.adaptor.ctc_logits(states, lens, vocab)
+        _, heard = model.adaptor(states, lens)  # hearing goes through the shortlist, as a bundle's does
     assert torch.equal(n, n2) and short.shape[-1] == len(ids) + 1
     torch.testing.assert_close(short, full[..., [*ids, model.adaptor.config.vocab_size]])
-    model.train()
-    model.ctc_vocab = vocab
+    assert heard and all(t in set(ids) for h in heard for t in h)
     loss, ntok = model.ctc_loss(states, lens, b["targets"])
     assert ntok == sum(map(len, b["targets"])) and torch.isfinite(loss)
-    model.ctc_vocab = vocab[vocab != b["targets"][0][0]]  # a target token outside the vocabulary is refused
+    model.adaptor.vocab_ids = vocab[vocab != b["targets"][0][0]]  # a target token outside it is refused
     with pytest.raises(Exception, match="outside the ctc vocabulary"):
         model.ctc_loss(states, lens, b["targets"])
     with pytest.raises(TrainError, match="ctc-shortlist"):

@@ -27,6 +27,7 @@ from assistant.adaptor import DEFAULT_CTC_TOPK, DEFAULT_STACK, NORM_EPS, Adaptor
 from assistant.prompt import AUDIO, Message, PromptTemplate
 
 IGNORE = -100
+CTC_VOCAB = "ctc_vocab.json"  # in a checkpoint: the token ids a --ctc-shortlist head scores
 LLM_WEIGHTS = ("base", "full", "lora")
 
 
@@ -153,11 +154,15 @@ class Adaptor(nn.Module):
             self.linear_2 = nn.Linear(c.hidden, e)
             self.blank = _Blank(e)
         self.token_embeddings: torch.Tensor | None = None  # ctc: set from the LLM, never saved
+        # ctc: the sorted token ids the head scores (`--ctc-shortlist`, as a bundle's shortlist); None: all.
+        # Kept beside the weights (a checkpoint's ctc_vocab.json), not in them.
+        self.vocab_ids: torch.Tensor | None = None
 
     def ctc_logits(self, states: torch.Tensor, lengths: torch.Tensor,
                    vocab: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """ctc: [B, N, V+1] float32 logits (blank last) and output lengths. `vocab` (sorted token ids) scores
-        only those tokens, as a bundle's shortlist does at run time: [B, N, len(vocab)+1]."""
+        only those tokens, as a bundle's shortlist does at run time: [B, N, len(vocab)+1]. Column j < V is
+        token `vocab[j]` then; forward() maps them back."""
         x, n = stack_batch(states, lengths, self.config.stack)
         x = x.to(self.linear_1.weight.dtype)
         h = F.silu(self.linear_1(self.ln_pre(x)))
@@ -172,21 +177,26 @@ class Adaptor(nn.Module):
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], list[list[int]] | None]:
         c = self.config
         if c.type == "ctc":
-            logits, n = self.ctc_logits(states, lengths)
+            vocab = self.vocab_ids
+            logits, n = self.ctc_logits(states, lengths, vocab)
             table = self._table().float()
+            if vocab is not None:  # columns are shortlist positions: score and read through the shortlist
+                table = table[vocab.to(table.device)]
+            n_tok = logits.shape[-1] - 1
+            ids_of = vocab.cpu().tolist() if vocab is not None else None
             outs, heard = [], []
             for i in range(states.shape[0]):
                 lg = logits[i, : int(n[i])]
-                segs = ctc_segments(lg.argmax(-1).cpu().numpy(), blank=c.vocab_size)
-                heard.append([s[0] for s in segs])
+                segs = ctc_segments(lg.argmax(-1).cpu().numpy(), blank=n_tok)
+                cols = [s[0] for s in segs]
+                heard.append([ids_of[j] for j in cols] if ids_of is not None else cols)
                 if c.topk == 1:  # each segment is its token's row (a one-token posterior mix is exactly that)
-                    ids = torch.tensor(heard[-1], dtype=torch.long, device=table.device)
-                    outs.append(table[ids])
+                    outs.append(table[torch.tensor(cols, dtype=torch.long, device=table.device)])
                     continue
                 probs = lg.softmax(-1)
                 rows = []
                 for _, a, b in segs:
-                    q = probs[a:b, : c.vocab_size].mean(0)
+                    q = probs[a:b, :n_tok].mean(0)
                     idx = torch.sort(q, descending=True, stable=True).indices[: c.topk]
                     w = q[idx] / q[idx].sum()
                     rows.append(w @ table[idx])
@@ -318,7 +328,6 @@ class LLaSM(nn.Module):
         self.tokenizer, self.template, self.spec = tokenizer, template, spec
         self.prompt = PromptBuilder(template, tokenizer)
         self.teacher: nn.Module | None = None
-        self.ctc_vocab: torch.Tensor | None = None  # ctc training: the token ids the head's softmax runs over
         if encoder is not None:
             encoder.requires_grad_(False).eval()
             encoder_info = {"n_mels": encoder.n_mels, "d_model": encoder.d_model}
@@ -552,9 +561,9 @@ class LLaSM(nn.Module):
             yield self.llm
 
     def ctc_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: Sequence[list[int]]) -> tuple[torch.Tensor, int]:
-        """Per-token CTC loss. While training with a `ctc_vocab` (the training transcripts' tokens, the shortlist
-        a bundle scores at run time) the softmax runs over those tokens only; evaluation keeps the full vocabulary."""
-        vocab = self.ctc_vocab if self.training else None
+        """Per-token CTC loss; over the adaptor's `vocab_ids` where it has them (`--ctc-shortlist`: the training
+        transcripts' tokens, the shortlist a bundle scores at run time), else over the whole vocabulary."""
+        vocab = self.adaptor.vocab_ids
         logits, n = self.adaptor.ctc_logits(states, lengths, vocab)
         logp = logits.log_softmax(-1).transpose(0, 1)  # [N, B, C]
         flat = torch.tensor([t for tg in targets for t in tg], dtype=torch.long)
@@ -632,6 +641,14 @@ def load_checkpoint(ckpt: str | Path, *, llm_weights: str | None = None,
     full_dir = str(ckpt / "llm") if saved == "full" else None
     if saved == "lora" and spec.llm_weights != "lora":
         spec.llm_weights = "lora"  # keep the adapter: training on top of it
-    return LLaSM.build(spec, adaptor_tensors=load_file(str(ckpt / "adaptor.safetensors")),
-                       adaptor_config=cfg["adaptor"], lora_dir=lora_dir, full_llm_dir=full_dir,
-                       encoder_info=None if with_encoder else cfg["encoder"])
+    model = LLaSM.build(spec, adaptor_tensors=load_file(str(ckpt / "adaptor.safetensors")),
+                        adaptor_config=cfg["adaptor"], lora_dir=lora_dir, full_llm_dir=full_dir,
+                        encoder_info=None if with_encoder else cfg["encoder"])
+    vocab = ckpt / CTC_VOCAB
+    if vocab.exists():  # a --ctc-shortlist head hears through the tokens it was trained on
+        try:
+            ids = json.loads(vocab.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{vocab} is unreadable ({e})") from None
+        model.adaptor.vocab_ids = torch.tensor(ids, dtype=torch.long)
+    return model

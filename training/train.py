@@ -40,7 +40,7 @@ from training.data import (
     read_manifest,
     spoken_turns_as_asr,
 )
-from training.model import LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
+from training.model import CTC_VOCAB, LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -307,6 +307,8 @@ def save_checkpoint(model: LLaSM, ckpt: Path, *, cfg: TrainConfig, step: int, op
                                    "objective": cfg.objective}
         (tmp / "llasm.json").write_text(json.dumps(desc, indent=2, ensure_ascii=False))
         save_file(full["adaptor"] if full else model.adaptor.tensors(), str(tmp / "adaptor.safetensors"))
+        if model.adaptor.vocab_ids is not None:
+            (tmp / CTC_VOCAB).write_text(json.dumps(model.adaptor.vocab_ids.tolist()))
         given = {"state_dict": full["llm"]} if full and "llm" in full else {}
         if model.spec.llm_weights == "full":
             model.llm.save_pretrained(str(tmp / "llm"), max_shard_size="100GB", **given)
@@ -689,9 +691,11 @@ def train(cfg: TrainConfig) -> Path:
     model._attach_table()
     if cfg.ctc_shortlist:
         ids = sorted({t for e in manifest.examples for t in model.prompt.encode(e.text)})
-        model.ctc_vocab = torch.tensor(ids, dtype=torch.long, device=acc.device)
+        model.adaptor.vocab_ids = torch.tensor(ids, dtype=torch.long)
         log(f"ctc softmax over the {len(ids):,} tokens of the training transcripts "
             f"(of {model.adaptor.config.vocab_size:,})")
+    elif cfg.objective == "ctc":  # a head trained on the whole vocabulary scores all of it
+        model.adaptor.vocab_ids = None
 
     seconds = [e.seconds for e in manifest.examples]
     world, rank = acc.num_processes, acc.process_index
