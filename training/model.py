@@ -561,9 +561,10 @@ class LLaSM(nn.Module):
             yield self.llm
 
     def ctc_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: Sequence[list[int]]) -> tuple[torch.Tensor, int]:
-        """Per-token CTC loss; over the adaptor's `vocab_ids` where it has them (`--ctc-shortlist`: the training
-        transcripts' tokens, the shortlist a bundle scores at run time), else over the whole vocabulary."""
-        vocab = self.adaptor.vocab_ids
+        """Per-token CTC loss. Training over the adaptor's `vocab_ids` where it has them (`--ctc-shortlist`: the
+        training transcripts' tokens, the shortlist a bundle scores at run time); evaluation over the whole
+        vocabulary, since held-out transcripts have tokens the training ones lack (and it stays comparable)."""
+        vocab = self.adaptor.vocab_ids if self.training else None
         logits, n = self.adaptor.ctc_logits(states, lengths, vocab)
         logp = logits.log_softmax(-1).transpose(0, 1)  # [N, B, C]
         flat = torch.tensor([t for tg in targets for t in tg], dtype=torch.long)
