@@ -367,6 +367,15 @@ class HeardCache:
                             "every manifest the run reads") from None
 
 
+def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip [T_i, D] states -> a zero-padded [B, max T, D] batch and the lengths."""
+    lens = torch.tensor([s.shape[0] for s in states])
+    x = torch.zeros(len(states), int(lens.max()), states[0].shape[1])
+    for i, st in enumerate(states):
+        x[i, : st.shape[0]] = st
+    return x, lens
+
+
 def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: str, seed: int, epoch: int,
             indices: Sequence[int], cache: StateCache | None = None, kl: bool = False,
             train: bool = True, heard: HeardCache | None = None) -> dict[str, Any]:
@@ -396,12 +405,7 @@ def collate(examples: Sequence[Example], model: Any, *, stage: int, objective: s
             raise DataError("the ctc objective trains on encoder states: give a state cache, not a heard cache")
         batch["heard"] = [heard.get(p) for p in clip_paths]
     elif cache is not None:
-        states = [cache.get(p) for p in clip_paths]
-        t = max(s.shape[0] for s in states)
-        x = torch.zeros(len(states), t, states[0].shape[1])
-        for i, s in enumerate(states):
-            x[i, : s.shape[0]] = s
-        batch["states"], batch["state_lengths"] = x, torch.tensor([s.shape[0] for s in states])
+        batch["states"], batch["state_lengths"] = pad_states([cache.get(p) for p in clip_paths])
     else:
         batch["features"], batch["mel_lengths"] = features_batch([load_clip(p) for p in clip_paths],
                                                                  model.encoder.n_mels)
@@ -416,4 +420,4 @@ def batch_tokens(batch: dict[str, Any]) -> int:
 
 
 __all__ = ["DataError", "Example", "HeardCache", "Manifest", "Sample", "StateCache", "clip_key", "collate", "features_batch",
-           "length_grouped_batches", "read_manifest", "spoken_turns_as_asr"]
+           "length_grouped_batches", "pad_states", "read_manifest", "spoken_turns_as_asr"]

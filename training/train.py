@@ -908,7 +908,7 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
     `state_cache` where it holds them, else the checkpoint's encoder runs on the audio."""
     from tqdm import tqdm
 
-    from training.data import DataError, HeardCache, clip_key
+    from training.data import DataError, HeardCache, clip_key, pad_states
 
     init, out = Path(init), Path(out)
     cfg = read_checkpoint_config(init)
@@ -935,11 +935,7 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
         for i in tqdm(range(0, len(clips), batch_size), desc="hearing", unit="batch"):
             group = [Path(c) for c in clips[i: i + batch_size]]
             if cache is not None and all(c in cache for c in group):
-                states = [cache.get(c) for c in group]
-                lens = torch.tensor([s.shape[0] for s in states])
-                x = torch.zeros(len(states), int(lens.max()), states[0].shape[1])
-                for j, st in enumerate(states):
-                    x[j, : st.shape[0]] = st
+                x, lens = pad_states([cache.get(c) for c in group])
             else:
                 x, lens = model.encode(*model.features([load_clip(c) for c in group]))
             _, ids = model.adaptor(x, lens)
