@@ -1,8 +1,10 @@
 """Both stages on the real small models (whisper-base + SmolLM2-135M): a short stage-1 run whose held-out loss
-drops, and the default recipe's stage 2 (a LoRA over a frozen top-1 ctc adaptor, replies from `data mix`)."""
+drops (and with `--ctc-shortlist`), and the default recipe's stage 2 (a LoRA over a frozen top-1 ctc adaptor, replies from
+`data mix`), from states and from a heard cache."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -10,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data import StateCache, read_manifest
+from training.data import StateCache, collate, read_manifest
 from training.datagen.text import fortune_sentences
-from training.train import TrainConfig, build_model, cache_states, evaluate, train
+from training.train import TrainConfig, build_model, cache_heard, cache_states, evaluate, train
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")]
 
@@ -65,6 +67,21 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
     assert (final / "adaptor.safetensors").is_file()
     assert json.loads((final / "llasm.json").read_text())["adaptor"]["type"] == "ctc"
 
+    # --ctc-shortlist on the real models: the softmax over the training transcripts' tokens; it learns too,
+    # the checkpoint keeps that vocabulary, and what the head hears comes from it
+    from training.model import load_checkpoint
+
+    short = train(dataclasses.replace(cfg, out=str(tmp_path / "short"), ctc_shortlist=True))
+    rows = [json.loads(x) for x in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval_loss"] for r in rows if "eval_loss" in r][-1] < 0.7 * before
+    vocab = json.loads((short / "ctc_vocab.json").read_text())
+    assert 0 < len(vocab) < 49152 and vocab == sorted(vocab)
+    model = load_checkpoint(short)
+    batch = collate(read_manifest(str(eval_m)).examples, model, stage=1, objective="ctc", seed=0, epoch=0,
+                    indices=list(range(len(EVAL))), cache=StateCache(cache), train=False)
+    _, heard = model.batch_audio(batch)
+    assert heard and all(t in set(vocab) for h in heard for t in h)
+
 
 def test_real_stage2_reads_back_what_the_shipped_adaptor_hears(tmp_path: Path) -> None:
     from safetensors.torch import load_file
@@ -102,3 +119,13 @@ def test_real_stage2_reads_back_what_the_shipped_adaptor_hears(tmp_path: Path) -
     a1, a2 = load_file(str(s1 / "adaptor.safetensors")), load_file(str(final / "adaptor.safetensors"))
     assert all((a1[k] == a2[k]).all() for k in a1)  # the adaptor stayed frozen
     assert json.loads((final / "llasm.json").read_text())["llm_weights"] == "lora"
+
+    # the same stage 2 from a heard cache (no states, no encoder): the same losses, step for step, on a CPU
+    heard = cache_heard(s1, str(mix), tmp_path / "heard.json", state_cache=cache)
+    h_common = {k: v for k, v in common.items() if k != "state_cache"}
+    train(TrainConfig.from_recipe("cpu", stage=2, init=str(s1), topk=1, llm_weights="lora", lora_r=4,
+                                  lora_targets="q_proj,v_proj", loss="kl", data=str(mix), out=str(tmp_path / "s2h"),
+                                  max_steps=6, lr=5e-3, heard_cache=str(heard), **h_common))
+    h_losses = [json.loads(x)["loss"] for x in (tmp_path / "s2h" / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in x]
+    assert h_losses == pytest.approx(losses, rel=1e-5, abs=1e-6)
