@@ -139,6 +139,15 @@ def test_time_budget_stops_evaluates_and_saves(tiny: Path, tmp_path: Path) -> No
     assert json.loads((final / "llasm.json").read_text())["step"] == stopped
 
 
+def test_runs_in_one_process_may_use_different_precisions(tiny: Path, tmp_path: Path) -> None:
+    """Accelerate refuses a second Accelerator with another precision in one process (found on an H100, where
+    `auto` is bf16 and a test then asked for float32); each train() call starts from its own precision."""
+    for i, precision in enumerate(("bf16", "no", "bf16")):
+        out = tmp_path / f"p{i}"
+        train(_cfg(tiny, out, adaptor="ctc", objective="ctc", stack=1, max_steps=1, mixed_precision=precision))
+        assert [r["step"] for r in _rows(out) if "loss" in r] == [1]
+
+
 @pytest.mark.parametrize("weights,loss", [("lora", "ce"), ("full", "kl"), ("lora", "kl"), ("full", "ce")])
 def test_stage2_from_stage1(tiny: Path, tmp_path: Path, weights: str, loss: str) -> None:
     s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ultravox", max_steps=1, stack=2))
@@ -363,7 +372,7 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     from training.datagen.mix import build_mix
     from training.train import cache_heard, cache_states
 
-    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
+    s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2, mixed_precision="no"))
     data = tmp_path / "data"
     shutil.copytree(tiny / "data", data)
     mix = tmp_path / "mix" / "train.jsonl"
@@ -387,7 +396,7 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     assert ids_s == ids_h and all(torch.equal(x, y) for x, y in zip(emb_s, emb_h, strict=True))
 
     kw = dict(stage=2, topk=1, llm_weights="lora", lora_r=2, lora_targets="q_proj,v_proj", loss="kl",
-              max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8)
+              max_steps=3, data=str(mix), eval_data=str(mix), eval_every=3, eval_max=8, mixed_precision="no")
     ref = train(_cfg(tiny, tmp_path / "ref", init=str(s1), state_cache=str(states), **kw))
 
     # the same checkpoint with its encoder gone, and no clips or states on disk
@@ -407,8 +416,9 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     loss_ref, loss = ([r["loss"] for r in x if "loss" in r] for x in (rows_ref, rows))
     ev_ref, ev = ([r["eval_loss"] for r in x if "eval_loss" in r] for x in (rows_ref, rows))
     assert len(loss) == len(loss_ref) == 3 and len(ev) == len(ev_ref) == 1
-    if torch.cuda.is_available():  # CUDA kernels (attention backward, bf16 autocast) are not bitwise repeatable
-        assert all(abs(x - y) <= 0.02 * abs(y) for x, y in zip(loss + ev, loss_ref + ev_ref, strict=True))
+    if torch.cuda.is_available():  # CUDA kernels (attention backward) are not bitwise repeatable; the tiny KL is ~1e-4
+        assert all(abs(x - y) <= 0.01 * abs(y) + 1e-6 for x, y in zip(loss + ev, loss_ref + ev_ref, strict=True)), \
+            (loss + ev, loss_ref + ev_ref)
     else:  # the same training, number for number
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
         assert [round(x, 5) for x in loss + ev] == [round(x, 5) for x in loss_ref + ev_ref]

@@ -611,12 +611,16 @@ def plot_metrics(out: Path) -> Path | None:
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) a training run; returns the final checkpoint directory."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from tqdm import tqdm
 
     precision = resolve_precision(cfg.mixed_precision)
     fsdp = fsdp_requested()
     if fsdp:  # the trainer shards with FSDP2 itself (shard_model); Accelerate sets up the processes only
         os.environ["ACCELERATE_USE_FSDP"] = "false"
+    # Accelerate keeps its state per process and refuses a second Accelerator with another precision; each run
+    # here builds its own, so the precision state is reset first (the process group, if any, is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
     try:
         acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     finally:
