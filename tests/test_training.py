@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from training.data import DataError, collate, read_manifest, spoken_turns_as_asr
 from training.model import LLaSM, ModelSpec
-from training.train import TrainConfig, TrainError, latest_checkpoint, train
+from training.train import TrainConfig, TrainError, _sha256, hearing_sha256, latest_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +107,11 @@ def test_ctc_shortlist_trains_the_softmax_over_the_transcripts_tokens(tiny: Path
     assert torch.isfinite(model.ctc_loss(states, lens, b["targets"])[0])
     with pytest.raises(TrainError, match="ctc-shortlist"):
         _cfg(tiny, tmp_path / "bad", ctc_shortlist=True)
+    # a heard cache is tied to the vocabulary too: an edited ctc_vocab.json beside the same weights hears otherwise
+    digest = hearing_sha256(final)
+    assert digest != _sha256(final / "adaptor.safetensors")
+    (final / "ctc_vocab.json").write_text(json.dumps(ids[1:]))
+    assert hearing_sha256(final) != digest
 
 
 def test_stage1_reads_spoken_questions_as_asr_pairs(tiny: Path, tmp_path: Path) -> None:
@@ -381,6 +386,7 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     states = cache_states(str(mix), str(tiny / "whisper"), tmp_path / "states", engine="torch")
     heard_file = cache_heard(s1, str(mix), tmp_path / "heard.json", state_cache=states)
     heard = HeardCache(heard_file)
+    assert heard.adaptor_sha256 == _sha256(s1 / "adaptor.safetensors")  # no shortlist: the weights' own digest
     n_clips = len({c for e in read_manifest(mix).examples for c in e.clips})
     assert len(heard) == n_clips and all(len(v["ids"]) > 0 for v in heard.clips.values())
 

@@ -333,7 +333,8 @@ class HeardCache:
 
     Stage 2 over such an adaptor needs nothing else of the audio: not the clips, not their encoder states and
     not the encoder, so a run on another machine (a GPU) copies the manifests and this file, not gigabytes of
-    states. `adaptor_sha256` ties it to the adaptor weights it was computed with."""
+    states. `adaptor_sha256` ties it to the adaptor it was computed with: its weights and, for a shortlist head,
+    its vocabulary (`training.train.hearing_sha256`)."""
 
     FORMAT = "llasm-heard"
 

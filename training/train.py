@@ -202,6 +202,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def hearing_sha256(ckpt: str | Path) -> str:
+    """What a heard cache is tied to: the adaptor's weights and, for a --ctc-shortlist head, its vocabulary
+    (`ctc_vocab.json` maps the head's outputs to token ids). Without one it is the weights' sha256 alone."""
+    ckpt = Path(ckpt)
+    digest = _sha256(ckpt / "adaptor.safetensors")
+    vocab = ckpt / CTC_VOCAB
+    if vocab.exists():
+        digest = hashlib.sha256(f"{digest} {_sha256(vocab)}".encode()).hexdigest()
+    return digest
+
+
 def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     js = {"python": _jsonable(random.getstate()),
@@ -644,8 +655,7 @@ def train(cfg: TrainConfig) -> Path:
         raise TrainError("no training data: pass --data MANIFEST")
     heard = HeardCache(cfg.heard_cache) if cfg.heard_cache else None
     if heard is not None and cfg.init:
-        sha = _sha256(Path(cfg.init) / "adaptor.safetensors")
-        if heard.adaptor_sha256 != sha:
+        if heard.adaptor_sha256 != hearing_sha256(cfg.init):
             raise TrainError(f"{cfg.heard_cache} was heard by another adaptor than {cfg.init}'s: rebuild it "
                              "with `llasm-train cache-heard --init` on that checkpoint")
     known = heard.seconds if heard is not None else None
@@ -923,7 +933,7 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
     manifest.report()
     seconds = {clip_key(c): s for e in manifest.examples for c, s in zip(e.clips, e.clip_seconds, strict=True)}
     clips = sorted(seconds)
-    sha = _sha256(init / "adaptor.safetensors")
+    sha = hearing_sha256(init)
     if out.exists():  # a rerun over the same adaptor and clips has nothing to do
         try:
             old = HeardCache(out)
