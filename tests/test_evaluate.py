@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from assistant.evaluate import EvalError, edit_distance, normalize, read_asr, read_questions, similarity, wer
+from assistant.evaluate import (
+    EvalError,
+    edit_distance,
+    normalize,
+    read_asr,
+    read_questions,
+    similarity,
+    wer,
+    wilson_interval,
+)
 
 
 def test_normalize_and_wer() -> None:
@@ -75,6 +84,7 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
     rows = r["question_rows"]
     assert r["agreement"] == sum(q["similarity"] >= AGREE_SIMILARITY for q in rows) / 2
     assert r["agreement_cascade"] == sum(q["cascade_similarity"] >= AGREE_SIMILARITY for q in rows) / 2
+    assert list(r["agreement_ci95"]) == list(wilson_interval(round(r["agreement"] * 2), 2))
     assert all(q["whisper"] and q["cascade_answer"] and q["typed_answer"] for q in rows)
     assert "capital" in rows[0]["whisper"].lower()  # Whisper base hears this clean clip
     questions = [q["question"] for q in rows]
@@ -109,3 +119,18 @@ def test_latency_runs_in_a_fresh_process(tmp_path: Path) -> None:
     del ballast
     with pytest.raises(EvalError, match="the latency benchmark failed"):
         bench_in_fresh_process(tmp_path / "missing", bundle=None, out=out, threads=1)
+
+
+@pytest.mark.parametrize("k,n", [(2, 40), (0, 40), (40, 40), (31, 192), (1, 3)])
+def test_wilson_interval_bounds_are_where_the_score_test_is_at_1_96(k: int, n: int) -> None:
+    """A measured rate's 95 % interval: each bound inside (0, 1) is a rate p0 whose score statistic
+    |k/n - p0| / sqrt(p0 (1 - p0) / n) is exactly 1.96, and k/n lies between them."""
+    import math
+
+    lo, hi = wilson_interval(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1 and hi - lo > 0
+    for p0 in (lo, hi):
+        if 0 < p0 < 1:
+            assert abs(abs(k / n - p0) / math.sqrt(p0 * (1 - p0) / n) - 1.96) < 1e-9
+    assert (lo == 0) == (k == 0) and (hi == 1) == (k == n)
+    assert wilson_interval(k * 4, n * 4)[1] - wilson_interval(k * 4, n * 4)[0] < hi - lo  # more questions, narrower
