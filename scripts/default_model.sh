@@ -47,14 +47,16 @@ $bin/llasm-train data instructions --out "$work/questions-asr" --count "$q_asr" 
 cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
 $bin/llasm-train cache-states --data "$work/asr/all.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl" \
   --out "$work/states" --engine ct2
-# 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop.
-$bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 \
+# 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop. --ctc-shortlist: the
+#    training softmax runs over the training transcripts' tokens only, the ones the bundle's head scores (2.4x
+#    faster steps; held-out hearing and agreement the same, docs/default-model.md).
+$bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 --ctc-shortlist \
   --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" --eval-data "$work/asr/eval.jsonl" \
   --state-cache "$work/states" --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 \
   --warmup-steps 50 --log-every 10 --eval-every 200 --save-every 50 --seed 0
 # 4b. Stage 1b: 600 more steps with the spoken questions added (about 18 % of the clips), at half the rate.
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc --objective ctc --stack 4 \
-  --hidden 2048 --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl" \
+  --hidden 2048 --ctc-shortlist --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl" \
   --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" --out "$work/stage1b" --max-steps "$steps1b" \
   --batch-size 16 --lr 1e-3 --warmup-steps 20 --log-every 10 --eval-every 200 --save-every 50 --seed 0
 # 5. Stage 2: a small LoRA on the LLM (rank 8, attention only), trained on what the bundle's prompt sends, each

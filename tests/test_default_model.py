@@ -47,16 +47,17 @@ def test_default_bundle_is_shipped_and_small() -> None:
 
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
-# Measured on these clips with the shipped adaptor: 0.33 (session 4's: 0.29, one word fewer wrong of 21; the
-# session-2 adaptor: 0.43). The bound catches a broken adaptor, encoder or token table (an untrained ctc head
-# scores above 1.0).
+# Measured on these clips with the shipped adaptor (session 7, the --ctc-shortlist chain): 0.43, 9 words of 21
+# (session 5's: 0.33; session 4's: 0.29; the session-2 adaptor: 0.43). On 576 held-out spoken questions both
+# hear alike (question WER 0.413 and 0.410, docs/default-model.md). The bound catches a broken adaptor, encoder
+# or token table (an untrained ctc head scores above 1.0).
 MAX_HEARD_WER = 0.5
 # The issue's target the shipped model does not reach yet (docs/default-model.md says by how much).
 # strict: the day it passes, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (16,450 TTS clips, 68 CPU minutes) hears "
-                            "'What color is grass?' as 'what is grass?', which SmolLM2-135M answers without "
-                            "'green' ('a topic that has been debated for centuries'); typed, the question now "
-                            "gets 'green' (docs/default-model.md)")
+NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (16,450 TTS clips, 27 CPU minutes) hears "
+                            "'What color is grass?' as 'what country is flash?' (session 5's: 'what is grass?'), "
+                            "which SmolLM2-135M answers without 'green'; typed, the question gets 'green' "
+                            "(docs/default-model.md)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -77,11 +78,13 @@ def test_the_adaptor_hears_most_spoken_words(engine, tmp_path: Path) -> None:  #
 
 
 def test_transcription_prompt_returns_the_spoken_words(engine, tmp_path: Path) -> None:  # noqa: ANN001
-    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.33 (0.33 heard; session 4's
-    # bundle 0.29); before stage 2, the LLM rewrote it (1.19: 'is the capital of friends?' -> 'The capital of
-    # friends is Paris.').
-    answers = [d.answer for d in _ask_all(engine, tmp_path, transcribe=True)]
-    assert wer(SENTENCES, answers) <= 0.35, list(zip(SENTENCES, answers, strict=True))
+    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.43, exactly what it heard (session
+    # 5's bundle 0.33 = its heard; session 4's 0.29); before stage 2, the LLM rewrote it (1.19: 'is the capital
+    # of friends?' -> 'The capital of friends is Paris.').
+    ds = _ask_all(engine, tmp_path, transcribe=True)
+    answers = [d.answer for d in ds]
+    assert wer(SENTENCES, answers) <= 0.45, list(zip(SENTENCES, answers, strict=True))
+    assert wer([d.heard or "" for d in ds], answers) <= 0.1  # it repeats what it heard, not what it guesses
 
 
 def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Path) -> None:  # noqa: ANN001
