@@ -227,6 +227,26 @@ def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path
     assert plan["voice_set"] == "wide" and plan["reply_generation"] is None
 
 
+def test_convert_speaks_the_free_form_questions_with_held_out_voices_and_chosen_acoustics(tmp_path: Path) -> None:
+    """`data convert --eval-acoustics clean` on the repository's out-of-template evaluation questions
+    (docs/default-model/free-questions.jsonl): held-out voices, no room, microphone or noise."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.datagen.tts import Voice
+
+    src = Path(__file__).resolve().parents[1] / "docs" / "default-model" / "free-questions.jsonl"
+    res = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(tmp_path / "f"), "--limit", "8",
+                                   "--eval-fraction", "0.9", "--eval-acoustics", "clean", "--tts", "espeak",
+                                   "--workers", "1", "--quiet", "--seed", "8"])
+    assert res.exit_code == 0, res.output
+    ev = rows(tmp_path / "f" / "eval.jsonl")
+    assert ev and all(c["conversations"][0]["aug"] == "silence" for c in ev)
+    assert all(Voice.parse(c["conversations"][0]["voice"]).held_out for c in ev)
+    texts = {json.loads(line)["instruction"] for line in src.read_text().splitlines()}
+    assert {c["conversations"][0]["value"] for c in ev} <= texts
+
+
 def test_validate_clip() -> None:
     assert validate_clip(np.zeros(16000, np.float32)).startswith("peak")
     assert "duration" in validate_clip(sine(0.1))

@@ -124,12 +124,15 @@ def convert_cmd(
     hibari_fraction: float = typer.Option(0.2, help="fraction of training conversations spoken by hibari"),
     workers: int = typer.Option(2, help="parallel TTS worker processes"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+    eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
+    voice_set: str = typer.Option("base", help=_VOICES_HELP),
 ) -> None:
     """Speak the human turns of your own text conversations (the paper's construction)."""
     from training.datagen.conversations import build_converted
 
     def go() -> None:
-        build_converted(src, out, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet),
+        build_converted(src, out, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
+                                        voice_set),
                         max_chars=max_chars, limit=limit)
 
     _run(go)
