@@ -51,3 +51,28 @@ def test_compare_evals_pairs_questions_and_plots(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, script, f"A={a[0]}", f"C={other}", "--out", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "did not answer the same questions" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_answer_keywords_scores_the_answers_that_name_the_reference(tmp_path: Path) -> None:
+    qs = tmp_path / "q.jsonl"
+    qs.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"instruction": "How many legs does a spider have?", "output": "Eight.", "keys": ["eight", "8"]},
+        {"instruction": "What do bees make?", "output": "Honey.", "keys": ["honey"]},
+        {"instruction": "Why is the sky blue?", "output": "Scattering."}]))  # no keys: not scored
+    rows = [{"question": "How many legs does a spider have?", "spoken_answer": "Spiders have eight legs.",
+             "typed_answer": "A spider has 8 legs.", "cascade_answer": "Six."},
+            {"question": "What do bees make?", "spoken_answer": "Bees make wax.", "typed_answer": "Honey!",
+             "cascade_answer": "honey and wax"},
+            {"question": "Why is the sky blue?", "spoken_answer": "x", "typed_answer": "x", "cascade_answer": "x"}]
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"question_rows": rows}))
+    script = str(ROOT / "scripts/answer_keywords.py")
+    r = subprocess.run([sys.executable, script, "--questions", str(qs), str(ev), str(ev)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    first, _, total = r.stdout.splitlines()
+    assert first.endswith("2 questions with keys; the answer names one: spoken 1, typed 2, Whisper's transcript 1")
+    assert total == "all: 4 questions; spoken 2 (50%), typed 4 (100%), Whisper's transcript 2 (50%)"
+    bad = subprocess.run([sys.executable, script, "--questions", str(ev), str(ev)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
