@@ -121,7 +121,7 @@ def test_latency_runs_in_a_fresh_process(tmp_path: Path) -> None:
         bench_in_fresh_process(tmp_path / "missing", bundle=None, out=out, threads=1)
 
 
-@pytest.mark.parametrize("k,n", [(2, 40), (0, 40), (40, 40), (31, 192), (1, 3)])
+@pytest.mark.parametrize("k,n", [(2, 40), (0, 40), (40, 40), (0, 77), (77, 77), (31, 192), (1, 3)])
 def test_wilson_interval_bounds_are_where_the_score_test_is_at_1_96(k: int, n: int) -> None:
     """A measured rate's 95 % interval: each bound inside (0, 1) is a rate p0 whose score statistic
     |k/n - p0| / sqrt(p0 (1 - p0) / n) is exactly 1.96, and k/n lies between them."""
