@@ -226,6 +226,7 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
         raise EvalError("no readable clips to evaluate: check the manifests' audio paths")
 
     refs = [r["reference"] for r in asr_rows]
+    agree = sum(r["similarity"] >= AGREE_SIMILARITY for r in q_rows)
     result: dict[str, Any] = {
         "bundle": str(engine.bundle.root),
         "asr_manifest": str(asr), "questions_manifest": str(questions),
@@ -234,8 +235,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
         "wer_whisper": wer(refs, [r["whisper"] for r in asr_rows]),
         "wer_heard": wer(refs, [r["heard"] or "" for r in asr_rows]) if asr_rows[0]["heard"] is not None else None,
         "agreement_exact": sum(r["exact"] for r in q_rows) / len(q_rows),
-        "agreement": sum(r["similarity"] >= AGREE_SIMILARITY for r in q_rows) / len(q_rows),
-        "agreement_ci95": wilson_interval(sum(r["similarity"] >= AGREE_SIMILARITY for r in q_rows), len(q_rows)),
+        "agreement": agree / len(q_rows),
+        "agreement_ci95": wilson_interval(agree, len(q_rows)),
         "similarity_median": statistics.median(r["similarity"] for r in q_rows),
         "agreement_cascade": sum(r["cascade_similarity"] >= AGREE_SIMILARITY for r in q_rows) / len(q_rows),
         "questions_heard_exactly": sum(normalize(r["heard"] or "") == normalize(r["question"]) for r in q_rows)

@@ -177,21 +177,20 @@ class Adaptor(nn.Module):
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], list[list[int]] | None]:
         c = self.config
         if c.type == "ctc":
-            vocab = self.vocab_ids
-            logits, n = self.ctc_logits(states, lengths, vocab)
+            logits, n = self.ctc_logits(states, lengths, self.vocab_ids)
             table = self._table().float()
-            if vocab is not None:  # columns are shortlist positions: score and read through the shortlist
-                table = table[vocab.to(table.device)]
+            # columns are shortlist positions where the head has a shortlist: map them to token ids
+            vocab = self.vocab_ids.to(table.device) if self.vocab_ids is not None else None
             n_tok = logits.shape[-1] - 1
-            ids_of = vocab.cpu().tolist() if vocab is not None else None
             outs, heard = [], []
             for i in range(states.shape[0]):
                 lg = logits[i, : int(n[i])]
                 segs = ctc_segments(lg.argmax(-1).cpu().numpy(), blank=n_tok)
-                cols = [s[0] for s in segs]
-                heard.append([ids_of[j] for j in cols] if ids_of is not None else cols)
+                cols = torch.tensor([s[0] for s in segs], dtype=torch.long, device=table.device)
+                ids = vocab[cols] if vocab is not None else cols
+                heard.append(ids.tolist())
                 if c.topk == 1:  # each segment is its token's row (a one-token posterior mix is exactly that)
-                    outs.append(table[torch.tensor(cols, dtype=torch.long, device=table.device)])
+                    outs.append(table[ids])
                     continue
                 probs = lg.softmax(-1)
                 rows = []
@@ -199,7 +198,7 @@ class Adaptor(nn.Module):
                     q = probs[a:b, :n_tok].mean(0)
                     idx = torch.sort(q, descending=True, stable=True).indices[: c.topk]
                     w = q[idx] / q[idx].sum()
-                    rows.append(w @ table[idx])
+                    rows.append(w @ table[vocab[idx] if vocab is not None else idx])
                 outs.append(torch.stack(rows) if rows else table.new_zeros(0, c.n_embd))
             return outs, heard
         x, n = stack_batch(states, lengths, c.stack)
