@@ -189,6 +189,7 @@ def ctc_mix(logits: np.ndarray, segs: list[tuple[int, int, int]], table: np.ndar
 class AdaptorOutput:
     embeddings: np.ndarray  # [N, n_embd] float32
     heard: list[int] | None = None  # ctc only: greedy transcript as LLM token ids
+    logits: np.ndarray | None = None  # ctc only: [N, scored tokens + 1] logits (shortlist order, blank last)
 
 
 class Adaptor:
@@ -269,7 +270,7 @@ class Adaptor:
         segs = ctc_segments(logits.argmax(axis=-1), blank=scored.shape[0])  # type: ignore[union-attr]
         emb = ctc_mix(logits, segs, scored, c.topk)  # type: ignore[arg-type]
         heard = [s[0] for s in segs]
-        return AdaptorOutput(emb, heard if self.ids is None else self.ids[heard].tolist())
+        return AdaptorOutput(emb, heard if self.ids is None else self.ids[heard].tolist(), logits)
 
     # ---- internals -----------------------------------------------------------------------------
     def _stack(self, states: np.ndarray) -> np.ndarray:

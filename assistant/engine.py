@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import math
 import os
 import threading
@@ -36,6 +37,7 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel
 from .bundle import Bundle, BundleError
+from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
 from .prompt import AUDIO, Message
@@ -189,8 +191,19 @@ class _StopScanner:
 class Engine:
     """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
 
-    def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True) -> None:
+    def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
+                 n_best: int | None = None) -> None:
+        """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
+        hearing.n_best; 1 = the greedy path alone). See assistant/ctcbeam.py."""
         self.bundle = bundle
+        try:
+            hearing = Rescoring.from_dict(bundle.manifest.get("hearing"))
+            if n_best is not None:
+                hearing = dataclasses.replace(hearing, n_best=n_best, beam=max(hearing.beam, n_best))
+                Rescoring.from_dict(dataclasses.asdict(hearing))
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{bundle.root / 'bundle.json'}: {e}") from None
+        self.hearing = hearing
         self.n_threads = n_threads or physical_cores()
         self.template = bundle.prompt
         self.stops = tuple(dict.fromkeys(bundle.stop))
@@ -207,6 +220,9 @@ class Engine:
         except LLMError as e:
             raise BundleError(str(e)) from None
         self.adaptor = self._load_adaptor()
+        if self.hearing.n_best > 1 and (bundle.adaptor.get("type") != "ctc" or self.adaptor.config.topk != 1):
+            raise BundleError("hearing with n_best > 1 needs a ctc adaptor with topk 1; this bundle's adaptor is "
+                              f"{bundle.adaptor.get('type')} (topk {bundle.adaptor.get('topk', '-')}): use n_best 1")
         self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
@@ -218,6 +234,8 @@ class Engine:
         self._primed_pieces: list[np.ndarray] = []
         self._primed_logits: np.ndarray | None = None
         self._prep_lock = threading.Lock()
+        self._hear_prefix: list[int] | None = None  # the LLM-scoring context of _hear_with_lm
+        self._hear_close: list[int] = []
         self.speculate = True  # prepare() also prefills the spoken turn (False: encoder and adaptor only)
         self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
         self._prefix: list[np.ndarray] = []
@@ -230,11 +248,11 @@ class Engine:
 
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
-             warmup: bool = True) -> Engine:
+             warmup: bool = True, n_best: int | None = None) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, n_threads=n_threads, warmup=warmup)
+        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best)
 
     def _load_adaptor(self) -> Adaptor:
         cfg = dict(self.bundle.adaptor)
@@ -449,7 +467,45 @@ class Engine:
         t3 = time.perf_counter()
         heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
-        return np.asarray(out.embeddings, np.float32), heard, timings
+        emb = np.asarray(out.embeddings, np.float32)
+        if self.hearing.n_best > 1 and out.logits is not None and heard is not None:
+            emb, heard = self._hear_with_lm(out.logits, emb, heard)
+            timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
+        return emb, heard, timings
+
+    def _hear_with_lm(self, logits: np.ndarray, emb: np.ndarray, heard: str) -> tuple[np.ndarray, str]:
+        """The ctc beam's n_best distinct transcripts, rescored by the plain LLM (assistant/ctcbeam.py):
+        the chosen transcript's embeddings and text. Keeps the greedy result when it wins."""
+        cfg = self.hearing
+        with self._one_blas_thread():
+            beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame)
+        ids = self.adaptor.ids
+        texts: dict[str, tuple[list[int], float]] = {}  # text -> (token ids of its likeliest path, log P)
+        for labels, logp in beams:
+            toks = list(labels) if ids is None else ids[list(labels)].tolist()
+            text = self.lm.detokenize(toks).strip()
+            if text in texts:
+                texts[text] = (texts[text][0], float(np.logaddexp(texts[text][1], logp)))
+            elif len(texts) < cfg.n_best:
+                texts[text] = (toks, logp)
+        if len(texts) < 2:
+            return emb, heard
+        if self._hear_prefix is None:
+            default = self.template.default_system
+            system = self.template.system.format(content=default) if default is not None else ""
+            self._hear_prefix = self.lm.tokenize(self.template.prefix + system + self.template.user.split("{content}")[0])
+            self._hear_close = self.lm.tokenize(self.template.user.split("{content}")[1])
+        order = list(texts)
+        try:
+            lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
+                                                   for t in order])
+        except LLMError as e:
+            raise BundleError(str(e)) from None
+        best = order[choose([texts[t][1] for t in order], lm, [len(t.split()) for t in order], cfg)]
+        if best == heard:
+            return emb, heard
+        toks = texts[best][0]
+        return self.adaptor.token_embeddings[toks].astype(np.float32), best  # type: ignore[index]
 
     def prepare(self, audio: np.ndarray) -> None:
         """Work a clip's turn ahead: features, encoder and adaptor, then (when no turn is running) the prefill

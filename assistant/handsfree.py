@@ -97,7 +97,7 @@ def generation_options(settings: Settings) -> Any:
 def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
-    engine = Engine.load(settings.bundle, n_threads=settings.threads)
+    engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best)
     if settings.system is not None:
         engine.new_chat(system=settings.system)
     return engine

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +107,7 @@ class LlamaLM:
         self._model = None
         self._ctx = None
         self._lora = None
+        self._scorer: tuple[Any, list[int], np.ndarray | None, int, int, int] | None = None
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -255,8 +257,81 @@ class LlamaLM:
         """The token-embedding table [n_vocab, n_embd] float32, dequantized from the GGUF."""
         return read_token_embeddings(self.path)
 
+    # ---- scoring text (hearing with the LLM's help) ------------------------------------------------
+    def score(self, prefix: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[float]:
+        """log P(candidate | prefix) for each candidate, under the plain model (no LoRA), all candidates in one
+        batch. Uses a second llama.cpp context (made on first use) that keeps `prefix` in its KV cache between
+        calls; the conversation's context is not touched."""
+        c = self._c
+        prefix = [int(t) for t in prefix]
+        cands = [[int(t) for t in cand] for cand in candidates]
+        if not prefix or not cands or any(not cand for cand in cands):
+            raise LLMError("scoring needs a non-empty prefix and non-empty candidates")
+        n_tok = sum(len(cand) for cand in cands)
+        need = len(prefix) + max(len(cand) for cand in cands)
+        if self._scorer is None or self._scorer[1] != prefix or len(cands) >= self._scorer[3] \
+                or need > self._scorer[4] or n_tok > self._scorer[5]:
+            self._free_scorer()
+            n_seq = max(8, len(cands)) + 1
+            n_ctx = max(256, 2 * need)
+            n_batch = max(512, n_tok, len(prefix))
+            cparams = c.llama_context_default_params()
+            cparams.n_ctx = n_ctx * n_seq
+            cparams.n_batch = cparams.n_ubatch = n_batch
+            cparams.n_seq_max = n_seq
+            cparams.kv_unified = True
+            cparams.n_threads = cparams.n_threads_batch = self.n_threads
+            ctx = c.llama_init_from_model(self._model, cparams)
+            if not ctx:
+                raise LLMError(f"llama.cpp cannot create a scoring context: {_last_error() or 'out of memory?'}")
+            self._scorer = (ctx, prefix, None, n_seq, n_ctx, n_batch)
+            first = self._batch_decode(ctx, [(t, i, 0, i == len(prefix) - 1) for i, t in enumerate(prefix)])
+            self._scorer = (ctx, prefix, _log_softmax(first[0]), n_seq, n_ctx, n_batch)
+        ctx, _, first_lp, _, _, _ = self._scorer
+        mem = c.llama_get_memory(ctx)
+        rows: list[tuple[int, int, int, bool]] = []
+        for s, cand in enumerate(cands, start=1):
+            c.llama_memory_seq_cp(mem, 0, s, -1, -1)
+            rows += [(t, len(prefix) + i, s, i < len(cand) - 1) for i, t in enumerate(cand)]
+        try:
+            logits = self._batch_decode(ctx, rows)
+        finally:
+            for s in range(1, len(cands) + 1):
+                c.llama_memory_seq_rm(mem, s, -1, -1)
+        out, k = [], 0
+        for cand in cands:
+            total = float(first_lp[cand[0]])  # type: ignore[index]
+            for nxt in cand[1:]:
+                total += float(_log_softmax(logits[k])[nxt])
+                k += 1
+            out.append(total)
+        return out
+
+    def _batch_decode(self, ctx: Any, rows: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
+        """Decode (token, pos, seq, wants logits) rows in one batch; the logits of the rows that want them."""
+        c = self._c
+        batch = c.llama_batch_init(len(rows), 0, 1)
+        try:
+            for i, (t, pos, seq, want) in enumerate(rows):
+                batch.token[i], batch.pos[i] = t, pos
+                batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = 1, seq, int(want)
+            batch.n_tokens = len(rows)
+            rc = c.llama_decode(ctx, batch)
+        finally:
+            c.llama_batch_free(batch)
+        if rc != 0:
+            raise LLMError(f"llama_decode failed (code {rc}) while scoring: {_last_error()}")
+        return [np.ctypeslib.as_array(c.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,)).copy()
+                for i, row in enumerate(rows) if row[3]]
+
+    def _free_scorer(self) -> None:
+        if self._scorer is not None:
+            self._c.llama_free(self._scorer[0])
+            self._scorer = None
+
     def close(self) -> None:
         c = self._c
+        self._free_scorer()
         if self._ctx is not None:
             c.llama_free(self._ctx)
             self._ctx = None
@@ -272,6 +347,11 @@ class LlamaLM:
             self.close()
         except Exception:
             pass
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max()
+    return z - np.log(np.exp(z).sum())
 
 
 def read_token_embeddings(path: str | os.PathLike[str]) -> np.ndarray:

@@ -56,6 +56,7 @@ class Settings:
     stop: list[str] = field(default_factory=list)
     system: str | None = None
     threads: int | None = None
+    n_best: int | None = None  # transcripts the LLM rescores (assistant/ctcbeam.py)
     # settings only
     barge_in: bool = True  # speech onset stops playback and generation while speaking
     realtime: bool = True  # --mic-file replays in real time (False: as fast as possible)

@@ -1,0 +1,133 @@
+"""Hearing with the LLM's help (assistant/ctcbeam.py, LlamaLM.score, Engine n_best): the beam search against
+brute force, the pick, the scorer against token-by-token decoding, and the engine's guards."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from assistant.ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search
+
+
+def _collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
+    out: list[int] = []
+    prev = -1
+    for lab in path:
+        if lab != blank and lab != prev:
+            out.append(lab)
+        prev = lab
+    return tuple(out)
+
+
+def _brute_force(lp: np.ndarray) -> dict[tuple[int, ...], float]:
+    """log P(labels) summed over every alignment, by enumerating all (V+1)^T paths."""
+    blank = lp.shape[1] - 1
+    total: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(lp.shape[1]), repeat=lp.shape[0]):
+        p = float(sum(lp[t, lab] for t, lab in enumerate(path)))
+        key = _collapse(path, blank)
+        total[key] = float(np.logaddexp(total.get(key, -np.inf), p))
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_search_sums_every_alignment_like_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lp = log_softmax(rng.normal(0, 2, size=(5, 4)))  # 3 labels + blank, 5 frames: 1024 paths
+    truth = _brute_force(lp)
+    got = prefix_beam_search(lp, beam=10_000, per_frame=3, sure_blank=1.0)  # nothing pruned
+    assert len(got) == len(truth)
+    for labels, logp in got:
+        assert logp == pytest.approx(truth[labels], abs=1e-4)
+    assert [p for p, _ in got][:5] == sorted(truth, key=lambda k: -truth[k])[:5]
+    assert math.isclose(float(np.logaddexp.reduce([v for _, v in got])), 0.0, abs_tol=1e-4)
+
+
+def test_beam_search_repeats_need_a_blank_between() -> None:
+    a, blank = 0, 2
+    lp = np.full((3, 3), math.log(1e-6), np.float32)
+    lp[0, a] = lp[1, blank] = lp[2, a] = 0.0  # a _ a: two a's
+    assert prefix_beam_search(lp, beam=4, per_frame=2)[0][0] == (a, a)
+    lp[1] = lp[0]  # a a a: one a
+    assert prefix_beam_search(lp, beam=4, per_frame=2)[0][0] == (a,)
+
+
+def test_sure_blank_frames_change_nothing_but_time() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, size=(12, 6))
+    z[::2, -1] = 30.0  # every other frame is all but certainly blank
+    lp = log_softmax(z)
+    fast = prefix_beam_search(lp, beam=8, per_frame=5)
+    slow = prefix_beam_search(lp, beam=8, per_frame=5, sure_blank=1.0)
+    assert [p for p, _ in fast] == [p for p, _ in slow]
+    assert np.allclose([v for _, v in fast], [v for _, v in slow], atol=1e-3)
+
+
+def test_choose_weighs_ctc_lm_and_words() -> None:
+    cfg = Rescoring(lm_weight=0.5, word_bonus=2.0)
+    # ctc prefers the first; the LM's 10 nats (x0.5) outweigh its 3
+    assert choose([-1.0, -4.0], [-30.0, -20.0], [4, 4], cfg) == 1
+    # one word more is worth 2
+    assert choose([-1.0, -2.5], [-20.0, -20.0], [3, 4], cfg) == 1
+    assert choose([-1.0, -1.0], [-20.0, -20.0], [4, 4], cfg) == 0  # a tie keeps the likelier (earlier)
+
+
+def test_rescoring_settings_are_checked() -> None:
+    assert Rescoring.from_dict(None) == Rescoring() and Rescoring().n_best == 1  # off unless asked for
+    assert Rescoring.from_dict({"n_best": 4}).n_best == 4
+    with pytest.raises(ValueError, match="unknown 'hearing' setting"):
+        Rescoring.from_dict({"nbest": 4})
+    with pytest.raises(ValueError, match="beam >= n_best"):
+        Rescoring.from_dict({"n_best": 20, "beam": 8})
+
+
+def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
+    from assistant.basemodels import resolve
+    from assistant.llm import LlamaLM, LLMError
+
+    lm = LlamaLM(resolve("default:smollm2"), n_ctx=256, n_threads=1)
+    try:
+        prefix = lm.tokenize("<|im_start|>user\n")
+        cands = [lm.tokenize(t, special=False) + lm.tokenize("<|im_end|>")
+                 for t in ("What color is grass?", "what country is flash?", "Hi")]
+        got = lm.score(prefix, cands)
+        assert got == lm.score(prefix, cands)  # the kept prefix and dropped candidates leave no trace
+        assert got[0] > got[1]  # the sensible question reads likelier
+        for cand, value in zip(cands, got, strict=True):
+            lm.clear()
+            logits = lm.decode_tokens(prefix, 0)
+            want = 0.0
+            for i, tok in enumerate(cand):
+                z = logits.astype(np.float64) - logits.max()
+                want += z[tok] - math.log(np.exp(z).sum())
+                logits = lm.decode_tokens([tok], len(prefix) + i)
+            assert value == pytest.approx(want, abs=1e-3)
+        with pytest.raises(LLMError, match="non-empty"):
+            lm.score(prefix, [[]])
+    finally:
+        lm.close()
+
+
+def test_n_best_needs_a_ctc_adaptor_with_topk_1(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.bundle import BundleError
+    from assistant.engine import Engine
+
+    for kind in ("linear", "ctc"):  # the test ctc bundle mixes 4 tokens a segment
+        with pytest.raises(BundleError, match="needs a ctc adaptor with topk 1"):
+            Engine.load(bundle_factory(kind, adaptor_type=kind), n_threads=1, warmup=False, n_best=4)
+
+
+def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.bundle import BundleError
+    from assistant.engine import Engine
+
+    root = bundle_factory()
+    manifest = json.loads((root / "bundle.json").read_text())
+    manifest["hearing"] = {"n_best": 0}
+    (root / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="bundle.json: 'hearing' needs n_best >= 1"):
+        Engine.load(root, n_threads=1, warmup=False)
