@@ -197,13 +197,9 @@ class Engine:
         hearing.n_best; 1 = the greedy path alone). See assistant/ctcbeam.py."""
         self.bundle = bundle
         try:
-            hearing = Rescoring.from_dict(bundle.manifest.get("hearing"))
-            if n_best is not None:
-                hearing = dataclasses.replace(hearing, n_best=n_best, beam=max(hearing.beam, n_best))
-                Rescoring.from_dict(dataclasses.asdict(hearing))
+            self.hearing = Rescoring.from_dict(bundle.manifest.get("hearing"))
         except (TypeError, ValueError) as e:
             raise BundleError(f"{bundle.root / 'bundle.json'}: {e}") from None
-        self.hearing = hearing
         self.n_threads = n_threads or physical_cores()
         self.template = bundle.prompt
         self.stops = tuple(dict.fromkeys(bundle.stop))
@@ -220,9 +216,7 @@ class Engine:
         except LLMError as e:
             raise BundleError(str(e)) from None
         self.adaptor = self._load_adaptor()
-        if self.hearing.n_best > 1 and (bundle.adaptor.get("type") != "ctc" or self.adaptor.config.topk != 1):
-            raise BundleError("hearing with n_best > 1 needs a ctc adaptor with topk 1; this bundle's adaptor is "
-                              f"{bundle.adaptor.get('type')} (topk {bundle.adaptor.get('topk', '-')}): use n_best 1")
+        self.set_n_best(self.hearing.n_best if n_best is None else n_best)
         self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
@@ -472,6 +466,21 @@ class Engine:
             emb, heard = self._hear_with_lm(out.logits, emb, heard)
             timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
         return emb, heard, timings
+
+    @property
+    def can_rescore(self) -> bool:
+        """Whether the LLM can pick among the adaptor's transcripts (n_best > 1): a ctc adaptor with topk 1."""
+        return self.bundle.adaptor.get("type") == "ctc" and self.adaptor.config.topk == 1
+
+    def set_n_best(self, n_best: int) -> None:
+        """How many transcripts the LLM rescores from now on (1 = the greedy path alone)."""
+        if n_best < 1:
+            raise BundleError(f"n_best must be at least 1, got {n_best}")
+        if n_best > 1 and not self.can_rescore:
+            raise BundleError("hearing with n_best > 1 needs a ctc adaptor with topk 1; this bundle's adaptor is "
+                              f"{self.bundle.adaptor.get('type')} (topk {self.bundle.adaptor.get('topk', '-')}): "
+                              "use n_best 1")
+        self.hearing = dataclasses.replace(self.hearing, n_best=n_best, beam=max(self.hearing.beam, n_best))
 
     def _hear_with_lm(self, logits: np.ndarray, emb: np.ndarray, heard: str) -> tuple[np.ndarray, str]:
         """The ctc beam's n_best distinct transcripts, rescored by the plain LLM (assistant/ctcbeam.py):

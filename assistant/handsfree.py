@@ -94,10 +94,17 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**values)
 
 
+HANDSFREE_N_BEST = 8  # transcripts the LLM rescores hands-free (docs/default-model.md, "Hearing with the LLM's help")
+
+
 def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best)
+    if settings.n_best is None and "hearing" not in engine.bundle.manifest and engine.can_rescore:
+        # Hands-free, the LLM's rescoring runs while the VAD waits out the end-of-speech silence
+        # (Engine.prepare), so it costs no time to the first token: hear with its help unless told otherwise.
+        engine.set_n_best(HANDSFREE_N_BEST)
     if settings.system is not None:
         engine.new_chat(system=settings.system)
     return engine

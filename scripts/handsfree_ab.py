@@ -27,8 +27,9 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--n-best", type=int, default=None, help="transcripts the LLM rescores (assistant/ctcbeam.py)")
     args = ap.parse_args()
-    engine = Engine.load(args.bundle, n_threads=args.threads)
+    engine = Engine.load(args.bundle, n_threads=args.threads, n_best=args.n_best)
     runs: dict[str, list[float]] = {"no prepare": [], "encode ahead": [], "encode + prefill ahead": []}
     for _ in range(args.repeats):
         for mode, ttfts in runs.items():

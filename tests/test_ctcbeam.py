@@ -131,3 +131,26 @@ def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # no
     (root / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="bundle.json: 'hearing' needs n_best >= 1"):
         Engine.load(root, n_threads=1, warmup=False)
+
+
+def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.handsfree import HANDSFREE_N_BEST, load_engine
+    from assistant.settings import Settings
+
+    default = load_engine(Settings())  # the shipped ctc bundle: rescoring runs in the end silence
+    try:
+        assert default.can_rescore and default.hearing.n_best == HANDSFREE_N_BEST > 1
+        default.set_n_best(1)
+        assert default.hearing.n_best == 1
+    finally:
+        default.close()
+    told = load_engine(Settings(n_best=1))
+    try:
+        assert told.hearing.n_best == 1
+    finally:
+        told.close()
+    linear = load_engine(Settings(bundle=str(bundle_factory())))  # cannot rescore: stays greedy, no error
+    try:
+        assert not linear.can_rescore and linear.hearing.n_best == 1
+    finally:
+        linear.close()
