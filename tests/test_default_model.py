@@ -57,8 +57,9 @@ MAX_HEARD_WER = 0.5
 # strict: the day it passes, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (16,450 TTS clips, 27 CPU minutes) hears "
                             "'What color is grass?' as 'what country is flash?' (session 5's: 'what is grass?'), "
-                            "which SmolLM2-135M answers without 'green'; typed, the question gets 'green' "
-                            "(docs/default-model.md)")
+                            "which SmolLM2-135M answers without 'green'; typed, the question gets 'green'; "
+                            "with the LLM rescoring 8 transcripts (hands-free default) it hears 'what colors is "
+                            "grass?', still answered without 'green' (docs/default-model.md)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
