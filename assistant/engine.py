@@ -228,8 +228,13 @@ class Engine:
         self._primed_pieces: list[np.ndarray] = []
         self._primed_logits: np.ndarray | None = None
         self._prep_lock = threading.Lock()
-        self._hear_prefix: list[int] | None = None  # the LLM-scoring context of _hear_with_lm
-        self._hear_close: list[int] = []
+        # What the LLM reads before and after each transcript it scores (_hear_with_lm): a user turn after the
+        # default system prompt
+        system = "" if self.template.default_system is None else \
+            self.template.system.format(content=self.template.default_system)
+        user_open, user_close = self.template.user.split("{content}")
+        self._hear_prefix = self.lm.tokenize(self.template.prefix + system + user_open)
+        self._hear_close = self.lm.tokenize(user_close)
         self.speculate = True  # prepare() also prefills the spoken turn (False: encoder and adaptor only)
         self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
         self._prefix: list[np.ndarray] = []
@@ -470,7 +475,7 @@ class Engine:
     @property
     def can_rescore(self) -> bool:
         """Whether the LLM can pick among the adaptor's transcripts (n_best > 1): a ctc adaptor with topk 1."""
-        return self.bundle.adaptor.get("type") == "ctc" and self.adaptor.config.topk == 1
+        return self.adaptor.config.type == "ctc" and self.adaptor.config.topk == 1
 
     def set_n_best(self, n_best: int) -> None:
         """How many transcripts the LLM rescores from now on (1 = the greedy path alone)."""
@@ -499,11 +504,6 @@ class Engine:
                 texts[text] = (toks, logp)
         if len(texts) < 2:
             return emb, heard
-        if self._hear_prefix is None:
-            default = self.template.default_system
-            system = self.template.system.format(content=default) if default is not None else ""
-            self._hear_prefix = self.lm.tokenize(self.template.prefix + system + self.template.user.split("{content}")[0])
-            self._hear_close = self.lm.tokenize(self.template.user.split("{content}")[1])
         order = list(texts)
         try:
             lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
