@@ -20,7 +20,8 @@ from .audio import AudioError, load_audio, log_mel
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
 WHISPER_PAD_FRAMES = 3000
 PAIRS = 10  # spoken turns timed in turns with llama.cpp's own decode
-KEYS = ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s")
+KEYS = ("encoder_ms", "adaptor_ms", "rescore_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s")
+# rescore_ms: the LLM choosing among the beam's transcripts (`--n-best` > 1); 0 on the greedy path
 
 
 class BenchError(RuntimeError):
@@ -170,7 +171,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
                 t = d.timings
                 rows.append({"clip": p.name, "answer": d.answer, "heard": d.heard, "n_tokens": t["n_tokens"],
                              "encoder_ms": t["encoder_ms"] + t["features_ms"], "adaptor_ms": t["adaptor_ms"],
-                             "prefill_ms": t["prefill_ms"], "ttft_ms": t["ttft_ms"],
+                             "rescore_ms": t.get("rescore_ms", 0.0), "prefill_ms": t["prefill_ms"], "ttft_ms": t["ttft_ms"],
                              "decode_tokens_per_s": t["decode_tokens_per_s"], "audio_s": t["audio_s"],
                              "audio_positions": t["audio_positions"]})
                 prog.advance(task)
@@ -250,10 +251,13 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
 
     s, c = result["llasm"], result.get("cascade") or {}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    stages = [("encoder_ms", "encoder"), ("adaptor_ms", "adaptor"), ("prefill_ms", "prefill")]
+    stages = [("encoder_ms", "encoder"), ("adaptor_ms", "adaptor"), ("rescore_ms", "LLM rescoring"),
+              ("prefill_ms", "prefill")]
     left = 0.0
     for key, label in stages:
-        v = s[key]["median"]
+        v = s.get(key, {}).get("median", 0.0)  # bench.json from before rescore_ms has none
+        if key == "rescore_ms" and not v:
+            continue
         ax1.barh(["llasm"], [v], left=left, label=label)
         left += v
     if c:

@@ -196,6 +196,7 @@ def result_record(label: str, done: Any) -> dict[str, Any]:
         "answer": done.answer,
         "encoder_ms": round(t.get("encoder_ms", 0.0) + t.get("features_ms", 0.0), 2),
         "adaptor_ms": round(t.get("adaptor_ms", 0.0), 2),
+        "rescore_ms": round(t.get("rescore_ms", 0.0), 2),
         "prefill_ms": round(t.get("prefill_ms", 0.0), 2),
         "ttft_ms": round(t.get("ttft_ms", 0.0), 2),
         "decode_tokens_per_s": round(t.get("decode_tokens_per_s", 0.0), 2),

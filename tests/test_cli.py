@@ -157,7 +157,7 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     assert len(err) == 2 and "bad.wav" in err[0] and "empty.wav" in err[1]
     records = [json.loads(line) for line in r.stdout.strip().splitlines()]
     assert [rec["input"] for rec in records] == [str(good), "Name a colour."]
-    keys = {"input", "answer", "encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s",
+    keys = {"input", "answer", "encoder_ms", "adaptor_ms", "rescore_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s",
             "audio_s", "heard"}
     for rec in records:
         assert keys <= set(rec) and rec["answer"]

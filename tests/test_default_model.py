@@ -156,3 +156,19 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
         assert d.heard == heard
     finally:
         eng.close()
+
+
+def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
+    """`bench --n-best 8` times the LLM's pick among the beam's transcripts as its own stage; greedy has none."""
+    from assistant.bench import run_bench
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    speak("What is the capital of France?", clips / "france.wav")
+    res = {n: run_bench(clips, out=tmp_path / f"nb{n}", max_tokens=2, threads=1, cascade=False, n_best=n)
+           for n in (1, 8)}
+    assert res[8]["rows"][0]["rescore_ms"] > 0 and res[1]["rows"][0]["rescore_ms"] == 0
+    assert res[8]["llasm"]["rescore_ms"]["median"] == res[8]["rows"][0]["rescore_ms"]
+    # the first token waits for the rescoring in a one-shot answer
+    assert res[8]["rows"][0]["ttft_ms"] > res[8]["rows"][0]["rescore_ms"]
+    assert (tmp_path / "nb8" / "bench.png").stat().st_size > 10_000
