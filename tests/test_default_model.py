@@ -48,18 +48,18 @@ def test_default_bundle_is_shipped_and_small() -> None:
 
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
-# Measured on these clips with the shipped adaptor (session 7, the --ctc-shortlist chain): 0.43, 9 words of 21
-# (session 5's: 0.33; session 4's: 0.29; the session-2 adaptor: 0.43). On 576 held-out spoken questions both
-# hear alike (question WER 0.413 and 0.410, docs/default-model.md). The bound catches a broken adaptor, encoder
-# or token table (an untrained ctc head scores above 1.0).
+# Measured on these clips with the shipped adaptor (session 9, 12,000 spoken questions in stage 1b): 0.43,
+# 9 words of 21 (session 7's: 0.43; session 5's: 0.33; the session-2 adaptor: 0.43); with the LLM rescoring
+# 8 transcripts 0.29. The bound catches a broken adaptor, encoder or token table (an untrained ctc head scores
+# above 1.0). Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
 MAX_HEARD_WER = 0.5
 # The issue's target the shipped model does not reach yet (docs/default-model.md says by how much).
 # strict: the day it passes, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (16,450 TTS clips, 27 CPU minutes) hears "
-                            "'What color is grass?' as 'what country is flash?' (session 5's: 'what is grass?'), "
-                            "which SmolLM2-135M answers without 'green'; typed, the question gets 'green'; "
-                            "with the LLM rescoring 8 transcripts (hands-free default) it hears 'what colors is "
-                            "grass?', still answered without 'green' (docs/default-model.md)")
+NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (session 9) hears 'What color is grass?' "
+                            "as 'what can is grass?', which the bundle answers with rice; typed, the question gets "
+                            "'green'. With the LLM rescoring 8 transcripts (hands-free default) it is heard word "
+                            "for word, 'what color is grass?', yet answered 'a soft, creamy white' "
+                            "(docs/default-model.md)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -133,8 +133,8 @@ def test_cli_answers_a_file_with_the_default_bundle(tmp_path: Path) -> None:
 
 
 def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
-    """Real models: greedy, the shipped head hears 'what is the capital of friends'; the LLM picks 'France'
-    from the beam (measured on 576 held-out questions: docs/default-model.md, "Hearing with the LLM's help")."""
+    """Real models: greedy, the shipped head hears 'whatever is the capital of France'; the LLM picks 'what is
+    the capital of France' from the beam (measured on 576 held-out questions: docs/default-model.md, "Hearing with the LLM's help")."""
     from assistant.engine import Engine
     audio = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
     greedy = Engine.load(None, n_threads=1, warmup=False)
