@@ -255,8 +255,8 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
               ("prefill_ms", "prefill")]
     left = 0.0
     for key, label in stages:
-        v = s.get(key, {}).get("median", 0.0)  # bench.json from before rescore_ms has none
-        if key == "rescore_ms" and not v:
+        v = s[key]["median"]
+        if not v:  # no rescoring on the greedy path
             continue
         ax1.barh(["llasm"], [v], left=left, label=label)
         left += v
