@@ -206,7 +206,9 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
 
     gguf, n_threads = engine.bundle.llm.path, engine.n_threads
     # llama.cpp's reference is loaded after the peak RSS is taken, then timed in turns with spoken turns
-    ref = LlamaCppReference(gguf, n_threads=n_threads, lora=engine.bundle.llm.lora)
+    # ... with the LoRA when the engine answers with it (bundle.json llm.lora_turns "all")
+    ref = LlamaCppReference(gguf, n_threads=n_threads,
+                            lora=engine.bundle.llm.lora if engine.answers_with_lora else None)
     try:
         pairs = interleaved_decode_ratio(engine, ref, [a for _, a in clips[:PAIRS]], max_tokens=max_tokens)
     finally:

@@ -42,6 +42,9 @@ class EncoderSpec:
     d_model: int = 0
 
 
+LORA_TURNS = ("all", "transcribe")
+
+
 @dataclass(frozen=True)
 class LLMSpec:
     path: Path  # the GGUF file
@@ -49,6 +52,9 @@ class LLMSpec:
     quant: str = ""
     lora: Path | None = None
     n_ctx: int = DEFAULT_N_CTX
+    # the turns the LoRA runs for: "all", or "transcribe" (only `--transcribe` turns: answers, spoken or typed,
+    # come from the plain LLM, whose typed answers stage 2 taught the spoken ones to match)
+    lora_turns: str = "all"
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,10 @@ class Bundle:
         if llm.get("lora"):
             lora_path = _resolve(root, str(llm["lora"]), "llm.lora", manifest_path)
             check_gguf(lora_path)
+        lora_turns = str(llm.get("lora_turns", "all"))
+        if lora_turns not in LORA_TURNS:
+            raise BundleError(f"{manifest_path}: llm.lora_turns must be one of {', '.join(LORA_TURNS)}, "
+                              f"got {lora_turns!r}")
 
         stop = m.get("stop", list(prompt.stop))
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -138,7 +148,7 @@ class Bundle:
                 adaptor=ad,
                 adaptor_path=ad_path,
                 llm=LLMSpec(llm_path, llm_ref, str(llm.get("quant", "")), lora_path,
-                            int(llm.get("n_ctx") or DEFAULT_N_CTX)),
+                            int(llm.get("n_ctx") or DEFAULT_N_CTX), lora_turns),
                 prompt=prompt,
                 stop=tuple(s for s in stop if s),
             )

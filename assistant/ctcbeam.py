@@ -6,8 +6,10 @@ LLM (without the bundle's LoRA: the plain SmolLM2) says which of them reads as a
 
     ctc_logprob + lm_weight * lm_logprob + word_bonus * n_words
 
-(the word bonus offsets the LM's preference for short transcripts). Measured in docs/default-model.md
-("Hearing with the LLM's help").
+(the word bonus offsets the LM's preference for short transcripts). The chosen transcript is then made a
+sentence (`sentence_forms`): its first letter capitalised, and its end ('?' or '.') picked by the LLM alone,
+because the ctc head hears a question's words far better than its intonation ("How is Portugal different from
+Ireland."). Measured in docs/default-model.md ("Hearing with the LLM's help").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Rescoring:
     per_frame: int = 6  # tokens tried per frame
     lm_weight: float = 0.5
     word_bonus: float = 2.0
+    sentence: bool = True  # the LLM picks how the chosen transcript ends (see sentence_forms)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:
@@ -39,6 +42,9 @@ class Rescoring:
         if unknown:
             raise ValueError(f"unknown 'hearing' setting(s) {', '.join(unknown)}; known: "
                              f"{', '.join(cls.__dataclass_fields__)}")
+        for k, v in d.items():
+            if isinstance(getattr(cls, k), bool) and not isinstance(v, bool):
+                raise ValueError(f"'hearing' setting {k} must be true or false, got {v!r}")
         out = cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
         if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1:
             raise ValueError("'hearing' needs n_best >= 1, beam >= n_best and per_frame >= 1")
@@ -91,6 +97,25 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
         ranked = sorted(live, key=lambda kv: -_lae(kv[1][0], kv[1][1]))[:beam]
         beams = {p: (v[0], v[1]) for p, v in ranked}
     return sorted(((p, _lae(b, nb)) for p, (b, nb) in beams.items()), key=lambda x: -x[1])
+
+
+_ENDS = ("?", ".")
+
+
+def capitalised(text: str) -> str:
+    """The transcript with its first character upper-cased, as a sentence starts (and as typed text does)."""
+    t = text.strip()
+    return t[:1].upper() + t[1:]
+
+
+def sentence_forms(text: str) -> list[str]:
+    """The ways a transcript can read as a sentence: capitalised, ending as heard first, then with each other
+    end mark ('?', '.') in place of whatever end marks it has. Only the first form when it has no words."""
+    t = capitalised(text)
+    stem = t.rstrip("".join(_ENDS) + "!" + " ")
+    if not any(ch.isalnum() for ch in stem):
+        return [t]
+    return [t] + [stem + e for e in _ENDS if stem + e != t]
 
 
 def choose(ctc: list[float], lm: list[float], n_words: list[int], cfg: Rescoring) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel
 from .bundle import Bundle, BundleError
-from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search
+from .ctcbeam import Rescoring, capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
 from .prompt import AUDIO, Message
@@ -286,11 +286,29 @@ class Engine:
         if self._primed or not k or self.n_positions + k + CLOSE_MARGIN >= self.lm.n_ctx:
             return
         try:
+            self._use_lora(self._lora_for(False))
             self._sync(None)
             self.lm.decode_tokens(self._user_open, self._n_kv, logits=False)
             self._primed, self._primed_pieces = k, [self._user_open]
         except LLMError:
             self._truncate_kv()
+
+    @property
+    def answers_with_lora(self) -> bool:
+        """Whether answers (every turn but `--transcribe`) run with the bundle's LoRA."""
+        return self._lora_for(False)
+
+    def _lora_for(self, transcribe: bool) -> bool:
+        """Whether a turn runs with the bundle's LoRA (bundle.json llm.lora_turns)."""
+        return self.lm.has_lora and (transcribe or self.bundle.llm.lora_turns == "all")
+
+    def _use_lora(self, on: bool) -> None:
+        """Switch the LLM's LoRA for the coming positions. A switch drops the whole KV cache, so the
+        conversation is prefilled again under one set of weights (a one-shot turn: just the system prompt)."""
+        if self.lm.lora_on != on:
+            self._n_kv = 0
+            self._truncate_kv()
+            self.lm.set_lora(on)
 
     def _speculate(self, emb: np.ndarray) -> None:
         """Prefill the spoken turn `emb` would start (what `respond(audio)` sends) past the conversation, so
@@ -301,6 +319,7 @@ class Engine:
         if self.n_positions + turn.n + CLOSE_MARGIN >= self.lm.n_ctx:
             return  # the turn will first make room by dropping old turns
         try:
+            self._use_lora(self._lora_for(False))
             if self._primed:
                 self._truncate_kv()  # "<|im_start|>user\n" alone, or another candidate's turn
             self._sync(None)  # the last reply's closing tokens belong to the conversation
@@ -470,7 +489,27 @@ class Engine:
         if self.hearing.n_best > 1 and out.logits is not None and heard is not None:
             emb, heard = self._hear_with_lm(out.logits, emb, heard)
             timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
+        elif heard and self.hearing.sentence and self.can_rescore and capitalised(heard) != heard:
+            heard = capitalised(heard)  # a sentence starts with a capital, as the typed question does
+            emb = self._text_rows(heard)
         return emb, heard, timings
+
+    def _text_rows(self, text: str) -> np.ndarray:
+        """The LLM's own embedding rows of `text` (what a top-1 ctc adaptor feeds for a transcript)."""
+        return self.adaptor.token_embeddings[self.lm.tokenize(text, special=False)].astype(np.float32)  # type: ignore[index]
+
+    def _as_sentence(self, text: str) -> str:
+        """`text` capitalised, ending as the plain LLM reads it likeliest: '?' or '.' (ctcbeam.sentence_forms);
+        ties keep the end the ctc head heard."""
+        forms = sentence_forms(text)
+        if len(forms) == 1:
+            return forms[0]
+        try:
+            lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(f, special=False) + self._hear_close
+                                                   for f in forms])
+        except LLMError as e:
+            raise BundleError(str(e)) from None
+        return forms[max(range(len(forms)), key=lambda i: (lm[i], -i))]
 
     @property
     def can_rescore(self) -> bool:
@@ -502,15 +541,18 @@ class Engine:
                 texts[text] = (texts[text][0], float(np.logaddexp(texts[text][1], logp)))
             elif len(texts) < cfg.n_best:
                 texts[text] = (toks, logp)
-        if len(texts) < 2:
-            return emb, heard
-        order = list(texts)
-        try:
-            lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
-                                                   for t in order])
-        except LLMError as e:
-            raise BundleError(str(e)) from None
-        best = order[choose([texts[t][1] for t in order], lm, [len(t.split()) for t in order], cfg)]
+        best = heard
+        if len(texts) >= 2:
+            order = list(texts)
+            try:
+                lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
+                                                       for t in order])
+            except LLMError as e:
+                raise BundleError(str(e)) from None
+            best = order[choose([texts[t][1] for t in order], lm, [len(t.split()) for t in order], cfg)]
+        final = self._as_sentence(best) if cfg.sentence and best else best
+        if final != best:
+            return self._text_rows(final), final
         if best == heard:
             return emb, heard
         toks = texts[best][0]
@@ -596,6 +638,7 @@ class Engine:
         turn.pieces = self._turn_pieces(instruction, emb)
         turn_start = self.n_positions
         self._turns.append(turn)
+        self._use_lora(self._lora_for(transcribe))
         primed_logits = self._use_primed(turn, turn_start)
         timings["speculative"] = float(primed_logits is not None)  # the whole turn was prefilled ahead
         n_kv_before = self._n_kv

@@ -146,13 +146,37 @@ class LlamaLM:
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(ctx))
         self._mem = llama_cpp.llama_get_memory(ctx)
+        self._lora_scale = float(lora_scale)
+        self.lora_on = False  # whether decodes run with the LoRA (set_lora)
         if self._lora is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
-            scales = (ctypes.c_float * 1)(lora_scale)
-            if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+            try:
+                self.set_lora(True)
+            except LLMError:
                 self.close()
-                raise LLMError(f"llama.cpp refused the LoRA {lora} for {self.path}; re-export the bundle")
+                raise LLMError(f"llama.cpp refused the LoRA {lora} for {self.path}; re-export the bundle") from None
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    @property
+    def has_lora(self) -> bool:
+        return self._lora is not None
+
+    def set_lora(self, on: bool) -> None:
+        """Decode with the LoRA (`on`) or with the plain weights from now on. Positions already in the KV cache
+        keep the keys and values they were computed with: a caller that wants one set of weights throughout
+        prefills again. Without a LoRA only `on=False` is possible."""
+        c = self._c
+        if on == self.lora_on:
+            return
+        if on and self._lora is None:
+            raise LLMError(f"{self.path} was loaded without a LoRA")
+        if on:
+            adapters = (c.llama_adapter_lora_p_ctypes * 1)(self._lora)
+            rc = c.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(self._lora_scale))
+        else:
+            rc = c.llama_set_adapters_lora(self._ctx, None, 0, None)
+        if rc != 0:
+            raise LLMError(f"llama.cpp could not switch the LoRA {'on' if on else 'off'} for {self.path}")
+        self.lora_on = on
 
     # ---- text <-> tokens --------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:

@@ -65,6 +65,7 @@ def export_bundle(
     encoder_dtype: str = "int8",
     llm_quant: str | None = None,
     lora_adapter: bool = False,
+    lora_turns: str = "all",
     reuse_defaults: bool = True,
     mmproj: bool = False,
     n_ctx: int = DEFAULT_N_CTX,
@@ -81,7 +82,8 @@ def export_bundle(
     `llm_quant` None (or q4_1) means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
     `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT; q8_0 of the unchanged base reuses
     `default:smollm2-q8_0`, requantized from the packaged Q4_1 at install. `lora_adapter` keeps a LoRA checkpoint's adapter
-    as `lora.gguf` over an unchanged base GGUF instead of merging it. `mmproj` (ultravox adaptors) also writes
+    as `lora.gguf` over an unchanged base GGUF instead of merging it; `lora_turns` says which turns the runtime
+    runs it for: "all", or "transcribe" (answers come from the plain LLM). `mmproj` (ultravox adaptors) also writes
     `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
     tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE). `system_prompt` replaces the
     chat template's default system prompt in the bundle ("" for none). `transcribe_instruction` replaces what
@@ -103,6 +105,12 @@ def export_bundle(
     ck = Checkpoint.load(checkpoint)
     if lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
+    if lora_turns != "all" and not lora_adapter:
+        raise ExportError(f"--lora-turns {lora_turns} needs --lora-adapter (a merged LoRA runs for every turn)")
+    from assistant.bundle import LORA_TURNS
+
+    if lora_turns not in LORA_TURNS:
+        raise ExportError(f"unknown --lora-turns {lora_turns!r}: use one of {', '.join(LORA_TURNS)}")
     if ctc_vocab and ck.adaptor.type != "ctc":
         raise ExportError(f"--ctc-vocab needs a ctc adaptor; this one is {ck.adaptor.type!r}")
     if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
@@ -120,8 +128,8 @@ def export_bundle(
     report = ExportReport(out=out, manifest={})
     try:
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
-                          lora_adapter=lora_adapter, reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx,
-                          tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
+                          lora_adapter=lora_adapter, lora_turns=lora_turns, reuse_defaults=reuse_defaults,
+                          mmproj=mmproj, n_ctx=n_ctx, tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
                           transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk,
                           ctc_vocab=[Path(v) for v in ctc_vocab], progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
@@ -179,8 +187,8 @@ def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: s
 
 
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
-           llm_quant: str | None, lora_adapter: bool, reuse_defaults: bool, mmproj: bool, n_ctx: int,
-           tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
+           llm_quant: str | None, lora_adapter: bool, lora_turns: str, reuse_defaults: bool, mmproj: bool,
+           n_ctx: int, tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
            ctc_topk: int | None, ctc_vocab: list[Path],
            progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
@@ -233,7 +241,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
         "encoder": {"format": encoder, "path": enc_ref, "dtype": encoder_dtype,
                     "d_model": int(ck.adaptor.d_model)},
         "adaptor": adaptor_cfg,
-        "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx)},
+        "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx),
+                **({"lora_turns": lora_turns} if lora_ref else {})},
         "prompt": _prompt(ck, system_prompt, transcribe_instruction),
         "stop": list(ck.prompt.stop),
         "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),

@@ -52,6 +52,8 @@ def bundle(
                                              "default:smollm2 when the LLM is unchanged, else q8_0; "
                                              "q8_0 of an unchanged LLM: default:smollm2-q8_0)"),
     lora_adapter: bool = typer.Option(False, "--lora-adapter", help="keep a LoRA as lora.gguf over the base GGUF"),
+    lora_turns: str = typer.Option("all", help="with --lora-adapter: the turns the LoRA runs for, all or transcribe "
+                                               "(answers from the plain LLM)"),
     mmproj: bool = typer.Option(False, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
     reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),
     n_ctx: int = typer.Option(2048, help="llama.cpp context length recorded in bundle.json"),
@@ -76,8 +78,8 @@ def bundle(
     try:
         with console.status("exporting") as status:
             report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
-                                   llm_quant=llm_quant, lora_adapter=lora_adapter, reuse_defaults=reuse_defaults,
-                                   mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
+                                   llm_quant=llm_quant, lora_adapter=lora_adapter, lora_turns=lora_turns,
+                                   reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
                                    system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
                                    ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from assistant.ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search
+from assistant.ctcbeam import Rescoring, capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
 
 
 def _collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
@@ -83,6 +83,20 @@ def test_rescoring_settings_are_checked() -> None:
         Rescoring.from_dict({"nbest": 4})
     with pytest.raises(ValueError, match="beam >= n_best"):
         Rescoring.from_dict({"n_best": 20, "beam": 8})
+
+
+def test_sentence_forms_capitalise_and_offer_each_end() -> None:
+    assert capitalised(" what color is grass? ") == "What color is grass?" and capitalised("") == ""
+    assert sentence_forms("what color is grass?") == ["What color is grass?", "What color is grass."]
+    assert sentence_forms("How is Portugal different from Ireland.") == [
+        "How is Portugal different from Ireland.", "How is Portugal different from Ireland?"]
+    assert sentence_forms("Turn off the lights") == ["Turn off the lights", "Turn off the lights?",
+                                                     "Turn off the lights."]
+    assert sentence_forms("Hello there!?") == ["Hello there!?", "Hello there?", "Hello there."]
+    assert sentence_forms("?") == ["?"] and sentence_forms("") == [""]  # no words: nothing to end
+    assert Rescoring().sentence and not Rescoring.from_dict({"sentence": False}).sentence
+    with pytest.raises(ValueError, match="must be true or false"):
+        Rescoring.from_dict({"sentence": "no"})
 
 
 def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:

@@ -53,13 +53,12 @@ SENTENCES = ["What is the capital of France?", "Please open the window.", "How o
 # 8 transcripts 0.29. The bound catches a broken adaptor, encoder or token table (an untrained ctc head scores
 # above 1.0). Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
 MAX_HEARD_WER = 0.5
-# The issue's target the shipped model does not reach yet (docs/default-model.md says by how much).
+# The issue's target the one-shot greedy path does not reach yet (docs/default-model.md says by how much).
 # strict: the day it passes, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head (session 9) hears 'What color is grass?' "
-                            "as 'what can is grass?', which the bundle answers with rice; typed, the question gets "
-                            "'green'. With the LLM rescoring 8 transcripts (hands-free default) it is heard word "
-                            "for word, 'what color is grass?', yet answered 'a soft, creamy white' "
-                            "(docs/default-model.md)")
+NOT_YET = pytest.mark.xfail(strict=True, reason="greedy (the one-shot default), the shipped ctc head hears 'What "
+                            "color is grass?' as 'What can is grass?' and the LLM answers about rice or ragweed; "
+                            "hands-free hearing (the LLM rescoring 8 transcripts) hears it word for word and answers "
+                            "'green' (test_hands_free_hearing_answers_grass_green)")
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -121,6 +120,34 @@ def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path) -> None
     assert d.heard and "grass" in normalize(d.heard)
 
 
+def test_hands_free_hearing_answers_grass_green(tmp_path: Path) -> None:
+    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 8 of the ctc
+    beam's transcripts and how the sentence ends): heard word for word, answered by the plain LLM as the typed
+    question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
+    (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
+    from assistant.engine import Engine, GenerationOptions
+    from assistant.handsfree import HANDSFREE_N_BEST
+
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST)
+    try:
+        opts = GenerationOptions(max_tokens=24)
+        spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav")), options=opts)
+        eng.new_chat()
+        typed = eng.ask(text="What color is grass?", options=opts)
+        assert not eng.lm.lora_on  # answers come from the plain LLM
+        assert spoken.heard == "What color is grass?", spoken.heard
+        assert "green" in normalize(spoken.answer) and spoken.answer == typed.answer, (spoken.answer, typed.answer)
+        switched: list[bool] = []
+        set_lora = eng.lm.set_lora
+        eng.lm.set_lora = lambda on: (switched.append(on), set_lora(on))[1]  # type: ignore[method-assign]
+        eng.new_chat()
+        d = eng.ask(audio=load_audio(tmp_path / "grass.wav"), transcribe=True, options=opts)
+        assert d.answer == d.heard  # ... and a --transcribe turn reads back what was heard, with the LoRA,
+        assert switched == [True, False] and not eng.lm.lora_on  # switched back for the next answer's prefill
+    finally:
+        eng.close()
+
+
 def test_cli_answers_a_file_with_the_default_bundle(tmp_path: Path) -> None:
     wav = speak("What is the capital of France?", tmp_path / "france.wav")
     cli = Path(sys.executable).with_name("llasm-assistant")
@@ -133,27 +160,36 @@ def test_cli_answers_a_file_with_the_default_bundle(tmp_path: Path) -> None:
 
 
 def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
-    """Real models: greedy, the shipped head hears 'whatever is the capital of France'; the LLM picks 'what is
-    the capital of France' from the beam (measured on 576 held-out questions: docs/default-model.md, "Hearing with the LLM's help")."""
+    """Real models: the LLM's pick among the beam's transcripts hears the four sentences better than the greedy
+    path, or as well with a word it missed (on 576 held-out questions: docs/default-model.md, "Hearing with the
+    LLM's help"). Which words greedy misses depends on the CPU's int8 and Q8_0 kernels ('whatever is the capital
+    of France' on an AMD EPYC, 'nt off the light in the.' on a Xeon with AMX), so the test compares the sum, then
+    checks each changed transcript."""
     from assistant.engine import Engine
-    audio = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
+
+    clips = [load_audio(speak(s, tmp_path / f"r{i}.wav")) for i, s in enumerate(SENTENCES)]
     greedy = Engine.load(None, n_threads=1, warmup=False)
     try:
-        emb1, heard1, t1 = greedy.encode_audio(audio)
+        first = [greedy.encode_audio(a) for a in clips]
     finally:
         greedy.close()
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=8)
     try:
-        emb, heard, timings = eng.encode_audio(audio)
-        assert "rescore_ms" in timings and "rescore_ms" not in t1
-        assert "france" in normalize(heard), (heard1, heard)
-        assert heard != heard1
-        # the LLM reads the chosen transcript's own token rows
+        picked = [eng.encode_audio(a) for a in clips]
+        assert all("rescore_ms" in t for _, _, t in picked) and not any("rescore_ms" in t for _, _, t in first)
+        heard1, heard = [h or "" for _, h, _ in first], [h or "" for _, h, _ in picked]
+        pairs = list(zip(heard1, heard, strict=True))
+        assert wer(SENTENCES, heard) <= wer(SENTENCES, heard1), pairs  # no worse in sum (0.43, 0.43 on AMX) ...
+        # ... and a missed word found ('... in the kitchen.' on AMX; '... of France?' on the EPYC)
+        assert any(wer([s], [h]) < wer([s], [h1]) for s, h1, h in zip(SENTENCES, heard1, heard, strict=True)), pairs
         rows = eng.adaptor.token_embeddings
-        ids = [int(np.flatnonzero(np.all(rows == e, axis=1))[0]) for e in emb]
-        assert eng.lm.detokenize(ids).strip() == heard
-        d = eng.ask(audio=audio)
-        assert d.heard == heard
+        for (emb, h, _), h1 in zip(picked, heard1, strict=True):
+            if h != h1:  # the LLM reads the chosen transcript's own token rows
+                ids = [int(np.flatnonzero(np.all(rows == e, axis=1))[0]) for e in emb]
+                assert eng.lm.detokenize(ids).strip() == h
+            assert h[:1] == h[:1].upper()  # a sentence: capitalised (ctcbeam.sentence_forms)
+        d = eng.ask(audio=clips[-1])
+        assert d.heard == heard[-1]
     finally:
         eng.close()
 

@@ -72,7 +72,7 @@ def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> Non
     out = tmp_path / "bundle"
     rep = export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True)
     m = json.loads((out / "bundle.json").read_text())
-    assert m["llm"] == {"path": "llm.gguf", "quant": "f32", "lora": "lora.gguf", "n_ctx": 2048}
+    assert m["llm"] == {"path": "llm.gguf", "quant": "f32", "lora": "lora.gguf", "n_ctx": 2048, "lora_turns": "all"}
     assert m["adaptor"]["type"] == "ultravox" and m["adaptor"]["path"] == "adaptor.safetensors"
     assert set(m["checksums"]) == {"encoder.onnx", "adaptor.safetensors", "llm.gguf", "lora.gguf"}
     assert rep.sizes["lora.gguf"] < rep.sizes["llm.gguf"] / 20
@@ -95,6 +95,43 @@ def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> Non
         finally:
             ref.close()
     assert not np.allclose(last[0], last[1], atol=1e-4)
+
+
+def test_lora_turns_transcribe_answers_with_the_plain_llm(tmp_path: Path, ck_lora: Path) -> None:
+    """--lora-turns transcribe: the runtime runs the LoRA for --transcribe turns only. Answers, spoken or typed,
+    equal those of the same bundle without its LoRA; transcriptions equal those of the bundle that runs it for
+    every turn (the switch prefills the conversation again under the LoRA). The default model's setting."""
+    from assistant.engine import Engine, GenerationOptions
+
+    out = tmp_path / "bundle"
+    export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True,
+                  lora_turns="transcribe")
+    m = json.loads((out / "bundle.json").read_text())
+    assert m["llm"]["lora_turns"] == "transcribe"
+    variants = {"transcribe": out}
+    for name, llm in (("all", dict(m["llm"], lora_turns="all")), ("plain", {"path": "llm.gguf", "quant": "f32"})):
+        variants[name] = tmp_path / name
+        shutil.copytree(out, variants[name])
+        (variants[name] / "bundle.json").write_text(json.dumps(dict(m, llm=llm)))
+    audio = np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32)
+    opts = GenerationOptions(max_tokens=8)
+    got = {}
+    for name, root in variants.items():
+        eng = Engine.load(root, n_threads=1, warmup=False)
+        try:
+            said = eng.ask(audio=audio, transcribe=True, options=opts).answer
+            eng.new_chat()
+            got[name] = (eng.ask(text="What color is grass?", options=opts).answer,
+                         eng.ask(audio=audio, options=opts).answer, said)  # a two-turn conversation
+            assert eng.answers_with_lora == (name == "all")
+        finally:
+            eng.close()
+    assert got["transcribe"][:2] == got["plain"][:2] and got["transcribe"][2] == got["all"][2]
+    assert got["all"][:2] != got["plain"][:2] and got["all"][2] != got["plain"][2]  # the LoRA changes both
+    with pytest.raises(ExportError, match="needs --lora-adapter"):
+        export_bundle(ck_lora, tmp_path / "b2", encoder="onnx", llm_quant="f32", lora_turns="transcribe")
+    with pytest.raises(ExportError, match="unknown --lora-turns"):
+        export_bundle(ck_lora, tmp_path / "b3", encoder="onnx", llm_quant="f32", lora_adapter=True, lora_turns="x")
 
 
 def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
