@@ -21,7 +21,7 @@ AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
 WHISPER_PAD_FRAMES = 3000
 PAIRS = 10  # spoken turns timed in turns with llama.cpp's own decode
 KEYS = ("encoder_ms", "adaptor_ms", "rescore_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s")
-# rescore_ms: the LLM choosing among the beam's transcripts (`--n-best` > 1); 0 on the greedy path
+# rescore_ms: the LLM choosing among the beam's transcripts (`--n-best` > 1) and how the sentence ends (ctc top-1 bundles)
 
 
 class BenchError(RuntimeError):

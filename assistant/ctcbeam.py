@@ -6,10 +6,11 @@ LLM (without the bundle's LoRA: the plain SmolLM2) says which of them reads as a
 
     ctc_logprob + lm_weight * lm_logprob + word_bonus * n_words
 
-(the word bonus offsets the LM's preference for short transcripts). The chosen transcript is then made a
-sentence (`sentence_forms`): its first letter capitalised, and its end ('?' or '.') picked by the LLM alone,
-because the ctc head hears a question's words far better than its intonation ("How is Portugal different from
-Ireland."). Measured in docs/default-model.md ("Hearing with the LLM's help").
+(the word bonus offsets the LM's preference for short transcripts). The chosen transcript (the greedy one when
+n_best is 1) is then made a sentence (`sentence_forms`, `sentence` in the settings): its first letter
+capitalised, and its end ('?' or '.') picked by the LLM alone, because the ctc head hears a question's words far
+better than its intonation ("How is Portugal different from Ireland."). Measured in docs/default-model.md
+("Hearing with the LLM's help", "Session 10").
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Rescoring:
     per_frame: int = 6  # tokens tried per frame
     lm_weight: float = 0.5
     word_bonus: float = 2.0
-    sentence: bool = True  # the LLM picks how the chosen transcript ends (see sentence_forms)
+    sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:

@@ -37,7 +37,7 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel
 from .bundle import Bundle, BundleError
-from .ctcbeam import Rescoring, capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
+from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
 from .prompt import AUDIO, Message
@@ -486,12 +486,9 @@ class Engine:
         heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         emb = np.asarray(out.embeddings, np.float32)
-        if self.hearing.n_best > 1 and out.logits is not None and heard is not None:
+        if heard and self.can_rescore and (self.hearing.n_best > 1 or self.hearing.sentence):
             emb, heard = self._hear_with_lm(out.logits, emb, heard)
             timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
-        elif heard and self.hearing.sentence and self.can_rescore and capitalised(heard) != heard:
-            heard = capitalised(heard)  # a sentence starts with a capital, as the typed question does
-            emb = self._text_rows(heard)
         return emb, heard, timings
 
     def _text_rows(self, text: str) -> np.ndarray:
@@ -526,22 +523,24 @@ class Engine:
                               "use n_best 1")
         self.hearing = dataclasses.replace(self.hearing, n_best=n_best, beam=max(self.hearing.beam, n_best))
 
-    def _hear_with_lm(self, logits: np.ndarray, emb: np.ndarray, heard: str) -> tuple[np.ndarray, str]:
-        """The ctc beam's n_best distinct transcripts, rescored by the plain LLM (assistant/ctcbeam.py):
-        the chosen transcript's embeddings and text. Keeps the greedy result when it wins."""
+    def _hear_with_lm(self, logits: np.ndarray | None, emb: np.ndarray, heard: str) -> tuple[np.ndarray, str]:
+        """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
+        among the beam's n_best distinct transcripts; with `sentence` it then capitalises the pick and chooses
+        how it ends. Returns the chosen transcript's embeddings and text (the greedy ones when they win)."""
         cfg = self.hearing
-        with self._one_blas_thread():
-            beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame)
-        ids = self.adaptor.ids
-        texts: dict[str, tuple[list[int], float]] = {}  # text -> (token ids of its likeliest path, log P)
-        for labels, logp in beams:
-            toks = list(labels) if ids is None else ids[list(labels)].tolist()
-            text = self.lm.detokenize(toks).strip()
-            if text in texts:
-                texts[text] = (texts[text][0], float(np.logaddexp(texts[text][1], logp)))
-            elif len(texts) < cfg.n_best:
-                texts[text] = (toks, logp)
         best = heard
+        texts: dict[str, tuple[list[int], float]] = {}  # text -> (token ids of its likeliest path, log P)
+        if cfg.n_best > 1 and logits is not None:
+            with self._one_blas_thread():
+                beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame)
+            ids = self.adaptor.ids
+            for labels, logp in beams:
+                toks = list(labels) if ids is None else ids[list(labels)].tolist()
+                text = self.lm.detokenize(toks).strip()
+                if text in texts:
+                    texts[text] = (texts[text][0], float(np.logaddexp(texts[text][1], logp)))
+                elif len(texts) < cfg.n_best:
+                    texts[text] = (toks, logp)
         if len(texts) >= 2:
             order = list(texts)
             try:
@@ -555,8 +554,7 @@ class Engine:
             return self._text_rows(final), final
         if best == heard:
             return emb, heard
-        toks = texts[best][0]
-        return self.adaptor.token_embeddings[toks].astype(np.float32), best  # type: ignore[index]
+        return self.adaptor.token_embeddings[texts[best][0]].astype(np.float32), best  # type: ignore[index]
 
     def prepare(self, audio: np.ndarray) -> None:
         """Work a clip's turn ahead: features, encoder and adaptor, then (when no turn is running) the prefill

@@ -176,7 +176,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=8)
     try:
         picked = [eng.encode_audio(a) for a in clips]
-        assert all("rescore_ms" in t for _, _, t in picked) and not any("rescore_ms" in t for _, _, t in first)
+        assert all("rescore_ms" in t for _, _, t in picked + first)  # greedy: the sentence's end only
         heard1, heard = [h or "" for _, h, _ in first], [h or "" for _, h, _ in picked]
         pairs = list(zip(heard1, heard, strict=True))
         assert wer(SENTENCES, heard) <= wer(SENTENCES, heard1), pairs  # no worse in sum (0.43, 0.43 on AMX) ...
@@ -195,7 +195,8 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
 
 
 def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
-    """`bench --n-best 8` times the LLM's pick among the beam's transcripts as its own stage; greedy has none."""
+    """`bench --n-best 8` times the LLM's pick among the beam's transcripts (and how the sentence ends) as its own
+    stage; greedy, the LLM only picks the end, scoring 2 forms of one transcript instead of 8 + 2."""
     from assistant.bench import run_bench
 
     clips = tmp_path / "clips"
@@ -203,7 +204,7 @@ def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
     speak("What is the capital of France?", clips / "france.wav")
     res = {n: run_bench(clips, out=tmp_path / f"nb{n}", max_tokens=2, threads=1, cascade=False, n_best=n)
            for n in (1, 8)}
-    assert res[8]["rows"][0]["rescore_ms"] > 0 and res[1]["rows"][0]["rescore_ms"] == 0
+    assert res[8]["rows"][0]["rescore_ms"] > res[1]["rows"][0]["rescore_ms"] > 0
     assert res[8]["llasm"]["rescore_ms"]["median"] == res[8]["rows"][0]["rescore_ms"]
     # the first token waits for the rescoring in a one-shot answer
     assert res[8]["rows"][0]["ttft_ms"] > res[8]["rows"][0]["rescore_ms"]
