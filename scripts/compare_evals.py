@@ -24,11 +24,11 @@ from assistant.evaluate import AGREE_SIMILARITY, normalize, wer, wilson_interval
 
 
 def read_split(path: Path) -> tuple[str, dict[tuple[str, str], dict]]:
-    """(split name, (questions manifest, clip) -> question row) of one eval.json."""
+    """(split name, (clip, question) -> question row) of one eval.json. The split is named by its manifest's
+    folder, so a set rebuilt elsewhere from the same seed (same folder name, clips and texts) pairs up."""
     r = json.loads(path.read_text())
-    manifest = r["questions_manifest"]
-    name = Path(manifest).parent.name
-    return name, {(manifest, q["audio"]): q for q in r["question_rows"]}
+    name = Path(r["questions_manifest"]).parent.name
+    return name, {(q["audio"], q["question"]): q for q in r["question_rows"]}
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {label} and {labels[0]} did not answer the same questions", file=sys.stderr)
             return 2
 
-    def pooled(label: str) -> dict[tuple[str, str], dict]:
-        return {k: q for rows in runs[label].values() for k, q in rows.items()}
+    def pooled(label: str) -> dict[tuple[str, str, str], dict]:
+        return {(split, *k): q for split, rows in runs[label].items() for k, q in rows.items()}
 
     base = pooled(labels[0])
     for label in labels:

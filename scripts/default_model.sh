@@ -99,8 +99,10 @@ $bin/llasm-train stage2 --recipe cpu --init "$work/stage1b/final" --topk 1 --llm
   --eval-data "$work/mix/eval.jsonl" --heard-cache "$work/stage2-heard.json" --out "$work/stage2" --batch-size 8 \
   --max-steps "${STAGE2_STEPS:-480}" --lr 5e-4 --warmup-steps 30 --log-every 10 --eval-every 160 \
   --save-every 40 --mixed-precision no --seed 0
-# 6. The bundle: the adaptor and the LoRA (lora.gguf over the base GGUF).
-export_bundle "$work/stage2/final" "$work/bundle" --lora-adapter
+# 6. The bundle: the adaptor and the LoRA (lora.gguf over the base GGUF), which runs for --transcribe turns only:
+#    answers, spoken or typed, come from the plain LLM, whose typed answers stage 2 taught the spoken ones to match
+#    (session 10: as many spoken answers agree without it, and typed ones are SmolLM2's own).
+export_bundle "$work/stage2/final" "$work/bundle" --lora-adapter --lora-turns transcribe
 # 7. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade): unseen acoustics
 #    with latency, alone; then matched and clean acoustics side by side, one core each (no latency measured).
 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$work/asr/eval.jsonl" \
