@@ -510,7 +510,8 @@ class Engine:
 
     @property
     def can_rescore(self) -> bool:
-        """Whether the LLM can pick among the adaptor's transcripts (n_best > 1): a ctc adaptor with topk 1."""
+        """Whether the LLM can pick among the adaptor's transcripts (n_best > 1) and how the pick ends
+        (`sentence`): a ctc adaptor with topk 1, whose rows are the transcript's own token rows."""
         return self.adaptor.config.type == "ctc" and self.adaptor.config.topk == 1
 
     def set_n_best(self, n_best: int) -> None:
