@@ -302,19 +302,39 @@ class LlamaLM:
                                                  max(512, n_tok, len(prefix)))
         ctx = sc.ctx
         mem = c.llama_get_memory(ctx)
-        rows: list[tuple[int, int, int, bool]] = []
-        for s, cand in enumerate(cands, start=1):
-            c.llama_memory_seq_cp(mem, 0, s, -1, -1)
-            rows += [(t, len(prefix) + i, s, i < len(cand) - 1) for i, t in enumerate(cand)]
+        # The tokens every candidate starts with (each keeps one of its own) are decoded once, in sequence 1,
+        # which the candidates then share: transcripts that differ in a word or in how they end are mostly one
+        # prefix, and prefill here is compute-bound.
+        n_shared = 0
+        shortest = min(len(cand) for cand in cands)
+        while (len(cands) > 1 and n_shared < shortest - 1
+               and all(cand[n_shared] == cands[0][n_shared] for cand in cands)):
+            n_shared += 1
+        start = len(prefix) + n_shared
+        shared, first = 0.0, sc.first_logits
         try:
+            c.llama_memory_seq_cp(mem, 0, 1, -1, -1)
+            if n_shared:
+                head = self._batch_decode(ctx, [(t, len(prefix) + i, 1, True)
+                                                for i, t in enumerate(cands[0][:n_shared])])
+                shared = _logprob(sc.first_logits, cands[0][0]) + sum(
+                    _logprob(head[i], t) for i, t in enumerate(cands[0][1:n_shared]))
+                first = head[-1]
+            rows: list[tuple[int, int, int, bool]] = []
+            for s, cand in enumerate(cands, start=1):
+                if s > 1:
+                    c.llama_memory_seq_cp(mem, 1, s, -1, -1)
+                tail = cand[n_shared:]
+                rows += [(t, start + i, s, i < len(tail) - 1) for i, t in enumerate(tail)]
             logits = self._batch_decode(ctx, rows)
         finally:
             for s in range(1, len(cands) + 1):
                 c.llama_memory_seq_rm(mem, s, -1, -1)
         out, k = [], 0
         for cand in cands:
-            total = _logprob(sc.first_logits, cand[0])
-            for nxt in cand[1:]:
+            tail = cand[n_shared:]
+            total = shared + _logprob(first, tail[0])
+            for nxt in tail[1:]:
                 total += _logprob(logits[k], nxt)
                 k += 1
             out.append(total)

@@ -111,7 +111,13 @@ def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
         got = lm.score(prefix, cands)
         assert got == lm.score(prefix, cands)  # the kept prefix and dropped candidates leave no trace
         assert got[0] > got[1]  # the sensible question reads likelier
-        for cand, value in zip(cands, got, strict=True):
+        # candidates that share their first tokens (decoded once, then shared)
+        alike = [lm.tokenize(t, special=False) + lm.tokenize("<|im_end|>")
+                 for t in ("What color is grass?", "What color is grass.", "What color is the sky?")]
+        got_alike = lm.score(prefix, alike)
+        assert got_alike[0] == pytest.approx(got[0], abs=1e-3) and got_alike[0] > got_alike[1]
+        assert lm.score(prefix, alike[:1]) == pytest.approx(got_alike[:1], abs=1e-3)  # one candidate: nothing shared
+        for cand, value in zip(cands + alike, got + got_alike, strict=True):
             lm.clear()
             logits = lm.decode_tokens(prefix, 0)
             want = 0.0
