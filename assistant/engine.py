@@ -501,12 +501,16 @@ class Engine:
         forms = sentence_forms(text)
         if len(forms) == 1:
             return forms[0]
+        lm = self._lm_scores(forms)
+        return forms[max(range(len(forms)), key=lambda i: (lm[i], -i))]
+
+    def _lm_scores(self, texts: list[str]) -> list[float]:
+        """log P(text as the user turn after the default system prompt) under the plain LLM, for each text."""
         try:
-            lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(f, special=False) + self._hear_close
-                                                   for f in forms])
+            return self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
+                                                     for t in texts])
         except LLMError as e:
             raise BundleError(str(e)) from None
-        return forms[max(range(len(forms)), key=lambda i: (lm[i], -i))]
 
     @property
     def can_rescore(self) -> bool:
@@ -544,11 +548,7 @@ class Engine:
                     texts[text] = (toks, logp)
         if len(texts) >= 2:
             order = list(texts)
-            try:
-                lm = self.lm.score(self._hear_prefix, [self.lm.tokenize(t, special=False) + self._hear_close
-                                                       for t in order])
-            except LLMError as e:
-                raise BundleError(str(e)) from None
+            lm = self._lm_scores(order)
             best = order[choose([texts[t][1] for t in order], lm, [len(t.split()) for t in order], cfg)]
         final = self._as_sentence(best) if cfg.sentence and best else best
         if final != best:

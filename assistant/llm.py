@@ -304,7 +304,7 @@ class LlamaLM:
         mem = c.llama_get_memory(ctx)
         # The tokens every candidate starts with (each keeps one of its own) are decoded once, in sequence 1,
         # which the candidates then share: transcripts that differ in a word or in how they end are mostly one
-        # prefix, and prefill here is compute-bound.
+        # prefix.
         n_shared = 0
         shortest = min(len(cand) for cand in cands)
         while (len(cands) > 1 and n_shared < shortest - 1

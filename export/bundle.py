@@ -105,12 +105,12 @@ def export_bundle(
     ck = Checkpoint.load(checkpoint)
     if lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
-    if lora_turns != "all" and not lora_adapter:
-        raise ExportError(f"--lora-turns {lora_turns} needs --lora-adapter (a merged LoRA runs for every turn)")
     from assistant.bundle import LORA_TURNS
 
     if lora_turns not in LORA_TURNS:
         raise ExportError(f"unknown --lora-turns {lora_turns!r}: use one of {', '.join(LORA_TURNS)}")
+    if lora_turns != "all" and not lora_adapter:
+        raise ExportError(f"--lora-turns {lora_turns} needs --lora-adapter (a merged LoRA runs for every turn)")
     if ctc_vocab and ck.adaptor.type != "ctc":
         raise ExportError(f"--ctc-vocab needs a ctc adaptor; this one is {ck.adaptor.type!r}")
     if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):

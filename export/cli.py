@@ -79,7 +79,8 @@ def bundle(
         with console.status("exporting") as status:
             report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
                                    llm_quant=llm_quant, lora_adapter=lora_adapter, lora_turns=lora_turns,
-                                   reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
+                                   reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx, force=force,
+                                   tokenizer_pre=tokenizer_pre,
                                    system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
                                    ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
