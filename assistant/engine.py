@@ -486,9 +486,14 @@ class Engine:
         heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         emb = np.asarray(out.embeddings, np.float32)
-        if heard and self.can_rescore and (self.hearing.n_best > 1 or self.hearing.sentence):
-            emb, heard = self._hear_with_lm(out.logits, emb, heard)
-            timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
+        if heard and self.can_rescore:
+            if self.hearing.n_best > 1 or self.hearing.sentence:
+                heard = self._hear_with_lm(out.logits, heard)
+                timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
+            # The LLM reads the transcript as its tokenizer writes it, as it reads the typed question: the ctc
+            # head's own segmentation can differ (' What' for 'What' at the start, 'gr'+'ass'), and the LLM
+            # then answers a question it heard word for word differently from the typed one.
+            emb = self._text_rows(heard)
         return emb, heard, timings
 
     def _text_rows(self, text: str) -> np.ndarray:
@@ -528,13 +533,13 @@ class Engine:
                               "use n_best 1")
         self.hearing = dataclasses.replace(self.hearing, n_best=n_best, beam=max(self.hearing.beam, n_best))
 
-    def _hear_with_lm(self, logits: np.ndarray | None, emb: np.ndarray, heard: str) -> tuple[np.ndarray, str]:
+    def _hear_with_lm(self, logits: np.ndarray | None, heard: str) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
         among the beam's n_best distinct transcripts; with `sentence` it then capitalises the pick and chooses
-        how it ends. Returns the chosen transcript's embeddings and text (the greedy ones when they win)."""
+        how it ends. Returns the chosen transcript (the greedy one when it wins)."""
         cfg = self.hearing
         best = heard
-        texts: dict[str, tuple[list[int], float]] = {}  # text -> (token ids of its likeliest path, log P)
+        texts: dict[str, float] = {}  # text -> log P (its paths' summed)
         if cfg.n_best > 1 and logits is not None:
             with self._one_blas_thread():
                 beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame)
@@ -543,19 +548,14 @@ class Engine:
                 toks = list(labels) if ids is None else ids[list(labels)].tolist()
                 text = self.lm.detokenize(toks).strip()
                 if text in texts:
-                    texts[text] = (texts[text][0], float(np.logaddexp(texts[text][1], logp)))
+                    texts[text] = float(np.logaddexp(texts[text], logp))
                 elif len(texts) < cfg.n_best:
-                    texts[text] = (toks, logp)
+                    texts[text] = logp
         if len(texts) >= 2:
             order = list(texts)
             lm = self._lm_scores(order)
-            best = order[choose([texts[t][1] for t in order], lm, [len(t.split()) for t in order], cfg)]
-        final = self._as_sentence(best) if cfg.sentence and best else best
-        if final != best:
-            return self._text_rows(final), final
-        if best == heard:
-            return emb, heard
-        return self.adaptor.token_embeddings[texts[best][0]].astype(np.float32), best  # type: ignore[index]
+            best = order[choose([texts[t] for t in order], lm, [len(t.split()) for t in order], cfg)]
+        return self._as_sentence(best) if cfg.sentence and best else best
 
     def prepare(self, audio: np.ndarray) -> None:
         """Work a clip's turn ahead: features, encoder and adaptor, then (when no turn is running) the prefill
