@@ -53,12 +53,14 @@ SENTENCES = ["What is the capital of France?", "Please open the window.", "How o
 # 8 transcripts 0.29. The bound catches a broken adaptor, encoder or token table (an untrained ctc head scores
 # above 1.0). Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
 MAX_HEARD_WER = 0.5
-# The issue's target the one-shot greedy path does not reach yet (docs/default-model.md says by how much).
-# strict: the day it passes, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="greedy (the one-shot default), the shipped ctc head hears 'What "
-                            "color is grass?' as 'What can is grass?' and the LLM answers about rice or ragweed; "
-                            "hands-free hearing (the LLM rescoring 8 transcripts) hears it word for word and answers "
-                            "'green' (test_hands_free_hearing_answers_grass_green)")
+# "What color is grass?" is heard by voice (session 11, the shipped bundle, 24 espeak-ng voices: 8 variants each of
+# en-gb, en-us and en-gb-x-rp; docs/default-model.md): word for word by all 8 en-gb ones, greedy and rescored,
+# and answered "green"; en-us as "What can is grass?" (rescored: 2 of 8 right), RP as "glass(es)" (none).
+# strict: the day en-us is heard, this test fails until the xfail mark is removed.
+NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head hears espeak-ng en-us's 'What color is "
+                            "grass?' as 'What can is grass?', greedy and rescored, and the LLM answers about rice "
+                            "(en-gb voices: heard word for word, answered 'green')")
+GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -109,15 +111,18 @@ def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Pa
     assert all(d.timings["prefill_positions"] > 0 for d in plain)
 
 
-@NOT_YET
-def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("voice", GRASS_VOICES)
+def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path, voice: str) -> None:  # noqa: ANN001
+    """The one-shot default (greedy hearing): the spoken question is answered as the typed one, "green"."""
     from assistant.engine import GenerationOptions
 
-    d = engine.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav")),
-                   options=GenerationOptions(max_tokens=40))
+    opts = GenerationOptions(max_tokens=40)
+    d = engine.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
+    engine.new_chat()
+    typed = engine.ask(text="What color is grass?", options=opts)
     engine.new_chat()
     assert "green" in normalize(d.answer), (d.heard, d.answer)
-    assert d.heard and "grass" in normalize(d.heard)
+    assert d.heard == "What color is grass?" and d.answer == typed.answer
 
 
 def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -144,7 +149,8 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
     assert spoken.answer == typed.answer and "green" in normalize(typed.answer), (spoken.answer, typed.answer)
 
 
-def test_hands_free_hearing_answers_grass_green(tmp_path: Path) -> None:
+@pytest.mark.parametrize("voice", GRASS_VOICES)
+def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> None:
     """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 8 of the ctc
     beam's transcripts and how the sentence ends): heard word for word, answered by the plain LLM as the typed
     question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
@@ -155,7 +161,7 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path) -> None:
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST)
     try:
         opts = GenerationOptions(max_tokens=24)
-        spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav")), options=opts)
+        spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
         eng.new_chat()
         typed = eng.ask(text="What color is grass?", options=opts)
         assert not eng.lm.lora_on  # answers come from the plain LLM
