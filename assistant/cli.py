@@ -156,7 +156,7 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
             continue
         if engine is None:
             try:
-                engine = Engine.load(bundle, n_threads=threads, n_best=n_best)
+                engine = Engine.load(bundle, n_threads=threads, n_best=n_best, expect_transcribe=transcribe)
             except (BundleError, LLMError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE

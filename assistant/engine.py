@@ -192,10 +192,13 @@ class Engine:
     """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
-                 n_best: int | None = None) -> None:
+                 n_best: int | None = None, expect_transcribe: bool = False) -> None:
         """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
-        hearing.n_best; 1 = the greedy path alone). See assistant/ctcbeam.py."""
+        hearing.n_best; 1 = the greedy path alone). See assistant/ctcbeam.py.
+        expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
+        when only those turns run it), as a one-shot transcription wants; other turns then switch back."""
         self.bundle = bundle
+        self.expect_transcribe = expect_transcribe
         try:
             self.hearing = Rescoring.from_dict(bundle.manifest.get("hearing"))
         except (TypeError, ValueError) as e:
@@ -247,11 +250,11 @@ class Engine:
 
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
-             warmup: bool = True, n_best: int | None = None) -> Engine:
+             warmup: bool = True, n_best: int | None = None, expect_transcribe: bool = False) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best)
+        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, expect_transcribe=expect_transcribe)
 
     def _load_adaptor(self) -> Adaptor:
         cfg = dict(self.bundle.adaptor)
@@ -286,7 +289,7 @@ class Engine:
         if self._primed or not k or self.n_positions + k + CLOSE_MARGIN >= self.lm.n_ctx:
             return
         try:
-            self._use_lora(self._lora_for(False))
+            self._use_lora(self._lora_for(self.expect_transcribe))
             self._sync(None)
             self.lm.decode_tokens(self._user_open, self._n_kv, logits=False)
             self._primed, self._primed_pieces = k, [self._user_open]
@@ -749,6 +752,9 @@ class Engine:
             del ev
         for ev in self.respond(text="Hi", options=GenerationOptions(max_tokens=2)):
             del ev
+        if self.expect_transcribe and self._lora_for(True) != self._lora_for(False):
+            for ev in self.respond(clip, transcribe=True, options=GenerationOptions(max_tokens=2)):
+                del ev
         self._turns = []
         self._n_kv = min(self._n_kv, sum(len(p) for p in self._prefix))
         self._truncate_kv()

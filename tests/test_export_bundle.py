@@ -134,6 +134,36 @@ def test_lora_turns_transcribe_answers_with_the_plain_llm(tmp_path: Path, ck_lor
         export_bundle(ck_lora, tmp_path / "b3", encoder="onnx", llm_quant="f32", lora_adapter=True, lora_turns="x")
 
 
+def test_expect_transcribe_prefills_the_prompt_under_the_lora_ahead(tmp_path: Path, ck_lora: Path) -> None:
+    """A one-shot --transcribe (the CLI loads the engine with expect_transcribe) finds the system prompt already
+    prefilled under the LoRA: its turn prefills its own positions only, with the same transcript. Without it the
+    turn switches the LoRA on and prefills the whole prompt again."""
+    from assistant.engine import Engine, GenerationOptions
+
+    out = tmp_path / "bundle"
+    export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True,
+                  lora_turns="transcribe")
+    audio = np.random.default_rng(1).normal(0, 0.1, 24000).astype(np.float32)
+    opts = GenerationOptions(max_tokens=8)
+    done, answers = {}, {}
+    for expect in (False, True):
+        eng = Engine.load(out, n_threads=1, expect_transcribe=expect)
+        try:
+            assert eng.lm.lora_on == expect  # idle time prepared the turn it expects
+            done[expect] = eng.ask(audio=audio, transcribe=True, options=opts)
+            eng.new_chat()
+            assert eng.lm.lora_on == expect
+            answers[expect] = eng.ask(text="What color is grass?", options=opts).answer  # from the plain LLM
+            assert eng.lm.lora_on == expect  # ... and idle time prepares a transcription again
+        finally:
+            eng.close()
+    ahead, switched = done[True].timings, done[False].timings
+    assert done[True].answer == done[False].answer and answers[True] == answers[False]
+    # ahead: the turn's own positions, less the user turn's opening primed in idle time; switched: the system
+    # prompt again, then the whole turn
+    assert ahead["prefill_positions"] < ahead["prompt_positions"] < switched["prefill_positions"]
+
+
 def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     out = tmp_path / "bundle"
     export_bundle(ck_ctc, out, encoder="ct2", encoder_dtype="float32", llm_quant="f32")
