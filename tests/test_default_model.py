@@ -156,7 +156,7 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
 
 @pytest.mark.parametrize("voice", GRASS_VOICES)
 def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> None:
-    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 8 of the ctc
+    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 16 of the ctc
     beam's transcripts and how the sentence ends): heard word for word, answered by the plain LLM as the typed
     question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
@@ -179,6 +179,23 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
         d = eng.ask(audio=load_audio(tmp_path / "grass.wav"), transcribe=True, options=opts)
         assert d.answer == d.heard  # ... and a --transcribe turn reads back what was heard, with the LoRA,
         assert switched == [True, False] and not eng.lm.lora_on  # switched back for the next answer's prefill
+    finally:
+        eng.close()
+
+
+def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path: Path) -> None:
+    """`llasm-assistant --file q.wav --transcribe` loads the engine with expect_transcribe: the shipped LoRA (run for
+    --transcribe turns only) is on after load, so the turn prefills its own positions only and reads back what
+    was heard."""
+    from assistant.engine import Engine, GenerationOptions
+
+    eng = Engine.load(None, n_threads=1, expect_transcribe=True)
+    try:
+        assert eng.lm.lora_on and not eng.answers_with_lora
+        wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
+        d = eng.ask(audio=load_audio(wav), transcribe=True, options=GenerationOptions(max_tokens=24))
+        assert d.answer == d.heard and d.heard
+        assert d.timings["prefill_positions"] < d.timings["prompt_positions"]  # no system prompt again
     finally:
         eng.close()
 
