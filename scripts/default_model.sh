@@ -14,7 +14,7 @@ q_asr="${QUESTION_CLIPS:-3000}"      # spoken training questions for stage 1b
 q_wide="${WIDE_QUESTION_CLIPS:-9000}"  # ... and more of them in the wide voice set
 q_wide2="${WIDE_QUESTION_CLIPS_2:-12000}"  # ... and 12,000 more (session 11)
 q_wide3="${WIDE_QUESTION_CLIPS_3:-24000}"  # ... and 24,000 more (session 12)
-steps1b="${STAGE1B_STEPS:-5000}"
+steps1b="${STAGE1B_STEPS:-8000}"
 q_train="${TRAIN_QUESTIONS:-520}"    # spoken questions with replies for stage 2
 mix_asr="${MIX_ASR:-2000}"           # transcription requests in the stage-2 mix
 mkdir -p "$work"
@@ -70,7 +70,7 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 --c
   --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" --eval-data "$work/asr/eval.jsonl" \
   --state-cache "$work/states" --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 \
   --warmup-steps 50 --log-every 10 --eval-every 200 --save-every 50 --seed 0
-# 4b. Stage 1b: 5,000 more steps with the 48,000 spoken questions added (about 78 % of the clips), at half the rate.
+# 4b. Stage 1b: 8,000 more steps with the 48,000 spoken questions added (about 78 % of the clips), at half the rate.
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc --objective ctc --stack 4 \
   --hidden 2048 --ctc-shortlist \
   --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl,$work/questions-asr-wide/train.jsonl,$work/questions-asr-wide2/train.jsonl,$work/questions-asr-wide3/train.jsonl" \
