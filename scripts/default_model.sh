@@ -59,9 +59,12 @@ $bin/llasm-train data instructions --out "$work/questions-asr-wide3" --count "$q
   --multi-turn 0 --no-replies --seed 61 --voice-set wide --quiet
 # 3. Frozen encoder states, computed once with the encoder the bundle runs (CTranslate2 int8).
 #    Incremental: a rerun encodes only the clips the cache lacks.
+# The ASR clips and the spoken training questions stage 1b hears (a new data step joins here once).
+asr_train="$work/asr/train.jsonl,$work/asr-wide/train.jsonl"
+questions_asr="$work/questions-asr/train.jsonl,$work/questions-asr-wide/train.jsonl,$work/questions-asr-wide2/train.jsonl,$work/questions-asr-wide3/train.jsonl"
 cat "$work/asr/train.jsonl" "$work/asr/eval.jsonl" > "$work/asr/all.jsonl"
 $bin/llasm-train cache-states \
-  --data "$work/asr/all.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl,$work/questions-asr-wide/train.jsonl,$work/questions-asr-wide2/train.jsonl,$work/questions-asr-wide3/train.jsonl" \
+  --data "$work/asr/all.jsonl,$work/asr-wide/train.jsonl,$questions_asr" \
   --out "$work/states" --engine ct2
 # 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop. --ctc-shortlist: the
 #    training softmax runs over the training transcripts' tokens only, the ones the bundle's head scores (2.4x
@@ -73,7 +76,7 @@ $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 --c
 # 4b. Stage 1b: 8,000 more steps with the 48,000 spoken questions added (about 78 % of the clips), at half the rate.
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc --objective ctc --stack 4 \
   --hidden 2048 --ctc-shortlist \
-  --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl,$work/questions-asr/train.jsonl,$work/questions-asr-wide/train.jsonl,$work/questions-asr-wide2/train.jsonl,$work/questions-asr-wide3/train.jsonl" \
+  --data "$asr_train,$questions_asr" \
   --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" --out "$work/stage1b" --max-steps "$steps1b" \
   --batch-size 16 --lr 1e-3 --warmup-steps 20 --log-every 10 --eval-every 500 --save-every 50 --seed 0
 # 5. Stage 2: a small LoRA on the LLM (rank 8, attention only), trained on what the bundle's prompt sends, each
@@ -85,17 +88,16 @@ $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc -
 sys_prompt="Answer the question in one short sentence."
 instruction="Repeat the sentence above word for word."
 export_bundle() {  # CHECKPOINT OUT [extra flags]: the adaptor (+ LoRA); encoder and LLM come from their packages
-  $bin/llasm-export bundle "$1" "$2" --force --ctc-vocab "$work/asr/train.jsonl" \
-    --ctc-vocab "$work/asr-wide/train.jsonl" --ctc-vocab "$work/questions-asr/train.jsonl" \
-    --ctc-vocab "$work/questions-asr-wide/train.jsonl" --ctc-vocab "$work/questions-asr-wide2/train.jsonl" \
-    --ctc-vocab "$work/questions-asr-wide3/train.jsonl" --system-prompt "$sys_prompt" --ctc-topk 1 \
+  local vocab=() manifest
+  for manifest in ${asr_train//,/ } ${questions_asr//,/ }; do vocab+=(--ctc-vocab "$manifest"); done
+  $bin/llasm-export bundle "$1" "$2" --force "${vocab[@]}" --system-prompt "$sys_prompt" --ctc-topk 1 \
     --transcribe-instruction "$instruction" --llm-quant q8_0 "${@:3}"
 }
 export_bundle "$work/stage1b/final" "$work/bundle-stage1"
 $bin/llasm-train data instructions --out "$work/questions-train" --count "$q_train" --eval-fraction 0 --multi-turn 0 \
   --max-tokens 40 --seed 21 --quiet
 $bin/llasm-train cache-states --data "$work/questions-train/train.jsonl" --out "$work/states" --engine ct2
-$bin/llasm-train data mix --out "$work/mix/train.jsonl" --asr "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" \
+$bin/llasm-train data mix --out "$work/mix/train.jsonl" --asr "$asr_train" \
   --asr-count "$mix_asr" --conversations "$work/questions-train/train.jsonl" --system-prompt "$sys_prompt" \
   --transcribe-instruction "$instruction" --heard-from "$work/bundle-stage1" --seed 0 --quiet
 $bin/llasm-train data mix --out "$work/mix/eval.jsonl" --asr "$work/asr/eval.jsonl" --system-prompt "$sys_prompt" \

@@ -1,0 +1,50 @@
+"""The default model's recipe script (scripts/default_model.sh), run with stand-in commands that only record
+their arguments: the manifests stage 1b trains on must all be encoded first and all feed the bundle's ctc
+shortlist (`--ctc-vocab`), or the shipped head cannot emit tokens it was trained on."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _calls(tmp_path: Path) -> list[list[str]]:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "calls"
+    for tool in ("llasm-train", "llasm-export", "llasm-assistant"):
+        p = fake / tool
+        p.write_text(f'#!/bin/bash\nprintf "%q " {tool} "$@" >> {shlex.quote(str(log))}; echo >> {shlex.quote(str(log))}\n')
+        p.chmod(0o755)
+    work = tmp_path / "work"
+    (work / "asr").mkdir(parents=True)
+    for split in ("train", "eval"):
+        (work / "asr" / f"{split}.jsonl").write_text("")
+    script = (ROOT / "scripts" / "default_model.sh").read_text().replace("bin=.venv/bin", f"bin={fake}", 1)
+    (tmp_path / "recipe.sh").write_text(script)
+    r = subprocess.run(["bash", str(tmp_path / "recipe.sh"), str(work)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+def _flag(call: list[str], flag: str) -> list[str]:
+    return [call[i + 1] for i, a in enumerate(call[:-1]) if a == flag]
+
+
+def test_every_stage1b_manifest_is_encoded_and_in_the_ctc_shortlist(tmp_path: Path) -> None:
+    calls = _calls(tmp_path)
+    stage1 = [c for c in calls if c[:2] == ["llasm-train", "stage1"]]
+    stage1b = [c for c in stage1 if "--init" in c]
+    assert len(stage1) == 2 and len(stage1b) == 1
+    trained = _flag(stage1b[0], "--data")[0].split(",")
+    assert len(trained) >= 6 and all(m.endswith("/train.jsonl") for m in trained)
+    encoded = {m for c in calls if c[:2] == ["llasm-train", "cache-states"] for m in _flag(c, "--data")[0].split(",")}
+    assert all(m in encoded for m in trained if "/asr/" not in m)  # asr/train.jsonl is encoded as asr/all.jsonl
+    exports = [c for c in calls if c[:2] == ["llasm-export", "bundle"]]
+    assert len(exports) == 2  # the stage-1 bundle (stage 2's heard replies) and the shipped one
+    for c in exports:
+        assert _flag(c, "--ctc-vocab") == trained, c
