@@ -49,8 +49,9 @@ def test_default_bundle_is_shipped_and_small() -> None:
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
 # Measured on these clips with the shipped adaptor (session 13, 8,000 stage-1b steps): 0.43 greedy, 0.38 rescored
-# (session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43; session 5's: 0.33). The bound catches a broken adaptor, encoder or token table (an untrained ctc head scores
-# above 1.0). Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
+# (session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43; session 5's: 0.33). The bound
+# catches a broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
+# Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
 MAX_HEARD_WER = 0.5
 # The LLM's pick among the beam's transcripts is checked on more questions: on these eight (en-us, session 13's
 # bundle, on the Xeon) greedy hears 0.341 and the pick 0.268, with "Tell me a joke about cats." found; on the
