@@ -98,6 +98,8 @@ def instructions_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
     eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
     voice_set: str = typer.Option("base", help=_VOICES_HELP),
+    templates: str = typer.Option("base", help="request templates: base (the 96 of the first six kinds) or "
+                                               "everyday (other kinds and phrasings: docs/data.md)"),
 ) -> None:
     """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
     from training.datagen.conversations import build_instructions
@@ -107,7 +109,7 @@ def instructions_cmd(
         reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
         build_instructions(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
                                              voice_set),
-                           multi_turn=multi_turn, reply=reply, replies=replies)
+                           multi_turn=multi_turn, reply=reply, replies=replies, templates=templates)
 
     _run(go)
 

@@ -22,7 +22,7 @@ from training.datagen.build import (
     check_meta,
     clip_split,
 )
-from training.datagen.prompts import generate_requests
+from training.datagen.prompts import TEMPLATE_SETS, generate_requests
 from training.datagen.replies import LlamaReplier, Replier, ReplySettings
 
 HUMAN_ROLES = {"human", "user", "question", "instruction"}
@@ -38,14 +38,18 @@ def build_instructions(
     reply: ReplySettings | None = None,
     replier: Replier | None = None,
     replies: bool = True,
+    templates: str = "base",
 ) -> dict[str, Any]:
     """`count` spoken conversations with LLM replies in `out`. `replier` overrides the LLM (for tests).
     `replies=False` speaks the requests only (no LLM, no gpt turns): held-out questions for evaluation, or
-    spoken questions as speech-recognition pairs for stage 1."""
+    spoken questions as speech-recognition pairs for stage 1. `templates` names the request template set
+    (`prompts.TEMPLATE_SETS`)."""
     opts = opts or BuildOptions()
     reply = reply or ReplySettings(seed=opts.seed)
     if count <= 0:
         raise DataGenError(f"--count must be positive, not {count}")
+    if templates not in TEMPLATE_SETS:
+        raise DataGenError(f"--templates must be one of {', '.join(TEMPLATE_SETS)}, not {templates!r}")
     root = Path(out)
     reply_meta: dict[str, Any] | None = (
         reply.to_dict() | {"replier": "llama.cpp chat completion" if replier is None else type(replier).__name__}
@@ -53,9 +57,12 @@ def build_instructions(
     # "core-text": held-out conversations take only held-out request texts (keyed without the opener), so no
     # held-out question is ever spoken in training; builds from before that rule do not resume into this one
     settings = {"multi_turn": multi_turn, "reply_generation": reply_meta, "text_split": "core-text"}
+    if templates != "base":  # builds from before template sets existed used the base set and resume as they are
+        settings["templates"] = templates
     check_meta(root, "instructions", opts.plan_settings() | settings)
     splits = [clip_split(opts.seed, i, opts.eval_fraction) for i in range(count)]
-    by_split = {s: iter(generate_requests(splits.count(s), seed=opts.seed, multi_turn=multi_turn, split=s))
+    by_split = {s: iter(generate_requests(splits.count(s), seed=opts.seed, multi_turn=multi_turn, split=s,
+                                               templates=templates))
                 for s in ("train", "eval")}
     requests = [next(by_split[s]) for s in splits]
     cache_path = root / "replies.jsonl"

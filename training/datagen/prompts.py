@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from training.datagen import everyday
 from training.datagen.text import norm_key, text_is_eval
 
 SLOTS: dict[str, list[str]] = {
@@ -177,24 +178,49 @@ class Request:
         return text_is_eval(self.core)
 
 
-def _fill(template: str, rng: random.Random) -> tuple[str, dict[str, str]]:
+# the template sets `generate_requests` draws from: name -> (templates by kind, slot lists)
+TEMPLATE_SETS: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {
+    "base": (TEMPLATES, SLOTS),
+    "everyday": (everyday.TEMPLATES, everyday.SLOTS),
+}
+
+
+def _fill(template: str, rng: random.Random, slots: dict[str, list[str]], every_slot: bool
+          ) -> tuple[str, dict[str, str]]:
     values: dict[str, str] = {}
-    for slot, choices in SLOTS.items():  # every slot gets two different values; the template uses some
-        values[slot], values[slot + "2"] = rng.sample(choices, 2)
+    for slot, choices in slots.items():  # two different values a slot; the template uses some
+        # the base set draws every slot whatever the template (its seeds depend on that); others only theirs
+        if every_slot or "{" + slot + "}" in template or "{" + slot + "2}" in template:
+            values[slot], values[slot + "2"] = rng.sample(choices, 2)
     text = template.format(**values)
     return text[0].upper() + text[1:], values
 
 
-def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, split: str | None = None) -> list[Request]:
+def _with_opener(text: str, opener: str, base: bool) -> str:
+    """`opener` before `text`, its first letter lowered after a comma. The base set also lowers it after
+    "Hello! " (kept so its seeds give the same texts); other sets keep the capital after any sentence end."""
+    if base:
+        keep = text.startswith(("I ", "I'", "Albert", "Marie")) or opener.endswith(". ")
+    else:
+        keep = text.startswith(("I ", "I'")) or opener.rstrip().endswith((".", "!", "?"))
+    return opener + (text if keep else text[0].lower() + text[1:])
+
+
+def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, split: str | None = None,
+                      templates: str = "base") -> list[Request]:
     """`count` conversations with distinct first turns; a `multi_turn` fraction gets a follow-up turn.
 
     `split` "train" or "eval" keeps only requests on that side of the held-out text split (`Request.held_out`),
     so a held-out question never reaches training, not even with another opener; "eval" requests also differ
-    in more than their openers."""
+    in more than their openers. `templates` names the template set (`TEMPLATE_SETS`)."""
     if split not in (None, "train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    if templates not in TEMPLATE_SETS:
+        raise ValueError(f"templates must be one of {', '.join(TEMPLATE_SETS)}, not {templates!r}")
+    base = templates == "base"
+    by_kind, slots = TEMPLATE_SETS[templates]
     rng = random.Random(seed)
-    kinds = sorted(TEMPLATES)
+    kinds = sorted(by_kind)
     out: list[Request] = []
     seen: set[str] = set()
     tries = 0
@@ -203,13 +229,11 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
         if tries > (50 if split is None else 1000) * count + 1000:
             raise ValueError(f"only {len(out)} distinct requests can be generated, fewer than the {count} asked for")
         kind = kinds[len(out) % len(kinds)] if rng.random() < 0.5 else rng.choice(kinds)
-        template = rng.choice(TEMPLATES[kind])
-        text, values = _fill(template, rng)
+        template = rng.choice(by_kind[kind])
+        text, values = _fill(template, rng, slots, base)
         core = text
         if rng.random() < 0.4:
-            opener = rng.choice(OPENERS)
-            first = text if text.startswith(("I ", "I'", "Albert", "Marie")) or opener.endswith(". ") else text[0].lower() + text[1:]
-            text = opener + first
+            text = _with_opener(text, rng.choice(OPENERS), base)
         key = norm_key(core if split == "eval" else text)  # a held-out set never asks one question twice
         if key in seen:
             continue
@@ -218,7 +242,7 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
         if split is not None and req.held_out != (split == "eval"):
             continue
         if rng.random() < multi_turn:
-            used = [s for s in FOLLOW_UPS_SLOT if "{" + s + "}" in template]
+            used = [s for s in FOLLOW_UPS_SLOT if "{" + s + "}" in template and s in values] if base else []
             if used and rng.random() < 0.6:
                 follow = rng.choice(FOLLOW_UPS_SLOT[rng.choice(used)]).format(**values)
             else:
@@ -228,13 +252,14 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
     return out
 
 
-def count_distinct_requests() -> int:
-    """How many distinct single-turn requests the templates can express (an upper bound for `count`)."""
+def count_distinct_requests(templates: str = "base") -> int:
+    """How many distinct single-turn requests a template set can express (an upper bound for `count`)."""
+    by_kind, slots = TEMPLATE_SETS[templates]
     total = 0
-    for templates in TEMPLATES.values():
-        for t in templates:
+    for group in by_kind.values():
+        for t in group:
             n = 1
-            for slot, choices in SLOTS.items():
+            for slot, choices in slots.items():
                 if "{" + slot + "}" in t:
                     n *= len(choices)
                 if "{" + slot + "2}" in t:
