@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.datagen import augment, prompts, text
+from training.datagen import augment, everyday, prompts, text
 from training.datagen.build import BuildOptions, DataGenError, build_asr, validate_clip
 from training.datagen.conversations import build_instructions, parse_conversations
 from training.datagen.schema import check_manifest
@@ -110,6 +111,40 @@ def test_request_text_split_is_stable_and_ignores_the_opener() -> None:
     assert len({text.norm_key(r.core) for r in evals}) == 60  # held out: 60 different questions
     with pytest.raises(ValueError, match="split must be"):
         prompts.generate_requests(1, split="test")
+
+
+def _texts_sha256(reqs: list[prompts.Request]) -> str:
+    return hashlib.sha256("\n".join("|".join(r.turns) for r in reqs).encode()).hexdigest()
+
+
+def test_base_request_texts_are_pinned() -> None:
+    """The recipe's question builds (seeds 21, 31, 41, 51, 61) must keep their texts when template sets are
+    added: these digests are what the base set gave before the `everyday` set existed (commit 31e72e6)."""
+    assert _texts_sha256(prompts.generate_requests(500, seed=0)) == (
+        "f441639e158fb69258a78795b9d641538a606a6619b2882ab57c3bb074f28a4e")
+    assert _texts_sha256(prompts.generate_requests(500, seed=61, split="train")) == (
+        "8fc043e1892f11dd6b3072e51916bd1c3498752e0df3f7219692b7a484ca002a")
+
+
+def test_everyday_requests_are_other_kinds_and_keep_the_text_split() -> None:
+    reqs = prompts.generate_requests(3000, seed=71, templates="everyday")
+    assert len({text.norm_key(r.turns[0]) for r in reqs}) == 3000
+    assert {r.kind for r in reqs} == set(everyday.TEMPLATES) and not set(everyday.TEMPLATES) & set(prompts.TEMPLATES)
+    assert all("{" not in t and "}" not in t for r in reqs for t in r.turns)
+    assert all(r.held_out == _held_out(r.turns[0]) for r in reqs)
+    assert 0.02 * 3000 < sum(r.held_out for r in reqs) < 0.09 * 3000
+    # other phrasings: hardly any first turn is one the base set can say
+    base = {text.norm_key(r.core) for r in prompts.generate_requests(5000, seed=0, multi_turn=0)}
+    assert sum(text.norm_key(r.core) in base for r in reqs) < 30
+    # after "Hello! " the request keeps its capital (the base set lowers it, and keeps doing so for its seeds)
+    hello = [r.turns[0] for r in reqs if r.turns[0].startswith("Hello! ")]
+    assert hello and all(t[7].isupper() for t in hello)
+    assert prompts.generate_requests(20, seed=71, templates="everyday")[0].turns == reqs[0].turns
+    assert prompts.count_distinct_requests("everyday") > 50_000
+    train = prompts.generate_requests(500, seed=71, split="train", templates="everyday")
+    assert not any(r.held_out for r in train)
+    with pytest.raises(ValueError, match="templates must be one of base, everyday"):
+        prompts.generate_requests(1, templates="weather")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,6 +260,25 @@ def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path
     assert used - set(ESPEAK_VARIANTS), used  # 12 clips from 82 variants: almost surely some new ones
     plan = json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]
     assert plan["voice_set"] == "wide" and plan["reply_generation"] is None
+    assert "templates" not in plan  # base-set builds from before template sets existed still resume
+
+
+@needs_espeak
+def test_everyday_questions_from_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "6", "--eval-fraction", "0",
+            "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", "71"]
+    res = CliRunner().invoke(app, [*args, "--templates", "everyday"])
+    assert res.exit_code == 0, res.output
+    said = [c["conversations"][0]["value"] for c in rows(tmp_path / "q" / "train.jsonl")]
+    assert said == [r.turns[0] for r in prompts.generate_requests(6, seed=71, split="train", multi_turn=0,
+                                                                     templates="everyday")]
+    assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == "everyday"
+    res = CliRunner().invoke(app, args)  # the base set cannot resume into an everyday build
+    assert res.exit_code == 1 and "different settings" in res.output, res.output
 
 
 def test_convert_speaks_the_free_form_questions_with_held_out_voices_and_chosen_acoustics(tmp_path: Path) -> None:
@@ -384,6 +438,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         ["data", "asr", "--out", str(tmp_path / "x"), "--count", "5", "--tts", "festival"],
         ["data", "asr", "--out", str(tmp_path / "x"), "--count", "0"],
         ["data", "asr", "--out", str(tmp_path / "x"), "--count", "5", "--voice-set", "huge"],
+        ["data", "instructions", "--out", str(tmp_path / "x"), "--count", "5", "--templates", "weather"],
         ["data", "convert", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")],
     ]
     (tmp_path / "empty.json").write_text("")
