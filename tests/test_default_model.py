@@ -48,23 +48,23 @@ def test_default_bundle_is_shipped_and_small() -> None:
 
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
-# Measured on these clips with the shipped adaptor (session 13, 8,000 stage-1b steps): 0.43 greedy, 0.38 rescored
-# (session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43; session 5's: 0.33). The bound
+# Measured on these clips with the shipped adaptor (session 14, everyday questions in stage 1b): 0.33 greedy and
+# rescored (session 13's: 0.43, 0.38; session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43;
+# session 5's: 0.33). The bound
 # catches a broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
 # Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
 MAX_HEARD_WER = 0.5
-# The LLM's pick among the beam's transcripts is checked on more questions: on these eight (en-us, session 13's
-# bundle, on the Xeon) greedy hears 0.341 and the pick 0.268, with "Tell me a joke about cats." found; on the
-# four above alone the pick finds one word greedy missed ("... in the kitchen").
+# The LLM's pick among the beam's transcripts is checked on more questions: on these eight (en-us, session 14's
+# bundle, on the Xeon) greedy hears 0.341 and the pick 0.244: "Tell me a joke about cats." found, "Is the sky
+# blues?" made "Is the sky blue?"; on the four above alone it trades "Be" for "C" and "NT turn" for "Turn turn".
 RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me a joke about cats.",
                         "Why is the sky blue?"]
-# "What color is grass?" is heard by voice (session 13, the shipped bundle, 24 espeak-ng voices: 8 variants each of
-# en-gb, en-us and en-gb-x-rp; docs/default-model.md): word for word by all 8 en-gb ones, greedy and rescored,
-# and answered "green"; en-us mostly as "What can is grass?" (greedy none of 8 right, rescored 1), RP as "glass"
-# (none).
+# "What color is grass?" is heard by voice (24 espeak-ng voices: 8 variants each of en-gb, en-us and en-gb-x-rp;
+# docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
+# cauliflower is grass?" rescored (session 13's head: "What can is grass?").
 # strict: the day en-us is heard, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head hears espeak-ng en-us's 'What color is "
-                            "grass?' as 'What can is grass?', greedy and rescored, and the LLM answers about rice "
+                            "grass?' as 'Cauliflower is grasp.' greedy and 'What cauliflower is grass?' rescored "
                             "(en-gb voices: heard word for word, answered 'green')")
 GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
 
@@ -87,9 +87,9 @@ def test_the_adaptor_hears_most_spoken_words(engine, tmp_path: Path) -> None:  #
 
 
 def test_transcription_prompt_returns_the_spoken_words(engine, tmp_path: Path) -> None:  # noqa: ANN001
-    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.43, exactly what it heard (session
-    # 5's bundle 0.33 = its heard; session 4's 0.29); before stage 2, the LLM rewrote it (1.19: 'is the capital
-    # of friends?' -> 'The capital of friends is Paris.').
+    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.33, exactly what it heard (session
+    # 14; session 13's bundle 0.43; session 5's 0.33 = its heard; session 4's 0.29); before stage 2, the LLM
+    # rewrote it (1.19: 'is the capital of friends?' -> 'The capital of friends is Paris.').
     ds = _ask_all(engine, tmp_path, transcribe=True)
     answers = [d.answer for d in ds]
     assert wer(SENTENCES, answers) <= 0.45, list(zip(SENTENCES, answers, strict=True))
@@ -190,13 +190,22 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
     was heard."""
     from assistant.engine import Engine, GenerationOptions
 
+    wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
+    opts = GenerationOptions(max_tokens=24)
+    plain = Engine.load(None, n_threads=1, warmup=False)
+    try:
+        unprimed = plain.ask(audio=load_audio(wav), transcribe=True, options=opts)
+    finally:
+        plain.close()
     eng = Engine.load(None, n_threads=1, expect_transcribe=True)
     try:
         assert eng.lm.lora_on and not eng.answers_with_lora
-        wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
-        d = eng.ask(audio=load_audio(wav), transcribe=True, options=GenerationOptions(max_tokens=24))
-        assert d.answer == d.heard and d.heard
+        d = eng.ask(audio=load_audio(wav), transcribe=True, options=opts)
         assert d.timings["prefill_positions"] < d.timings["prompt_positions"]  # no system prompt again
+        assert d.heard == unprimed.heard and d.answer == unprimed.answer  # ... and the same turn as without
+        # the words it heard, read back; the end mark is the LoRA's own (session 14's reads 'Do opened the
+        # windowo.' back with '?', primed or not; session 13's kept it)
+        assert d.heard and normalize(d.answer) == normalize(d.heard), (d.heard, d.answer)
     finally:
         eng.close()
 
@@ -232,7 +241,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
         assert all("rescore_ms" in t for _, _, t in picked + first)  # greedy: the sentence's end only
         heard1, heard = [h or "" for _, h, _ in first], [h or "" for _, h, _ in picked]
         pairs = list(zip(heard1, heard, strict=True))
-        assert wer(RESCORED, heard) <= wer(RESCORED, heard1), pairs  # no worse in sum (0.268 against 0.341) ...
+        assert wer(RESCORED, heard) <= wer(RESCORED, heard1), pairs  # no worse in sum (0.244 against 0.341) ...
         # ... and a missed word found ('Tell me ...' on AMX; '... of France?' on the EPYC with session 9's bundle)
         assert any(wer([s], [h]) < wer([s], [h1]) for s, h1, h in zip(RESCORED, heard1, heard, strict=True)), pairs
         rows = eng.adaptor.token_embeddings
