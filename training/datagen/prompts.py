@@ -1,9 +1,9 @@
 """Spoken requests of the kinds people ask an assistant, generated from templates and typed slot lists.
 
-Six kinds: `facts`, `howto`, `advice`, `creative`, `smalltalk`, `practical`. Every template takes only slots
-of the right type (a country where a country belongs), so the requests read naturally. Multi-turn
-conversations add a follow-up turn drawn from generic follow-ups ("Can you give me an example?") and
-slot-aware ones ("What about Peru?").
+The base set has six kinds: `facts`, `howto`, `advice`, `creative`, `smalltalk`, `practical`; the `everyday` set
+(`everyday.py`) eleven others (`TEMPLATE_SETS`). Every template takes only slots of the right type (a country where
+a country belongs), so the requests read naturally. Multi-turn conversations add a follow-up turn drawn from
+generic follow-ups ("Can you give me an example?") and, in the base set, slot-aware ones ("What about Peru?").
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def generate_requests(count: int, *, seed: int = 0, multi_turn: float = 0.3, spl
         if split is not None and req.held_out != (split == "eval"):
             continue
         if rng.random() < multi_turn:
-            used = [s for s in FOLLOW_UPS_SLOT if "{" + s + "}" in template and s in values] if base else []
+            used = [s for s in FOLLOW_UPS_SLOT if "{" + s + "}" in template] if base else []  # base slot names
             if used and rng.random() < 0.6:
                 follow = rng.choice(FOLLOW_UPS_SLOT[rng.choice(used)]).format(**values)
             else:
