@@ -414,9 +414,23 @@ class Engine:
     def _sync(self, cancel: threading.Event | None) -> np.ndarray | None:
         """Prefill every position not yet in the KV cache; returns the last position's logits (or None
         when nothing was decoded). Stops early (returning None) when `cancel` is set."""
+        n_prefix = sum(len(p) for p in self._prefix)
+        first = None
+        if self._n_kv < n_prefix:
+            # The system prompt is decoded in a batch of its own. llama.cpp multiplies a batch of 64 rows or
+            # more with other kernels than a smaller one, and their results differ (logits by up to ~1 on the
+            # default bundle): decoded together with a whole conversation (a re-prefill after a LoRA switch),
+            # the system prompt's KV, and every answer after it, would depend on what came with it.
+            first = self._decode_pieces(list(self._prefix), cancel)
+            if self._n_kv < n_prefix:
+                return None  # cancelled
+        logits = self._decode_pieces(self._all_pieces(), cancel)
+        return logits if logits is not None or self._n_kv < self.n_positions else first
+
+    def _decode_pieces(self, pieces: list[np.ndarray], cancel: threading.Event | None) -> np.ndarray | None:
+        """Prefill the positions of `pieces` (positions 0..) from _n_kv on; the last one's logits."""
         logits = None
         offset = 0
-        pieces = self._all_pieces()
         total = sum(len(p) for p in pieces)
         step = self.lm.n_batch
         table = self.adaptor.token_embeddings

@@ -210,6 +210,37 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
         eng.close()
 
 
+def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path) -> None:
+    """A `--transcribe` turn runs under the LoRA, so the plain-LLM turn after it prefills the conversation again.
+    The system prompt's KV must come out as a new engine's: llama.cpp multiplies a batch of 64 rows or more with
+    other kernels, so decoded together with the long transcription turn it differed, and `llasm-assistant
+    evaluate` (one transcription, then the questions) got other typed answers ("a process called Rayleigh
+    scattering" for "a phenomenon known as ..."; session 14)."""
+    from assistant.engine import Engine, GenerationOptions
+
+    opts = GenerationOptions(max_tokens=24)
+    questions = ["Why is the sky blue during the day?", "What color is grass?"]
+    long = speak("Your daily dietary values may be higher or lower depending on your caloric needs.",
+                 tmp_path / "long.wav")
+    eng = Engine.load(None, n_threads=1)
+    try:
+        assert eng.lm.has_lora and not eng.answers_with_lora
+        fresh = []
+        for q in questions:
+            eng.new_chat()
+            fresh.append(eng.ask(text=q, options=opts).answer)
+        eng.new_chat()
+        tr = eng.ask(audio=load_audio(long), transcribe=True, options=GenerationOptions(max_tokens=96))
+        assert tr.heard and eng.n_positions >= 64  # what the plain LLM prefilled again after it: a large batch
+        after = []
+        for q in questions:
+            eng.new_chat()
+            after.append(eng.ask(text=q, options=opts).answer)
+        assert after == fresh
+    finally:
+        eng.close()
+
+
 def test_cli_answers_a_file_with_the_default_bundle(tmp_path: Path) -> None:
     wav = speak("What is the capital of France?", tmp_path / "france.wav")
     cli = Path(sys.executable).with_name("llasm-assistant")
