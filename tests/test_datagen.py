@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.datagen import augment, everyday, prompts, text
+from training.datagen import augment, everyday, general, prompts, text
 from training.datagen.build import BuildOptions, DataGenError, build_asr, validate_clip
 from training.datagen.conversations import build_instructions, parse_conversations
 from training.datagen.schema import check_manifest
@@ -143,8 +143,58 @@ def test_everyday_requests_are_other_kinds_and_keep_the_text_split() -> None:
     assert prompts.count_distinct_requests("everyday") > 50_000
     train = prompts.generate_requests(500, seed=71, split="train", templates="everyday")
     assert not any(r.held_out for r in train)
-    with pytest.raises(ValueError, match="templates must be one of base, everyday"):
+    with pytest.raises(ValueError, match="templates must be one of base, everyday, general, not 'weather'"):
         prompts.generate_requests(1, templates="weather")
+
+
+def test_general_requests_are_other_kinds_and_keep_the_text_split() -> None:
+    reqs = prompts.generate_requests(3000, seed=81, templates="general")
+    assert len({text.norm_key(r.turns[0]) for r in reqs}) == 3000
+    assert {r.kind for r in reqs} == set(general.TEMPLATES)
+    assert not set(general.TEMPLATES) & (set(prompts.TEMPLATES) | set(everyday.TEMPLATES))
+    assert all("{" not in t and "}" not in t for r in reqs for t in r.turns)
+    assert all(r.held_out == _held_out(r.turns[0]) for r in reqs)
+    assert 0.02 * 3000 < sum(r.held_out for r in reqs) < 0.09 * 3000
+    # other phrasings and words: hardly any first turn is one the base or everyday set can say
+    others = {text.norm_key(r.core) for name, seed in (("base", 0), ("everyday", 71))
+              for r in prompts.generate_requests(5000, seed=seed, multi_turn=0, templates=name)}
+    assert sum(text.norm_key(r.core) in others for r in reqs) < 30
+    hello = [r.turns[0] for r in reqs if r.turns[0].startswith("Hello! ")]
+    assert hello and all(t[7].isupper() for t in hello)
+    assert prompts.generate_requests(20, seed=81, templates="general")[0].turns == reqs[0].turns  # deterministic
+    assert prompts.count_distinct_requests("general") > 50_000
+    train = prompts.generate_requests(500, seed=81, split="train", templates="general")
+    evals = prompts.generate_requests(60, seed=83, split="eval", templates="general")
+    assert not any(r.held_out for r in train) and all(r.held_out for r in evals) and len(evals) == 60
+    assert not {text.norm_key(r.core) for r in train} & {text.norm_key(r.core) for r in evals}
+    assert len({text.norm_key(r.core) for r in evals}) == 60
+
+
+def test_general_templates_fill_and_slot_lists_are_clean() -> None:
+    """Every template fills without leftover braces, uses only its set's slots, and no slot list repeats a value;
+    the set's slot names are its own (the other sets' seeds do not depend on them)."""
+    import random
+    import string
+
+    slots = general.SLOTS
+    assert not set(slots) & (set(prompts.SLOTS) | set(everyday.SLOTS))
+    for name, values in slots.items():
+        assert len(values) >= 2 and len(values) == len(set(values)), name
+        assert all(v == v.strip() and v and "{" not in v and "}" not in v for v in values), name
+    templates = [t for group in general.TEMPLATES.values() for t in group]
+    assert 250 <= len(templates) == len(set(templates)) and 10 <= len(general.TEMPLATES) <= 12
+    used = set()
+    rng = random.Random(0)
+    for t in templates:
+        fields = {f for _, f, _, _ in string.Formatter().parse(t) if f}
+        names = {f[:-1] if f.endswith("2") and f[:-1] in slots else f for f in fields}
+        assert names <= set(slots), (t, names - set(slots))
+        used |= names
+        for _ in range(5):
+            filled, _values = prompts._fill(t, rng, slots, False)
+            assert "{" not in filled and "}" not in filled and filled[0].isupper(), filled
+            assert 3 <= len(filled.split()) <= 20 and filled[-1] in ".?!", filled
+    assert used == set(slots)  # no unused slot list
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,6 +328,24 @@ def test_everyday_questions_from_the_command_line(tmp_path: Path) -> None:
                                                                      templates="everyday")]
     assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == "everyday"
     res = CliRunner().invoke(app, args)  # the base set cannot resume into an everyday build
+    assert res.exit_code == 1 and "different settings" in res.output, res.output
+
+
+@needs_espeak
+def test_general_questions_from_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "4", "--eval-fraction", "0",
+            "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", "81"]
+    res = CliRunner().invoke(app, [*args, "--templates", "general"])
+    assert res.exit_code == 0, res.output
+    said = [c["conversations"][0]["value"] for c in rows(tmp_path / "q" / "train.jsonl")]
+    assert said == [r.turns[0] for r in prompts.generate_requests(4, seed=81, split="train", multi_turn=0,
+                                                                     templates="general")]
+    assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == "general"
+    res = CliRunner().invoke(app, [*args, "--templates", "everyday"])  # another set cannot resume it
     assert res.exit_code == 1 and "different settings" in res.output, res.output
 
 

@@ -98,8 +98,9 @@ def instructions_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
     eval_acoustics: str = typer.Option("unseen", help=_ACOUSTICS_HELP),
     voice_set: str = typer.Option("base", help=_VOICES_HELP),
-    templates: str = typer.Option("base", help="request templates: base (the 96 of the first six kinds) or "
-                                               "everyday (other kinds and phrasings: docs/data.md)"),
+    templates: str = typer.Option("base", help="request templates: base (the 96 of the first six kinds), "
+                                               "everyday or general (other kinds, words and phrasings: "
+                                               "docs/data.md)"),
 ) -> None:
     """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
     from training.datagen.conversations import build_instructions

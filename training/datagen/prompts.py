@@ -1,9 +1,10 @@
 """Spoken requests of the kinds people ask an assistant, generated from templates and typed slot lists.
 
 The base set has six kinds: `facts`, `howto`, `advice`, `creative`, `smalltalk`, `practical`; the `everyday` set
-(`everyday.py`) eleven others (`TEMPLATE_SETS`). Every template takes only slots of the right type (a country where
-a country belongs), so the requests read naturally. Multi-turn conversations add a follow-up turn drawn from
-generic follow-ups ("Can you give me an example?") and, in the base set, slot-aware ones ("What about Peru?").
+(`everyday.py`) eleven others and the `general` set (`general.py`) twelve more (`TEMPLATE_SETS`). Every template
+takes only slots of the right type (a country where a country belongs), so the requests read naturally.
+Multi-turn conversations add a follow-up turn drawn from generic follow-ups ("Can you give me an example?") and,
+in the base set, slot-aware ones ("What about Peru?").
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from training.datagen import everyday
+from training.datagen import everyday, general
 from training.datagen.text import norm_key, text_is_eval
 
 SLOTS: dict[str, list[str]] = {
@@ -182,6 +183,7 @@ class Request:
 TEMPLATE_SETS: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {
     "base": (TEMPLATES, SLOTS),
     "everyday": (everyday.TEMPLATES, everyday.SLOTS),
+    "general": (general.TEMPLATES, general.SLOTS),
 }
 
 
