@@ -314,38 +314,22 @@ def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path
 
 
 @needs_espeak
-def test_everyday_questions_from_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("templates,seed,count,other", [("everyday", 71, 6, "base"), ("general", 81, 4, "everyday")])
+def test_template_sets_from_the_command_line(tmp_path: Path, templates: str, seed: int, count: int,
+                                             other: str) -> None:
     from typer.testing import CliRunner
 
     from training.cli import app
 
-    args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "6", "--eval-fraction", "0",
-            "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", "71"]
-    res = CliRunner().invoke(app, [*args, "--templates", "everyday"])
+    args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", str(count), "--eval-fraction", "0",
+            "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", str(seed)]
+    res = CliRunner().invoke(app, [*args, "--templates", templates])
     assert res.exit_code == 0, res.output
     said = [c["conversations"][0]["value"] for c in rows(tmp_path / "q" / "train.jsonl")]
-    assert said == [r.turns[0] for r in prompts.generate_requests(6, seed=71, split="train", multi_turn=0,
-                                                                     templates="everyday")]
-    assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == "everyday"
-    res = CliRunner().invoke(app, args)  # the base set cannot resume into an everyday build
-    assert res.exit_code == 1 and "different settings" in res.output, res.output
-
-
-@needs_espeak
-def test_general_questions_from_the_command_line(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from training.cli import app
-
-    args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "4", "--eval-fraction", "0",
-            "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", "81"]
-    res = CliRunner().invoke(app, [*args, "--templates", "general"])
-    assert res.exit_code == 0, res.output
-    said = [c["conversations"][0]["value"] for c in rows(tmp_path / "q" / "train.jsonl")]
-    assert said == [r.turns[0] for r in prompts.generate_requests(4, seed=81, split="train", multi_turn=0,
-                                                                     templates="general")]
-    assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == "general"
-    res = CliRunner().invoke(app, [*args, "--templates", "everyday"])  # another set cannot resume it
+    assert said == [r.turns[0] for r in prompts.generate_requests(count, seed=seed, split="train", multi_turn=0,
+                                                                     templates=templates)]
+    assert json.loads((tmp_path / "q" / "meta.json").read_text())["plan"]["templates"] == templates
+    res = CliRunner().invoke(app, [*args, "--templates", other])  # another set cannot resume the build
     assert res.exit_code == 1 and "different settings" in res.output, res.output
 
 
