@@ -421,11 +421,13 @@ class Engine:
             # more with other kernels than a smaller one, and their results differ (logits by up to ~1 on the
             # default bundle): decoded together with a whole conversation (a re-prefill after a LoRA switch),
             # the system prompt's KV, and every answer after it, would depend on what came with it.
-            first = self._decode_pieces(list(self._prefix), cancel)
+            first = self._decode_pieces(self._prefix, cancel)
             if self._n_kv < n_prefix:
                 return None  # cancelled
         logits = self._decode_pieces(self._all_pieces(), cancel)
-        return logits if logits is not None or self._n_kv < self.n_positions else first
+        if logits is None and self._n_kv == self.n_positions:
+            return first  # the system prompt was all there was to prefill
+        return logits
 
     def _decode_pieces(self, pieces: list[np.ndarray], cancel: threading.Event | None) -> np.ndarray | None:
         """Prefill the positions of `pieces` (positions 0..) from _n_kv on; the last one's logits."""
