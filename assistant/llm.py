@@ -287,56 +287,45 @@ class LlamaLM:
     def score(self, prefix: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[float]:
         """log P(candidate | prefix) for each candidate, under the plain model (no LoRA), all candidates in one
         batch. Uses a second llama.cpp context (made on first use) that keeps `prefix` in its KV cache between
-        calls; the conversation's context is not touched."""
+        calls; the conversation's context is not touched.
+
+        The candidates are decoded as a prefix tree: a token that several candidates reach by the same earlier
+        tokens is one batch row (and one KV cell) shared by their sequences. A beam's transcripts mostly differ
+        in a word or two, so the batch holds far fewer rows than the candidates have tokens."""
         c = self._c
         prefix = [int(t) for t in prefix]
         cands = [[int(t) for t in cand] for cand in candidates]
         if not prefix or not cands or any(not cand for cand in cands):
             raise LLMError("scoring needs a non-empty prefix and non-empty candidates")
-        n_tok = sum(len(cand) for cand in cands)
+        tree = _PrefixTree(cands)
         need = len(prefix) + max(len(cand) for cand in cands)
         sc = self._scorer
-        if sc is None or sc.prefix != prefix or len(cands) > sc.n_seq or need > sc.n_ctx or n_tok > sc.n_batch:
+        if (sc is None or sc.prefix != prefix or len(cands) > sc.n_seq or need > sc.n_ctx
+                or len(tree.nodes) > sc.n_batch):
             self._free_scorer()
             sc = self._scorer = self._new_scorer(prefix, max(8, len(cands)) + 1, max(256, 2 * need),
-                                                 max(512, n_tok, len(prefix)))
+                                                 max(512, len(tree.nodes), len(prefix)))
         ctx = sc.ctx
         mem = c.llama_get_memory(ctx)
-        # The tokens every candidate starts with (each keeps one of its own) are decoded once, in sequence 1,
-        # which the candidates then share: transcripts that differ in a word or in how they end are mostly one
-        # prefix.
-        n_shared = 0
-        shortest = min(len(cand) for cand in cands)
-        while (len(cands) > 1 and n_shared < shortest - 1
-               and all(cand[n_shared] == cands[0][n_shared] for cand in cands)):
-            n_shared += 1
-        start = len(prefix) + n_shared
-        shared, first = 0.0, sc.first_logits
         try:
-            c.llama_memory_seq_cp(mem, 0, 1, -1, -1)
-            if n_shared:
-                head = self._batch_decode(ctx, [(t, len(prefix) + i, 1, True)
-                                                for i, t in enumerate(cands[0][:n_shared])])
-                shared = _logprob(sc.first_logits, cands[0][0]) + sum(
-                    _logprob(head[i], t) for i, t in enumerate(cands[0][1:n_shared]))
-                first = head[-1]
-            rows: list[tuple[int, int, int, bool]] = []
-            for s, cand in enumerate(cands, start=1):
-                if s > 1:
-                    c.llama_memory_seq_cp(mem, 1, s, -1, -1)
-                tail = cand[n_shared:]
-                rows += [(t, start + i, s, i < len(tail) - 1) for i, t in enumerate(tail)]
+            for s in range(1, len(cands) + 1):
+                c.llama_memory_seq_cp(mem, 0, s, -1, -1)
+            rows = [(tok, len(prefix) + depth, seqs, want) for tok, depth, seqs, want in tree.nodes]
             logits = self._batch_decode(ctx, rows)
         finally:
             for s in range(1, len(cands) + 1):
                 c.llama_memory_seq_rm(mem, s, -1, -1)
-        out, k = [], 0
-        for cand in cands:
-            tail = cand[n_shared:]
-            total = shared + _logprob(first, tail[0])
-            for nxt in tail[1:]:
-                total += _logprob(logits[k], nxt)
-                k += 1
+        row_of = {node: k for k, node in enumerate(i for i, n in enumerate(tree.nodes) if n[3])}
+        memo: dict[tuple[int, int], float] = {}  # (node whose logits, token): log P, shared by the candidates
+        out = []
+        for cand, path in zip(cands, tree.paths, strict=True):
+            total, parent = 0.0, -1
+            for tok, node in zip(cand, path, strict=True):
+                key = (parent, tok)
+                if key not in memo:
+                    memo[key] = _logprob(sc.first_logits if parent < 0 else logits[row_of[parent]], tok)
+                total += memo[key]
+                parent = node
             out.append(total)
         return out
 
@@ -359,14 +348,17 @@ class LlamaLM:
             raise
         return _Scorer(ctx, prefix, first, n_seq - 1, n_ctx, n_batch)
 
-    def _batch_decode(self, ctx: Any, rows: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
-        """Decode (token, pos, seq, wants logits) rows in one batch; the logits of the rows that want them."""
+    def _batch_decode(self, ctx: Any, rows: Sequence[tuple[int, int, int | Sequence[int], bool]]) -> list[np.ndarray]:
+        """Decode (token, pos, sequence or sequences, wants logits) rows in one batch; the logits of the rows
+        that want them. A row in several sequences is one KV cell they share."""
         c = self._c
-        batch = c.llama_batch_init(len(rows), 0, 1)
+        seq_lists = [[seq] if isinstance(seq, int) else list(seq) for _, _, seq, _ in rows]
+        batch = c.llama_batch_init(len(rows), 0, max(len(s) for s in seq_lists))
         try:
-            for i, (t, pos, seq, want) in enumerate(rows):
-                batch.token[i], batch.pos[i] = t, pos
-                batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = 1, seq, int(want)
+            for i, ((t, pos, _, want), seqs) in enumerate(zip(rows, seq_lists, strict=True)):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, pos, len(seqs), int(want)
+                for j, seq in enumerate(seqs):
+                    batch.seq_id[i][j] = seq
             batch.n_tokens = len(rows)
             rc = c.llama_decode(ctx, batch)
         finally:
@@ -411,6 +403,31 @@ class _Scorer:
     n_seq: int  # candidates it holds at once (sequences 1..n_seq)
     n_ctx: int  # positions per sequence
     n_batch: int
+
+
+class _PrefixTree:
+    """Candidates as a prefix tree for `LlamaLM.score`. `nodes[k]` = (token, depth, the sequences through it,
+    whether a candidate goes on past it, i.e. its logits are needed), parents before children and each
+    candidate's nodes in order; `paths[i]` = candidate i's nodes (sequence i + 1)."""
+
+    def __init__(self, cands: Sequence[Sequence[int]]) -> None:
+        self.nodes: list[tuple[int, int, list[int], bool]] = []
+        self.paths: list[list[int]] = []
+        child: dict[tuple[int, int], int] = {}  # (parent node, token) -> node; parent -1 is the prefix
+        for s, cand in enumerate(cands, start=1):
+            path, parent = [], -1
+            for depth, tok in enumerate(cand):
+                node = child.get((parent, tok))
+                if node is None:
+                    node = child[(parent, tok)] = len(self.nodes)
+                    self.nodes.append((tok, depth, [], False))
+                self.nodes[node][2].append(s)
+                if parent >= 0 and not self.nodes[parent][3]:
+                    t, d, seqs, _ = self.nodes[parent]
+                    self.nodes[parent] = (t, d, seqs, True)
+                path.append(node)
+                parent = node
+            self.paths.append(path)
 
 
 def _logprob(logits: np.ndarray, token: int) -> float:

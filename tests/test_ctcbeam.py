@@ -99,6 +99,17 @@ def test_sentence_forms_capitalise_and_offer_each_end() -> None:
         Rescoring.from_dict({"sentence": "no"})
 
 
+def test_candidates_share_the_rows_of_their_common_starts() -> None:
+    from assistant.llm import _PrefixTree
+
+    tree = _PrefixTree([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3], [1, 2]])
+    # rows: 1, 2, 3, 4, 5 (one each), in the sequences (candidates + 1) that pass through them
+    assert [(t, d, seqs) for t, d, seqs, _ in tree.nodes] == [
+        (1, 0, [1, 2, 3, 4, 5]), (2, 1, [1, 2, 4, 5]), (3, 2, [1, 4]), (4, 2, [2]), (5, 1, [3])]
+    assert [want for *_, want in tree.nodes] == [True, True, False, False, False]  # logits only where one goes on
+    assert tree.paths == [[0, 1, 2], [0, 1, 3], [0, 4], [0, 1, 2], [0, 1]]
+
+
 def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
     from assistant.basemodels import resolve
     from assistant.llm import LlamaLM, LLMError
@@ -117,6 +128,12 @@ def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
         got_alike = lm.score(prefix, alike)
         assert got_alike[0] == pytest.approx(got[0], abs=1e-3) and got_alike[0] > got_alike[1]
         assert lm.score(prefix, alike[:1]) == pytest.approx(got_alike[:1], abs=1e-3)  # one candidate: nothing shared
+        # a candidate that is the start of another, and a repeat: one prefix tree, each scored as if alone
+        nested = [alike[0][:3], alike[0], alike[0]]
+        got_nested = lm.score(prefix, nested)
+        assert got_nested[1] == got_nested[2] == pytest.approx(got_alike[0], abs=1e-3)
+        assert got_nested[0] == pytest.approx(lm.score(prefix, nested[:1])[0], abs=1e-3)
+        assert got_nested[0] > got_nested[1]  # its start alone reads likelier than the whole
         for cand, value in zip(cands + alike, got + got_alike, strict=True):
             lm.clear()
             logits = lm.decode_tokens(prefix, 0)
