@@ -298,12 +298,12 @@ class LlamaLM:
         if not prefix or not cands or any(not cand for cand in cands):
             raise LLMError("scoring needs a non-empty prefix and non-empty candidates")
         tree = _PrefixTree(cands)
-        need = len(prefix) + max(len(cand) for cand in cands)
+        cells = len(prefix) + len(tree.nodes)  # the sequences share the prefix's cells and their common starts
         sc = self._scorer
-        if (sc is None or sc.prefix != prefix or len(cands) > sc.n_seq or need > sc.n_ctx
+        if (sc is None or sc.prefix != prefix or len(cands) > sc.n_seq or cells > sc.n_cells
                 or len(tree.nodes) > sc.n_batch):
             self._free_scorer()
-            sc = self._scorer = self._new_scorer(prefix, max(8, len(cands)) + 1, max(256, 2 * need),
+            sc = self._scorer = self._new_scorer(prefix, max(8, len(cands)) + 1, max(512, 2 * cells),
                                                  max(512, len(tree.nodes), len(prefix)))
         ctx = sc.ctx
         mem = c.llama_get_memory(ctx)
@@ -329,11 +329,12 @@ class LlamaLM:
             out.append(total)
         return out
 
-    def _new_scorer(self, prefix: list[int], n_seq: int, n_ctx: int, n_batch: int) -> _Scorer:
-        """A context without the LoRA, `prefix` decoded into sequence 0 (each candidate copies it)."""
+    def _new_scorer(self, prefix: list[int], n_seq: int, n_cells: int, n_batch: int) -> _Scorer:
+        """A context without the LoRA, `prefix` decoded into sequence 0 (each candidate copies it). Its KV cache
+        is one store of `n_cells` cells that all sequences share (`kv_unified`)."""
         c = self._c
         cparams = c.llama_context_default_params()
-        cparams.n_ctx = n_ctx * n_seq
+        cparams.n_ctx = n_cells
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_seq_max = n_seq
         cparams.kv_unified = True
@@ -346,7 +347,7 @@ class LlamaLM:
         except LLMError:
             c.llama_free(ctx)
             raise
-        return _Scorer(ctx, prefix, first, n_seq - 1, n_ctx, n_batch)
+        return _Scorer(ctx, prefix, first, n_seq - 1, n_cells, n_batch)
 
     def _batch_decode(self, ctx: Any, rows: Sequence[tuple[int, int, int | Sequence[int], bool]]) -> list[np.ndarray]:
         """Decode (token, pos, sequence or sequences, wants logits) rows in one batch; the logits of the rows
@@ -401,7 +402,7 @@ class _Scorer:
     prefix: list[int]  # decoded into sequence 0
     first_logits: np.ndarray  # the prefix's last logits: they score each candidate's first token
     n_seq: int  # candidates it holds at once (sequences 1..n_seq)
-    n_ctx: int  # positions per sequence
+    n_cells: int  # KV cells, shared by all sequences
     n_batch: int
 
 
