@@ -290,8 +290,9 @@ class LlamaLM:
         calls; the conversation's context is not touched.
 
         The candidates are decoded as a prefix tree: a token that several candidates reach by the same earlier
-        tokens is one batch row (and one KV cell) shared by their sequences. A beam's transcripts mostly differ
-        in a word or two, so the batch holds far fewer rows than the candidates have tokens."""
+        tokens is one batch row (and one KV cell) shared by their sequences, and a candidate's last token is not
+        decoded at all (its log P comes from the row before it). A beam's transcripts mostly differ in a word or
+        two, so the batch holds far fewer rows than the candidates have tokens."""
         c = self._c
         prefix = [int(t) for t in prefix]
         cands = [[int(t) for t in cand] for cand in candidates]
@@ -310,8 +311,9 @@ class LlamaLM:
         try:
             for s in range(1, len(cands) + 1):
                 c.llama_memory_seq_cp(mem, 0, s, -1, -1)
-            rows = [(tok, len(prefix) + depth, seqs, want) for tok, depth, seqs, want in tree.nodes]
-            logits = self._batch_decode(ctx, rows)
+            # a node no candidate goes on past (each candidate's last token) needs neither logits nor a KV cell
+            rows = [(tok, len(prefix) + depth, seqs, True) for tok, depth, seqs, want in tree.nodes if want]
+            logits = self._batch_decode(ctx, rows) if rows else []
         finally:
             for s in range(1, len(cands) + 1):
                 c.llama_memory_seq_rm(mem, s, -1, -1)

@@ -134,7 +134,8 @@ def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
         assert got_nested[1] == got_nested[2] == pytest.approx(got_alike[0], abs=1e-3)
         assert got_nested[0] == pytest.approx(lm.score(prefix, nested[:1])[0], abs=1e-3)
         assert got_nested[0] > got_nested[1]  # its start alone reads likelier than the whole
-        for cand, value in zip(cands + alike, got + got_alike, strict=True):
+        one = [cands[0][:1]]  # one token: scored by the prefix's logits, nothing decoded
+        for cand, value in zip(cands + alike + one, got + got_alike + lm.score(prefix, one), strict=True):
             lm.clear()
             logits = lm.decode_tokens(prefix, 0)
             want = 0.0
