@@ -94,10 +94,11 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**values)
 
 
-# transcripts the LLM rescores hands-free (docs/default-model.md, "Hearing with the LLM's help"): 16 since session 12,
-# where 576 held-out questions agreed 358 times against 342 with 8, and the first token still came 1 ms median
-# after the VAD closed the utterance (about 280 ms of scoring on 2 threads, inside the 700 ms end silence)
-HANDSFREE_N_BEST = 16
+# transcripts the LLM rescores hands-free (docs/default-model.md, "Hearing with the LLM's help", "Session 16"): 32
+# since session 16, where 576 held-out template questions agreed 390 times against 379 with 16 (14 / 3, p = 0.01)
+# and 351 blind ones 93 against 86 (8 / 1, p = 0.04); the first token still came 1 ms median after the VAD closed
+# the utterance (at most 79 ms: about 300 ms of prefix-tree scoring on 2 threads, inside the end silence)
+HANDSFREE_N_BEST = 32
 
 
 def load_engine(settings: Settings) -> EngineLike:

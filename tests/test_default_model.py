@@ -61,12 +61,14 @@ RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me
                         "Why is the sky blue?"]
 # "What color is grass?" is heard by voice (24 espeak-ng voices: 8 variants each of en-gb, en-us and en-gb-x-rp;
 # docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
-# cauliflower is grass?" rescored (session 13's head: "What can is grass?").
-# strict: the day en-us is heard, this test fails until the xfail mark is removed.
+# cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32, the
+# hands-free default since session 16, it is heard word for word.
+# strict: the day en-us is heard greedy, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head hears espeak-ng en-us's 'What color is "
-                            "grass?' as 'Cauliflower is grasp.' greedy and 'What cauliflower is grass?' rescored "
-                            "(en-gb voices: heard word for word, answered 'green')")
+                            "grass?' as 'Cauliflower is grasp.' greedy (en-gb voices: heard word for word, "
+                            "answered 'green'; hands-free, rescoring 32 transcripts, en-us too)")
 GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
+HANDS_FREE_GRASS_VOICES = ["en-gb", "en-us"]
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
@@ -155,9 +157,9 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
     assert spoken.answer == typed.answer and "green" in normalize(typed.answer), (spoken.answer, typed.answer)
 
 
-@pytest.mark.parametrize("voice", GRASS_VOICES)
+@pytest.mark.parametrize("voice", HANDS_FREE_GRASS_VOICES)
 def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> None:
-    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 16 of the ctc
+    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 32 of the ctc
     beam's transcripts and how the sentence ends): heard word for word, answered by the plain LLM as the typed
     question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
