@@ -237,7 +237,9 @@ class Engine:
             self.template.system.format(content=self.template.default_system)
         user_open, user_close = self.template.user.split("{content}")
         self._hear_prefix = self.lm.tokenize(self.template.prefix + system + user_open)
-        self._hear_close = self.lm.tokenize(user_close)
+        # up to the end-of-turn token: the whitespace after it is the same for every transcript (log P about 0),
+        # and leaving it out spares a scoring row per transcript (session 16: 32 transcripts 252 -> 203 ms)
+        self._hear_close = self.lm.tokenize(user_close.rstrip() or user_close)
         self.speculate = True  # prepare() also prefills the spoken turn (False: encoder and adaptor only)
         self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
         self._prefix: list[np.ndarray] = []
