@@ -97,7 +97,7 @@ def generation_options(settings: Settings) -> Any:
 # transcripts the LLM rescores hands-free (docs/default-model.md, "Hearing with the LLM's help", "Session 16"): 32
 # since session 16, where 576 held-out template questions agreed 390 times against 379 with 16 (14 / 3, p = 0.01)
 # and 351 blind ones 93 against 86 (8 / 1, p = 0.04); the first token still came 1 ms median after the VAD closed
-# the utterance (at most 79 ms: about 300 ms of prefix-tree scoring on 2 threads, inside the end silence)
+# the utterance (at most 9 ms: about 230 ms of prefix-tree scoring on 2 threads, inside the end silence)
 HANDSFREE_N_BEST = 32
 
 
