@@ -318,18 +318,10 @@ class LlamaLM:
             for s in range(1, len(cands) + 1):
                 c.llama_memory_seq_rm(mem, s, -1, -1)
         row_of = {node: k for k, node in enumerate(i for i, n in enumerate(tree.nodes) if n[3])}
-        memo: dict[tuple[int, int], float] = {}  # (node whose logits, token): log P, shared by the candidates
-        out = []
-        for cand, path in zip(cands, tree.paths, strict=True):
-            total, parent = 0.0, -1
-            for tok, node in zip(cand, path, strict=True):
-                key = (parent, tok)
-                if key not in memo:
-                    memo[key] = _logprob(sc.first_logits if parent < 0 else logits[row_of[parent]], tok)
-                total += memo[key]
-                parent = node
-            out.append(total)
-        return out
+        # each node's log P given its parent, once however many candidates pass through it
+        node_lp = [_logprob(sc.first_logits if parent < 0 else logits[row_of[parent]], tok)
+                   for (tok, *_), parent in zip(tree.nodes, tree.parents, strict=True)]
+        return [sum(node_lp[node] for node in path) for path in tree.paths]
 
     def _new_scorer(self, prefix: list[int], n_seq: int, n_cells: int, n_batch: int) -> _Scorer:
         """A context without the LoRA, `prefix` decoded into sequence 0 (each candidate copies it). Its KV cache
@@ -411,26 +403,28 @@ class _Scorer:
 class _PrefixTree:
     """Candidates as a prefix tree for `LlamaLM.score`. `nodes[k]` = (token, depth, the sequences through it,
     whether a candidate goes on past it, i.e. its logits are needed), parents before children and each
-    candidate's nodes in order; `paths[i]` = candidate i's nodes (sequence i + 1)."""
+    candidate's nodes in order; `parents[k]` = node k's parent (-1: the prefix); `paths[i]` = candidate i's nodes
+    (sequence i + 1)."""
 
     def __init__(self, cands: Sequence[Sequence[int]]) -> None:
-        self.nodes: list[tuple[int, int, list[int], bool]] = []
+        nodes: list[tuple[int, int, list[int]]] = []
+        self.parents: list[int] = []
         self.paths: list[list[int]] = []
-        child: dict[tuple[int, int], int] = {}  # (parent node, token) -> node; parent -1 is the prefix
+        child: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
         for s, cand in enumerate(cands, start=1):
             path, parent = [], -1
             for depth, tok in enumerate(cand):
                 node = child.get((parent, tok))
                 if node is None:
-                    node = child[(parent, tok)] = len(self.nodes)
-                    self.nodes.append((tok, depth, [], False))
-                self.nodes[node][2].append(s)
-                if parent >= 0 and not self.nodes[parent][3]:
-                    t, d, seqs, _ = self.nodes[parent]
-                    self.nodes[parent] = (t, d, seqs, True)
+                    node = child[(parent, tok)] = len(nodes)
+                    nodes.append((tok, depth, []))
+                    self.parents.append(parent)
+                nodes[node][2].append(s)
                 path.append(node)
                 parent = node
             self.paths.append(path)
+        has_child = set(self.parents)
+        self.nodes = [(tok, depth, seqs, k in has_child) for k, (tok, depth, seqs) in enumerate(nodes)]
 
 
 def _logprob(logits: np.ndarray, token: int) -> float:
