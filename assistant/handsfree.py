@@ -105,11 +105,12 @@ def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best)
-    if settings.n_best is None and "hearing" not in engine.bundle.manifest and engine.can_rescore:
+    if settings.n_best is None and engine.can_rescore:
         # Hands-free, the LLM's rescoring runs while the VAD waits out the end-of-speech silence (Engine.prepare):
         # the first token came 23 ms median after the VAD closed the utterance (session 8), so hear with its help
-        # unless told otherwise.
-        engine.set_n_best(HANDSFREE_N_BEST)
+        # unless told otherwise. A bundle's hearing.n_best is its one-shot default, where the rescoring delays the
+        # first token; hands-free rescores at least HANDSFREE_N_BEST.
+        engine.set_n_best(max(engine.hearing.n_best, HANDSFREE_N_BEST))
     if settings.system is not None:
         engine.new_chat(system=settings.system)
     return engine

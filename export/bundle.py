@@ -75,6 +75,7 @@ def export_bundle(
     transcribe_instruction: str | None = None,
     ctc_topk: int | None = None,
     ctc_vocab: Sequence[str | Path] = (),
+    hearing_n_best: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -92,6 +93,8 @@ def export_bundle(
     LLM reads the adaptor's transcript as if it were typed). `ctc_vocab` (JSON-lines manifests, normally the
     training data) restricts a ctc head to the tokens their transcripts use: the head scores only those
     (`vocab.ids`), a few times less work than the whole vocabulary, and it was never trained to emit others.
+    `hearing_n_best` (a top-1 ctc adaptor) writes bundle.json's `hearing` section: how many of the beam's
+    transcripts the plain LLM rescores by default (assistant/ctcbeam.py; hands-free mode rescores more).
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -116,6 +119,11 @@ def export_bundle(
     if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
         raise ExportError(f"--ctc-topk needs a ctc adaptor and a value >= 1 (adaptor {ck.adaptor.type!r}, "
                           f"value {ctc_topk})")
+    if hearing_n_best is not None:
+        topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)
+        if ck.adaptor.type != "ctc" or topk != 1 or hearing_n_best < 1:
+            raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
+                              f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {hearing_n_best})")
     if transcribe_instruction is not None and not transcribe_instruction.strip():
         raise ExportError("--transcribe-instruction is empty: give the words --transcribe should ask")
     if mmproj and ck.adaptor.type != "ultravox":
@@ -131,7 +139,8 @@ def export_bundle(
                           lora_adapter=lora_adapter, lora_turns=lora_turns, reuse_defaults=reuse_defaults,
                           mmproj=mmproj, n_ctx=n_ctx, tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
                           transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk,
-                          ctc_vocab=[Path(v) for v in ctc_vocab], progress=progress)
+                          ctc_vocab=[Path(v) for v in ctc_vocab], hearing_n_best=hearing_n_best,
+                          progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -189,7 +198,7 @@ def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: s
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
            llm_quant: str | None, lora_adapter: bool, lora_turns: str, reuse_defaults: bool, mmproj: bool,
            n_ctx: int, tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
-           ctc_topk: int | None, ctc_vocab: list[Path],
+           ctc_topk: int | None, ctc_vocab: list[Path], hearing_n_best: int | None,
            progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
@@ -249,6 +258,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
                    "step": ck.config.get("step"), "llm_weights": ck.llm_weights},
         "checksums": {},
     }
+    if hearing_n_best is not None:
+        manifest["hearing"] = {"n_best": int(hearing_n_best)}
     if mmproj:
         manifest["mmproj"] = {"path": "mmproj.gguf"}
     _say(progress, "checksums")

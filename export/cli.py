@@ -68,6 +68,8 @@ def bundle(
                                             "the adaptor's transcript as typed tokens)"),
     ctc_vocab: list[Path] = typer.Option(None, help="ctc adaptor: score only the tokens of these JSON-lines "
                                                     "manifests' transcripts (the training data); repeatable"),
+    hearing_n_best: int = typer.Option(None, help="ctc adaptor with topk 1: transcripts the plain LLM rescores "
+                                                  "by default (bundle.json's hearing.n_best; 1 = greedy)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -82,7 +84,8 @@ def bundle(
                                    reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx, force=force,
                                    tokenizer_pre=tokenizer_pre,
                                    system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
-                                   ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), progress=lambda m: (console.log(m), status.update(m)))
+                                   ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), hearing_n_best=hearing_n_best,
+                                   progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))
         return

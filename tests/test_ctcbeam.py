@@ -172,6 +172,7 @@ def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # no
 
 
 def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.engine import Engine
     from assistant.handsfree import HANDSFREE_N_BEST, load_engine
     from assistant.settings import Settings
 
@@ -187,6 +188,22 @@ def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> 
         assert told.hearing.n_best == 1
     finally:
         told.close()
+    one_shot = Engine.load(None, n_threads=1, warmup=False)  # the shipped bundle's own: 3 (bundle.json)
+    try:
+        assert one_shot.hearing.n_best == 3 < HANDSFREE_N_BEST
+    finally:
+        one_shot.close()
+    root = bundle_factory("ctc1", adaptor_type="ctc")
+    manifest = json.loads((root / "bundle.json").read_text())
+    manifest["adaptor"]["topk"] = 1  # the test ctc bundle mixes 4 tokens a segment; the LLM can rescore top 1
+    for n, want in ((4, HANDSFREE_N_BEST), (HANDSFREE_N_BEST + 8, HANDSFREE_N_BEST + 8)):  # at least 32 hands-free
+        manifest["hearing"] = {"n_best": n, "beam": max(n, 16)}
+        (root / "bundle.json").write_text(json.dumps(manifest))
+        eng = load_engine(Settings(bundle=str(root)))
+        try:
+            assert eng.hearing.n_best == want
+        finally:
+            eng.close()
     linear = load_engine(Settings(bundle=str(bundle_factory())))  # cannot rescore: stays greedy, no error
     try:
         assert not linear.can_rescore and linear.hearing.n_best == 1

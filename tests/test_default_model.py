@@ -49,7 +49,7 @@ def test_default_bundle_is_shipped_and_small() -> None:
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
 # Measured on these clips with the shipped adaptor (session 14, everyday questions in stage 1b): 0.33 greedy and
-# rescored (session 13's: 0.43, 0.38; session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43;
+# rescored (0.33 rescoring 3, the one-shot default since session 17, on a Xeon with AMX; session 13's: 0.43, 0.38; session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43;
 # session 5's: 0.33). The bound
 # catches a broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
 # Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
@@ -62,11 +62,13 @@ RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me
 # "What color is grass?" is heard by voice (24 espeak-ng voices: 8 variants each of en-gb, en-us and en-gb-x-rp;
 # docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
 # cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32, the
-# hands-free default since session 16, it is heard word for word.
-# strict: the day en-us is heard greedy, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="the shipped ctc head hears espeak-ng en-us's 'What color is "
-                            "grass?' as 'Cauliflower is grasp.' greedy (en-gb voices: heard word for word, "
-                            "answered 'green'; hands-free, rescoring 32 transcripts, en-us too)")
+# hands-free default since session 16, it is heard word for word; rescoring 3, the one-shot default since session
+# 17, "Cauliflower is grass.".
+# strict: the day en-us is heard one-shot, this test fails until the xfail mark is removed.
+NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the LLM rescoring 3 transcripts), the shipped ctc head "
+                            "hears espeak-ng en-us's 'What color is grass?' as 'Cauliflower is grass.' (greedy "
+                            "'Cauliflower is grasp.'; en-gb voices: heard word for word, answered 'green'; "
+                            "hands-free, rescoring 32 transcripts, en-us too)")
 GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
 HANDS_FREE_GRASS_VOICES = ["en-gb", "en-us"]
 
@@ -121,7 +123,8 @@ def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Pa
 
 @pytest.mark.parametrize("voice", GRASS_VOICES)
 def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path, voice: str) -> None:  # noqa: ANN001
-    """The one-shot default (greedy hearing): the spoken question is answered as the typed one, "green"."""
+    """The one-shot default (the LLM picks among the beam's 3 likeliest transcripts, bundle.json's hearing.n_best):
+    the spoken question is answered as the typed one, "green"."""
     from assistant.engine import GenerationOptions
 
     opts = GenerationOptions(max_tokens=40)
@@ -263,7 +266,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     from assistant.engine import Engine
 
     clips = [load_audio(speak(s, tmp_path / f"r{i}.wav")) for i, s in enumerate(RESCORED)]
-    greedy = Engine.load(None, n_threads=1, warmup=False)
+    greedy = Engine.load(None, n_threads=1, warmup=False, n_best=1)
     try:
         first = [greedy.encode_audio(a) for a in clips]
     finally:

@@ -208,6 +208,20 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     assert r.exit_code == 1 and "no.jsonl" in r.output.splitlines()[-1]
     r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "t0"), "--ctc-topk", "0"])
     assert r.exit_code == 1 and "--ctc-topk" in r.output.splitlines()[-1] and not (tmp_path / "t0").exists()
+    # the LLM's rescoring by default: top-1 ctc only, one line otherwise, nothing written
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h3"), "--ctc-topk", "1",
+                                 "--hearing-n-best", "3"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "h3" / "bundle.json").read_text())["hearing"] == {"n_best": 3}
+    eng = Engine.load(tmp_path / "h3", n_threads=1, warmup=False)
+    try:
+        assert eng.hearing.n_best == 3
+    finally:
+        eng.close()
+    for flags in (["--hearing-n-best", "3"], ["--ctc-topk", "1", "--hearing-n-best", "0"]):  # topk 4 mixes rows
+        r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h0"), *flags])
+        assert r.exit_code == 1 and "--hearing-n-best needs" in r.output.splitlines()[-1], r.output
+        assert not (tmp_path / "h0").exists()
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
     assert r.exit_code == 1
     assert "encoder relative RMS difference" in r.output.splitlines()[-1]
