@@ -16,9 +16,9 @@ better than its intonation ("How is Portugal different from Ireland."). Measured
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class Rescoring:
     lm_weight: float = 0.5
     word_bonus: float = 2.0
     sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
+    fusion: float = 0.0  # the LLM's weight inside the beam search (shallow fusion; 0 = the ctc beam alone)
+    fusion_bonus: float = 0.0  # ... and a bonus per label there (offsets the LM's preference for short prefixes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:
@@ -47,8 +49,8 @@ class Rescoring:
             if isinstance(getattr(cls, k), bool) and not isinstance(v, bool):
                 raise ValueError(f"'hearing' setting {k} must be true or false, got {v!r}")
         out = cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
-        if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1:
-            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best and per_frame >= 1")
+        if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1 or out.fusion < 0:
+            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1 and fusion >= 0")
         return out
 
 
@@ -65,15 +67,33 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
-                       sure_blank: float = -1e-4) -> list[tuple[tuple[int, ...], float]]:
+class NextLabelLM(Protocol):
+    """What `prefix_beam_search` asks a language model (assistant.llm.BeamLM)."""
+
+    def logprobs(self, seqs: Sequence[tuple[int, ...]]) -> list[np.ndarray]: ...
+
+    def keep(self, seqs: Sequence[tuple[int, ...]]) -> None: ...
+
+
+def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6, sure_blank: float = -1e-4,
+                       lm: NextLabelLM | None = None, lm_weight: float = 0.0,
+                       label_bonus: float = 0.0) -> list[tuple[tuple[int, ...], float]]:
     """CTC prefix beam search. logprobs: [T, V + 1] (blank last). Returns up to `beam` (labels, log P) pairs,
     best first, where log P sums every alignment of the labels. Frames whose blank log-prob exceeds
-    `sure_blank` only extend every prefix by the blank (no label is tried there)."""
+    `sure_blank` only extend every prefix by the blank (no label is tried there).
+
+    With `lm` (shallow fusion), the beam is ranked by log P + lm_weight * log P_lm(labels) + label_bonus * the
+    number of labels, so prefixes that read as language stay in it; the pairs returned keep the ctc log P
+    (ordered by the fused rank)."""
     lp = np.asarray(logprobs, np.float32)
     blank = lp.shape[1] - 1
     k = min(per_frame, blank)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG)}  # prefix -> (ends in blank, not)
+    lm_sum: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> log P_lm(prefix)
+
+    def rank(p: tuple[int, ...], b: float, nb: float) -> float:
+        return _lae(b, nb) + (lm_weight * lm_sum[p] + label_bonus * len(p) if lm is not None else 0.0)
+
     for row in lp:
         pblank = float(row[blank])
         if pblank > sure_blank:
@@ -82,22 +102,29 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
         cands = np.argpartition(-row[:blank], k - 1)[:k].tolist() if k < blank else list(range(blank))
         vals = row[cands].tolist()
         nxt: dict[tuple[int, ...], list[float]] = {}
+        nexts = dict(zip(beams, lm.logprobs(list(beams)), strict=True)) if lm is not None else {}
         for p, (b, nb) in beams.items():
             tot = _lae(b, nb)
             e = nxt.setdefault(p, [_NEG, _NEG])
             e[0] = _lae(e[0], tot + pblank)
             last = p[-1] if p else -1
             for c, v in zip(cands, vals, strict=True):
-                q = nxt.setdefault(p + (c,), [_NEG, _NEG])
+                q = p + (c,)
+                if lm is not None and q not in lm_sum:
+                    lm_sum[q] = lm_sum[p] + float(nexts[p][c])
+                nq = nxt.setdefault(q, [_NEG, _NEG])
                 if c == last:  # a repeat without a blank between stays one label; after a blank it is two
                     e[1] = _lae(e[1], nb + v)
-                    q[1] = _lae(q[1], b + v)
+                    nq[1] = _lae(nq[1], b + v)
                 else:
-                    q[1] = _lae(q[1], tot + v)
+                    nq[1] = _lae(nq[1], tot + v)
         live = [kv for kv in nxt.items() if max(kv[1]) > _NEG]  # a repeat right after no blank makes none
-        ranked = sorted(live, key=lambda kv: -_lae(kv[1][0], kv[1][1]))[:beam]
+        ranked = sorted(live, key=lambda kv: -rank(kv[0], *kv[1]))[:beam]
         beams = {p: (v[0], v[1]) for p, v in ranked}
-    return sorted(((p, _lae(b, nb)) for p, (b, nb) in beams.items()), key=lambda x: -x[1])
+        if lm is not None:
+            lm.keep(list(beams))
+            lm_sum = {p: lm_sum[p] for p in {()} | set(beams)}
+    return [(p, _lae(b, nb)) for p, (b, nb) in sorted(beams.items(), key=lambda kv: -rank(kv[0], *kv[1]))]
 
 
 _ENDS = ("?", ".")

@@ -521,15 +521,6 @@ class Engine:
         """The LLM's own embedding rows of `text` (what a top-1 ctc adaptor feeds for a transcript)."""
         return self.adaptor.token_embeddings[self.lm.tokenize(text, special=False)].astype(np.float32)  # type: ignore[index]
 
-    def _as_sentence(self, text: str) -> str:
-        """`text` capitalised, ending as the plain LLM reads it likeliest: '?' or '.' (ctcbeam.sentence_forms);
-        ties keep the end the ctc head heard."""
-        forms = sentence_forms(text)
-        if len(forms) == 1:
-            return forms[0]
-        lm = self._lm_scores(forms)
-        return forms[max(range(len(forms)), key=lambda i: (lm[i], -i))]
-
     def _lm_scores(self, texts: list[str]) -> list[float]:
         """log P(text as the user turn after the default system prompt) under the plain LLM, for each text."""
         try:
@@ -562,8 +553,15 @@ class Engine:
         best = heard
         texts: dict[str, float] = {}  # text -> log P (its paths' summed)
         if cfg.n_best > 1 and logits is not None:
+            lm = None
+            if cfg.fusion > 0:
+                try:
+                    lm = self.lm.beam_lm(self._hear_prefix, self.adaptor.ids, 3 * cfg.beam)
+                except LLMError as e:
+                    raise BundleError(str(e)) from None
             with self._one_blas_thread():
-                beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame)
+                beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame, lm=lm,
+                                           lm_weight=cfg.fusion, label_bonus=cfg.fusion_bonus)
             ids = self.adaptor.ids
             for labels, logp in beams:
                 toks = list(labels) if ids is None else ids[list(labels)].tolist()
@@ -572,11 +570,28 @@ class Engine:
                     texts[text] = float(np.logaddexp(texts[text], logp))
                 elif len(texts) < cfg.n_best:
                     texts[text] = logp
-        if len(texts) >= 2:
-            order = list(texts)
-            lm = self._lm_scores(order)
-            best = order[choose([texts[t] for t in order], lm, [len(t.split()) for t in order], cfg)]
-        return self._as_sentence(best) if cfg.sentence and best else best
+        order = list(texts) if len(texts) >= 2 else [best]
+        forms = {t: sentence_forms(t) if cfg.sentence and t else [t] for t in order}
+        # The transcripts and, of those already capitalised, the sentences they make, in one scoring batch: such a
+        # sentence differs from its transcript in the end mark only, a leaf never decoded, so it costs no row where
+        # a second scoring after the pick cost a decode of its own (session 17: rescoring 3 transcripts 74 -> ...
+        # ms). The sentences of a transcript that starts in lower case would cost a branch of rows each.
+        todo = (order if len(order) >= 2 else []) + [f for t in order if t[:1] == t[:1].upper() and len(forms[t]) > 1
+                                                     for f in forms[t]]
+        lm = self._scored(todo, {})
+        if len(order) >= 2:
+            best = order[choose([texts[t] for t in order], [lm[t] for t in order], [len(t.split()) for t in order],
+                                cfg)]
+        fs = forms[best]
+        if not (cfg.sentence and best) or len(fs) == 1:
+            return fs[0] if cfg.sentence and best else best
+        lm = self._scored(fs, lm)
+        return fs[max(range(len(fs)), key=lambda i: (lm[fs[i]], -i))]  # ties keep the end the ctc head heard
+
+    def _scored(self, texts: list[str], known: dict[str, float]) -> dict[str, float]:
+        """`known` and the LM scores (`_lm_scores`) of the texts it lacks, in one batch."""
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
+        return known | dict(zip(todo, self._lm_scores(todo), strict=True)) if todo else known
 
     def prepare(self, audio: np.ndarray) -> None:
         """Work a clip's turn ahead: features, encoder and adaptor, then (when no turn is running) the prefill

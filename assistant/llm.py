@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_N_BATCH = 512
+BEAM_LM_CELLS = 1024  # KV cells a beam LM's sequences share past the prefix (about 23 MB for SmolLM2-135M)
 
 
 class LLMError(RuntimeError):
@@ -110,6 +111,7 @@ class LlamaLM:
         self._ctx = None
         self._lora = None
         self._scorer: _Scorer | None = None  # the second context of `score`, made on first use
+        self._beam: BeamLM | None = None  # the third, of `beam_lm`
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -323,6 +325,24 @@ class LlamaLM:
                    for (tok, *_), parent in zip(tree.nodes, tree.parents, strict=True)]
         return [sum(node_lp[node] for node in path) for path in tree.paths]
 
+    def beam_lm(self, prefix: Sequence[int], labels: np.ndarray | None, n_seq: int) -> BeamLM:
+        """The plain model's next-token log-probs in a beam search (`BeamLM`): `prefix` decoded once, `labels`
+        the token ids the search's labels stand for (None: labels are token ids), at most `n_seq` sequences held
+        at once. The context is kept for the next search with the same prefix."""
+        prefix = [int(t) for t in prefix]
+        if not prefix or n_seq < 1:
+            raise LLMError("a beam LM needs a non-empty prefix and at least one sequence")
+        b = self._beam
+        if b is None or b.sc.prefix != prefix or b.sc.n_seq < n_seq:
+            if b is not None:
+                self._c.llama_free(b.sc.ctx)
+                self._beam = None
+            n_seq = max(n_seq, 16)
+            sc = self._new_scorer(prefix, n_seq + 1, len(prefix) + BEAM_LM_CELLS, max(n_seq + 1, len(prefix), 64))
+            b = self._beam = BeamLM(self, sc)
+        b.reset(labels)
+        return b
+
     def _new_scorer(self, prefix: list[int], n_seq: int, n_cells: int, n_batch: int) -> _Scorer:
         """A context without the LoRA, `prefix` decoded into sequence 0 (each candidate copies it). Its KV cache
         is one store of `n_cells` cells that all sequences share (`kv_unified`)."""
@@ -371,6 +391,9 @@ class LlamaLM:
     def close(self) -> None:
         c = self._c
         self._free_scorer()
+        if self._beam is not None:
+            c.llama_free(self._beam.sc.ctx)
+            self._beam = None
         if self._ctx is not None:
             c.llama_free(self._ctx)
             self._ctx = None
@@ -398,6 +421,78 @@ class _Scorer:
     n_seq: int  # candidates it holds at once (sequences 1..n_seq)
     n_cells: int  # KV cells, shared by all sequences
     n_batch: int
+
+
+class BeamLM:
+    """The plain LLM's next-token log-probs for sequences that grow one token at a time, as a beam search asks
+    (shallow fusion: assistant/ctcbeam.py). Each sequence is decoded once, as one batch row whose KV cell joins
+    its parent's cells (`kv_unified`: a cell lists every sequence through it), so a step of the beam decodes one
+    row per sequence new to it. `keep` drops the sequences the beam has let go; their cells are freed once no
+    kept sequence passes through them."""
+
+    def __init__(self, lm: LlamaLM, sc: _Scorer) -> None:
+        self.lm, self.sc = lm, sc
+        self._mem = lm._c.llama_get_memory(sc.ctx)
+        self.labels: np.ndarray | None = None
+        self._root = _log_softmax(sc.first_logits)
+        self._seq: dict[tuple[int, ...], int] = {}  # decoded sequence -> llama.cpp sequence id
+        self._lp: dict[tuple[int, ...], np.ndarray] = {}  # its next-label log-probs
+        self._free: list[int] = []
+        self.rows = 0  # batch rows decoded since reset (what the search cost)
+
+    def reset(self, labels: np.ndarray | None) -> None:
+        """Forget every sequence (the prefix stays decoded)."""
+        for sid in self._seq.values():
+            if sid:  # sequence 0 holds the prefix
+                self.lm._c.llama_memory_seq_rm(self._mem, sid, -1, -1)
+        self._seq, self._lp, self.rows = {(): 0}, {}, 0
+        self._free = list(range(self.sc.n_seq, 0, -1))
+        self.labels = None if labels is None else np.asarray(labels, np.int64)
+        self._lp[()] = self._gather(self._root)
+
+    def _gather(self, lp: np.ndarray) -> np.ndarray:
+        return lp if self.labels is None else lp[self.labels]
+
+    def logprobs(self, seqs: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """log P(next label | prefix + seq) over the labels, for each seq. A seq not asked about before must
+        extend one that was (by its last label), or be empty."""
+        new = [s for s in dict.fromkeys(seqs) if s not in self._lp]
+        if new:
+            c = self.lm._c
+            if len(new) > len(self._free):
+                raise LLMError(f"the beam LM holds {self.sc.n_seq} sequences; {len(new)} more asked with "
+                               f"{len(self._free)} free")
+            rows = []
+            for s in new:
+                parent = self._seq.get(s[:-1])
+                if parent is None:
+                    raise LLMError("a beam LM sequence must extend one it decoded (or the empty one)")
+                sid = self._seq[s] = self._free.pop()
+                c.llama_memory_seq_cp(self._mem, parent, sid, -1, -1)
+                tok = int(s[-1] if self.labels is None else self.labels[s[-1]])
+                rows.append((tok, len(self.sc.prefix) + len(s) - 1, sid, True))
+            for s, logits in zip(new, self.lm._batch_decode(self.sc.ctx, rows), strict=True):
+                self._lp[s] = self._gather(_log_softmax(logits))
+            self.rows += len(rows)
+        return [self._lp[s] for s in seqs]
+
+    def keep(self, seqs: Sequence[tuple[int, ...]]) -> None:
+        """Drop every decoded sequence but `seqs` and their parents (which the next step may extend)."""
+        want = {()} | set(seqs) | {s[:-1] for s in seqs if s}
+        for s in [s for s in self._seq if s not in want]:
+            sid = self._seq.pop(s)
+            self.lm._c.llama_memory_seq_rm(self._mem, sid, -1, -1)
+            self._free.append(sid)
+            self._lp.pop(s, None)
+
+    @property
+    def n_held(self) -> int:
+        return len(self._seq) - 1
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - float(logits.max())
+    return (z - math.log(float(np.exp(z).sum()))).astype(np.float32)
 
 
 class _PrefixTree:

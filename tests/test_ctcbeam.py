@@ -209,3 +209,79 @@ def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> 
         assert not linear.can_rescore and linear.hearing.n_best == 1
     finally:
         linear.close()
+
+
+class _TableLM:
+    """A next-label LM from a table: log P(label | last label) (row -1: the first label)."""
+
+    def __init__(self, table: dict[int, list[float]]) -> None:
+        self.table, self.asked, self.kept = table, [], []
+
+    def logprobs(self, seqs):  # noqa: ANN001, ANN201
+        self.asked.append(list(seqs))
+        return [np.log(np.asarray(self.table[s[-1] if s else -1], np.float64)) for s in seqs]
+
+    def keep(self, seqs) -> None:  # noqa: ANN001
+        self.kept.append(list(seqs))
+
+
+def test_shallow_fusion_keeps_what_reads_as_language_in_the_beam() -> None:
+    """Frame by frame the acoustics slightly prefer label 0 then 2 ("0 2"); the LM says 1 comes first and 2
+    follows 1 ("1 2"). A beam of one keeps only the acoustically best start, so the fused search reads "1 2"
+    and the plain one "0 2". Without weight the LM changes nothing; the log P returned stays the ctc one."""
+    p = np.full((4, 4), 1e-6)  # labels 0, 1, 2; blank last
+    p[0, [0, 1]] = [0.52, 0.48]
+    p[1, 3] = 1.0
+    p[2, 2] = 1.0
+    p[3, 3] = 1.0
+    lp = np.log(p / p.sum(axis=1, keepdims=True))
+    lm = _TableLM({-1: [0.05, 0.9, 0.05], 0: [0.1, 0.1, 0.8], 1: [0.05, 0.05, 0.9], 2: [0.3, 0.3, 0.4]})
+    plain = prefix_beam_search(lp, beam=1, per_frame=2)
+    fused = prefix_beam_search(lp, beam=1, per_frame=2, lm=lm, lm_weight=1.0)
+    assert plain[0][0] == (0, 2) and fused[0][0] == (1, 2)
+    assert fused[0][1] == pytest.approx(dict(prefix_beam_search(lp, beam=8, per_frame=3))[(1, 2)], abs=1e-5)
+    assert lm.asked[0] == [()] and all(len(k) == 1 for k in lm.kept)  # it asks for the beam, keeps the beam
+    unweighted = prefix_beam_search(lp, beam=2, per_frame=2, lm=_TableLM(lm.table), lm_weight=0.0)
+    assert unweighted == prefix_beam_search(lp, beam=2, per_frame=2)
+    # a bonus per label: the LM's log P falls with every label; the bonus keeps longer prefixes competitive
+    short = prefix_beam_search(lp, beam=4, per_frame=3, lm=_TableLM(lm.table), lm_weight=5.0)
+    longer = prefix_beam_search(lp, beam=4, per_frame=3, lm=_TableLM(lm.table), lm_weight=5.0, label_bonus=20.0)
+    assert len(longer[0][0]) >= len(short[0][0]) and len(longer[0][0]) == 2
+
+
+def test_the_beam_lm_gives_next_token_log_probs_like_scoring() -> None:
+    """BeamLM decodes each sequence once, as a KV cell joined to its parent's: its next-token log-probs are the
+    ones `score` gives (log P(seq + [t]) - log P(seq)); labels map to token ids; `keep` frees sequences."""
+    from assistant.basemodels import resolve
+    from assistant.llm import LlamaLM, LLMError
+
+    lm = LlamaLM(resolve("default:smollm2"), n_ctx=256, n_threads=1)
+    try:
+        prefix = lm.tokenize("<|im_start|>user\n")
+        toks = lm.tokenize("What color is grass?", special=False)
+        labels = np.array(sorted(set(toks) | {0, 1, 2}))  # a shortlist: label i stands for token labels[i]
+        lab = [int(np.searchsorted(labels, t)) for t in toks]
+        b = lm.beam_lm(prefix, labels, 8)
+        first = b.logprobs([()])[0]
+        assert first.shape == (len(labels),)
+        assert float(first[lab[0]]) == pytest.approx(lm.score(prefix, [toks[:1]])[0], abs=1e-3)
+        seqs = [tuple(lab[:1])]
+        for i in range(1, len(toks)):
+            got = b.logprobs(seqs)[0]
+            want = lm.score(prefix, [toks[: i + 1]])[0] - lm.score(prefix, [toks[:i]])[0]
+            assert float(got[lab[i]]) == pytest.approx(want, abs=1e-3)
+            b.keep([seqs[0] + (lab[i],)])  # the beam moves on; the parent stays (the next step extends it)
+            seqs = [seqs[0] + (lab[i],)]
+            assert b.n_held <= 2
+        other = seqs[0][:-1] + (0,)  # a sibling of the last: its parent is kept, so it can be asked
+        b.keep([seqs[0], other])
+        sib = b.logprobs([other])[0]
+        want = lm.score(prefix, [toks[:-1] + [int(labels[0]), toks[0]]])[0] - lm.score(
+            prefix, [toks[:-1] + [int(labels[0])]])[0]
+        assert float(sib[lab[0]]) == pytest.approx(want, abs=1e-3)
+        with pytest.raises(LLMError, match="must extend"):
+            b.logprobs([(lab[1], lab[1], lab[1])])
+        again = lm.beam_lm(prefix, labels, 8)  # the same context, every sequence forgotten
+        assert again is b and again.n_held == 0 and np.allclose(again.logprobs([()])[0], first)
+    finally:
+        lm.close()
