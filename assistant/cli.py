@@ -35,7 +35,7 @@ def _err(msg: str) -> None:
 
 
 # flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
-_ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+_ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 
 def one_shot_settings(flags: dict[str, Any]) -> Settings:
@@ -74,6 +74,7 @@ def main_command(
     system: str = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
     threads: int = typer.Option(None, "--threads", min=0, help="CPU threads (default 0 = one per physical core)."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
     mic: bool = typer.Option(False, "--mic", help="Listen through the microphone (hands-free)."),
     mic_file: Path = typer.Option(None, "--mic-file", help="Replay a recording through the microphone "
                                   "path (capture -> VAD) in real time."),
@@ -95,7 +96,7 @@ def main_command(
             "list_devices": list_devices, "input_device": input_device, "json": json_out, "bundle": bundle,
             "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
             "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads,
-            "n_best": n_best, "files": files, "texts": texts,
+            "n_best": n_best, "fusion": fusion, "files": files, "texts": texts,
         }
         raise typer.Exit(_handsfree(options))
     from .settings import SettingsError
@@ -103,13 +104,13 @@ def main_command(
     try:
         settings = one_shot_settings({"bundle": bundle, "threads": threads, "system": system, "max_tokens": max_tokens,
                                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
-                                      "stop": list(stop or []), "n_best": n_best})
+                                      "stop": list(stop or []), "n_best": n_best, "fusion": fusion})
     except SettingsError as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
                                 options=_options(settings), system=settings.system, threads=settings.threads or None,
-                                n_best=settings.n_best))
+                                n_best=settings.n_best, fusion=settings.fusion))
 
 
 def _handsfree(options: dict[str, Any]) -> int:
@@ -127,7 +128,7 @@ def _handsfree(options: dict[str, Any]) -> int:
 
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
                options: Any, system: str | None = None, threads: int | None = None,
-               n_best: int | None = None) -> int:
+               n_best: int | None = None, fusion: float | None = None) -> int:
     """Answer each file, then each text, each in a fresh conversation. Returns the exit status."""
     from .audio import AudioError, load_audio
     from .bundle import BundleError
@@ -156,7 +157,8 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
             continue
         if engine is None:
             try:
-                engine = Engine.load(bundle, n_threads=threads, n_best=n_best, expect_transcribe=transcribe)
+                engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion,
+                                     expect_transcribe=transcribe)
             except (BundleError, LLMError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE
@@ -218,6 +220,7 @@ def bench_command(
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Also time Whisper transcription "
                                  "followed by the same LLM on the text."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
 ) -> None:
     """Latency benchmark over a folder of clips: median and p90 of every timing, decode speed against
     llama.cpp's own, peak RSS, and the cascade baseline; a table, bench.json and bench.png."""
@@ -227,7 +230,7 @@ def bench_command(
 
     try:
         run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
-                  repeats=repeats, cascade=cascade, n_best=n_best)
+                  repeats=repeats, cascade=cascade, n_best=n_best, fusion=fusion)
     except (BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
@@ -250,6 +253,7 @@ def evaluate_command(
     skip_asr: int = typer.Option(0, "--skip-asr", min=0, help="Leave out the first N clips (a dev part)."),
     skip_questions: int = typer.Option(0, "--skip-questions", min=0, help="Leave out the first N questions."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
 ) -> None:
     """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
     and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""
@@ -261,7 +265,7 @@ def evaluate_command(
     try:
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
                  max_tokens=max_tokens, threads=threads or None, latency=latency,
-                 skip_asr=skip_asr, skip_questions=skip_questions, n_best=n_best)
+                 skip_asr=skip_asr, skip_questions=skip_questions, n_best=n_best, fusion=fusion)
     except (EvalError, BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None

@@ -192,9 +192,10 @@ class Engine:
     """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
-                 n_best: int | None = None, expect_transcribe: bool = False) -> None:
+                 n_best: int | None = None, fusion: float | None = None, expect_transcribe: bool = False) -> None:
         """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
-        hearing.n_best; 1 = the greedy path alone). See assistant/ctcbeam.py.
+        hearing.n_best; 1 = the greedy path alone); fusion: the LLM's weight inside the beam search that finds
+        them (overrides hearing.fusion; 0 = off). See assistant/ctcbeam.py.
         expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
         when only those turns run it), as a one-shot transcription wants; other turns then switch back."""
         self.bundle = bundle
@@ -220,6 +221,7 @@ class Engine:
             raise BundleError(str(e)) from None
         self.adaptor = self._load_adaptor()
         self.set_n_best(self.hearing.n_best if n_best is None else n_best)
+        self.set_fusion(self.hearing.fusion if fusion is None else fusion)
         self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
@@ -252,11 +254,13 @@ class Engine:
 
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
-             warmup: bool = True, n_best: int | None = None, expect_transcribe: bool = False) -> Engine:
+             warmup: bool = True, n_best: int | None = None, fusion: float | None = None,
+             expect_transcribe: bool = False) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, expect_transcribe=expect_transcribe)
+        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion,
+                   expect_transcribe=expect_transcribe)
 
     def _load_adaptor(self) -> Adaptor:
         cfg = dict(self.bundle.adaptor)
@@ -544,6 +548,17 @@ class Engine:
                               f"{self.bundle.adaptor.get('type')} (topk {self.bundle.adaptor.get('topk', '-')}): "
                               "use n_best 1")
         self.hearing = dataclasses.replace(self.hearing, n_best=n_best, beam=max(self.hearing.beam, n_best))
+
+    def set_fusion(self, weight: float) -> None:
+        """The LLM's weight inside the beam search from now on (shallow fusion; 0 = off). It shapes which
+        transcripts the beam keeps, so it acts only when n_best > 1."""
+        if not weight >= 0:
+            raise BundleError(f"the fusion weight must be 0 or more, got {weight}")
+        if weight > 0 and not self.can_rescore:
+            raise BundleError("hearing with fusion needs a ctc adaptor with topk 1; this bundle's adaptor is "
+                              f"{self.bundle.adaptor.get('type')} (topk {self.bundle.adaptor.get('topk', '-')}): "
+                              "use fusion 0")
+        self.hearing = dataclasses.replace(self.hearing, fusion=float(weight))
 
     def _hear_with_lm(self, logits: np.ndarray | None, heard: str) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks

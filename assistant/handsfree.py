@@ -94,23 +94,30 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**values)
 
 
-# transcripts the LLM rescores hands-free (docs/default-model.md, "Hearing with the LLM's help", "Session 16"): 32
-# since session 16, where 576 held-out template questions agreed 390 times against 379 with 16 (14 / 3, p = 0.01)
-# and 351 blind ones 93 against 86 (8 / 1, p = 0.04); the first token still came 1 ms median after the VAD closed
-# the utterance (at most 9 ms: about 230 ms of prefix-tree scoring on 2 threads, inside the end silence)
-HANDSFREE_N_BEST = 32
+# How hands-free mode hears (docs/default-model.md, "Hearing with the LLM's help", "Session 17"): the plain LLM
+# inside the ctc beam search (shallow fusion, weight HANDSFREE_FUSION), then its pick among the beam's
+# HANDSFREE_N_BEST transcripts. All of it runs while the VAD waits out the end-of-speech silence (Engine.prepare).
+# Until session 16 the LLM rescored 32 transcripts of the plain beam (576 held-out template questions agreed 390
+# times against 379 with 16, 351 blind ones 93 against 86).
+HANDSFREE_N_BEST = 16
+HANDSFREE_FUSION = 0.5
 
 
 def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
-    engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best)
-    if settings.n_best is None and engine.can_rescore:
-        # Hands-free, the LLM's rescoring runs while the VAD waits out the end-of-speech silence (Engine.prepare):
-        # the first token came 23 ms median after the VAD closed the utterance (session 8), so hear with its help
-        # unless told otherwise. A bundle's hearing.n_best is its one-shot default, where the rescoring delays the
-        # first token; hands-free rescores at least HANDSFREE_N_BEST.
-        engine.set_n_best(max(engine.hearing.n_best, HANDSFREE_N_BEST))
+    engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
+                         fusion=settings.fusion)
+    if engine.can_rescore:
+        # Hands-free, the LLM's help runs while the VAD waits out the end-of-speech silence (Engine.prepare): the
+        # first token came 23 ms median after the VAD closed the utterance (session 8), so hear with it unless
+        # told otherwise. A bundle's hearing section is its one-shot default, where the LLM's help delays the
+        # first token; hands-free uses at least HANDSFREE_N_BEST transcripts, and fusion unless the bundle has
+        # its own weight.
+        if settings.n_best is None:
+            engine.set_n_best(max(engine.hearing.n_best, HANDSFREE_N_BEST))
+        if settings.fusion is None and not engine.hearing.fusion:
+            engine.set_fusion(HANDSFREE_FUSION)
     if settings.system is not None:
         engine.new_chat(system=settings.system)
     return engine

@@ -28,8 +28,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--n-best", type=int, default=None, help="transcripts the LLM rescores (assistant/ctcbeam.py)")
+    ap.add_argument("--fusion", type=float, default=None, help="the LLM's weight inside the beam search")
     args = ap.parse_args()
-    engine = Engine.load(args.bundle, n_threads=args.threads, n_best=args.n_best)
+    engine = Engine.load(args.bundle, n_threads=args.threads, n_best=args.n_best, fusion=args.fusion)
     runs: dict[str, list[float]] = {"no prepare": [], "encode ahead": [], "encode + prefill ahead": []}
     for _ in range(args.repeats):
         for mode, ttfts in runs.items():

@@ -172,41 +172,49 @@ def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # no
 
 
 def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.bundle import BundleError
     from assistant.engine import Engine
-    from assistant.handsfree import HANDSFREE_N_BEST, load_engine
+    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST, load_engine
     from assistant.settings import Settings
 
-    default = load_engine(Settings())  # the shipped ctc bundle: rescoring runs in the end silence
+    default = load_engine(Settings())  # the shipped ctc bundle: fusion and rescoring run in the end silence
     try:
         assert default.can_rescore and default.hearing.n_best == HANDSFREE_N_BEST > 1
+        assert default.hearing.fusion == HANDSFREE_FUSION > 0
         default.set_n_best(1)
-        assert default.hearing.n_best == 1
+        default.set_fusion(0)
+        assert default.hearing.n_best == 1 and default.hearing.fusion == 0
+        with pytest.raises(BundleError, match="fusion weight must be 0 or more"):
+            default.set_fusion(-1)
     finally:
         default.close()
-    told = load_engine(Settings(n_best=1))
+    told = load_engine(Settings(n_best=1, fusion=0.0))
     try:
-        assert told.hearing.n_best == 1
+        assert told.hearing.n_best == 1 and told.hearing.fusion == 0
     finally:
         told.close()
-    one_shot = Engine.load(None, n_threads=1, warmup=False)  # the shipped bundle's own: 3 (bundle.json)
+    one_shot = Engine.load(None, n_threads=1, warmup=False)  # the shipped bundle's own: 3, no fusion (bundle.json)
     try:
-        assert one_shot.hearing.n_best == 3 < HANDSFREE_N_BEST
+        assert one_shot.hearing.n_best == 3 < HANDSFREE_N_BEST and one_shot.hearing.fusion == 0
     finally:
         one_shot.close()
     root = bundle_factory("ctc1", adaptor_type="ctc")
     manifest = json.loads((root / "bundle.json").read_text())
     manifest["adaptor"]["topk"] = 1  # the test ctc bundle mixes 4 tokens a segment; the LLM can rescore top 1
-    for n, want in ((4, HANDSFREE_N_BEST), (HANDSFREE_N_BEST + 8, HANDSFREE_N_BEST + 8)):  # at least 32 hands-free
-        manifest["hearing"] = {"n_best": n, "beam": max(n, 16)}
+    for hearing, n_best, fusion in (({"n_best": 4}, HANDSFREE_N_BEST, HANDSFREE_FUSION),  # at least 16 hands-free
+                                    ({"n_best": 24, "beam": 24, "fusion": 0.2}, 24, 0.2)):  # ... the bundle's own
+        manifest["hearing"] = hearing
         (root / "bundle.json").write_text(json.dumps(manifest))
         eng = load_engine(Settings(bundle=str(root)))
         try:
-            assert eng.hearing.n_best == want
+            assert (eng.hearing.n_best, eng.hearing.fusion) == (n_best, fusion)
         finally:
             eng.close()
     linear = load_engine(Settings(bundle=str(bundle_factory())))  # cannot rescore: stays greedy, no error
     try:
-        assert not linear.can_rescore and linear.hearing.n_best == 1
+        assert not linear.can_rescore and linear.hearing.n_best == 1 and linear.hearing.fusion == 0
+        with pytest.raises(BundleError, match="fusion needs a ctc adaptor with topk 1"):
+            linear.set_fusion(0.5)
     finally:
         linear.close()
 

@@ -61,14 +61,14 @@ RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me
                         "Why is the sky blue?"]
 # "What color is grass?" is heard by voice (24 espeak-ng voices: 8 variants each of en-gb, en-us and en-gb-x-rp;
 # docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
-# cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32, the
-# hands-free default since session 16, it is heard word for word; rescoring 3, the one-shot default since session
-# 17, "Cauliflower is grass.".
+# cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32 (the
+# hands-free default in session 16), and with the LLM inside the beam search (hands-free since session 17), it is
+# heard word for word; rescoring 3, the one-shot default since session 17, "Cauliflower is grass.".
 # strict: the day en-us is heard one-shot, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the LLM rescoring 3 transcripts), the shipped ctc head "
                             "hears espeak-ng en-us's 'What color is grass?' as 'Cauliflower is grass.' (greedy "
                             "'Cauliflower is grasp.'; en-gb voices: heard word for word, answered 'green'; "
-                            "hands-free, rescoring 32 transcripts, en-us too)")
+                            "hands-free, with the LLM inside the beam search, en-us too)")
 GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
 HANDS_FREE_GRASS_VOICES = ["en-gb", "en-us"]
 
@@ -162,14 +162,15 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
 
 @pytest.mark.parametrize("voice", HANDS_FREE_GRASS_VOICES)
 def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> None:
-    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM picks among 32 of the ctc
-    beam's transcripts and how the sentence ends): heard word for word, answered by the plain LLM as the typed
+    """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM inside the ctc beam search,
+    then its pick among 16 of the beam's transcripts and how the sentence ends): heard word for word, answered by
+    the plain LLM as the typed
     question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
     from assistant.engine import Engine, GenerationOptions
-    from assistant.handsfree import HANDSFREE_N_BEST
+    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
 
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST)
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION)
     try:
         opts = GenerationOptions(max_tokens=24)
         spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
