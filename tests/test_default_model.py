@@ -163,9 +163,9 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
 @pytest.mark.parametrize("voice", HANDS_FREE_GRASS_VOICES)
 def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> None:
     """The issue's example through the hearing `llasm-assistant --mic` uses (the LLM inside the ctc beam search,
-    then its pick among 16 of the beam's transcripts and how the sentence ends): heard word for word, answered by
-    the plain LLM as the typed
-    question is ("The answer to this question is "green""). The LoRA runs for `--transcribe` turns only
+    then its pick among 4 of the beam's transcripts and how the sentence ends): heard word for word, answered by
+    the plain LLM as the typed question is ("The answer to this question is "green""). The LoRA runs for
+    `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
     from assistant.engine import Engine, GenerationOptions
     from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
