@@ -11,6 +11,10 @@ n_best is 1) is then made a sentence (`sentence_forms`, `sentence` in the settin
 capitalised, and its end ('?' or '.') picked by the LLM alone, because the ctc head hears a question's words far
 better than its intonation ("How is Portugal different from Ireland."). Measured in docs/default-model.md
 ("Hearing with the LLM's help", "Session 10").
+
+With `fusion` > 0 the LLM also takes part in the beam search (shallow fusion: `prefix_beam_search(lm=...)`, its
+next-token log-probs from `assistant.llm.BeamLM`), so the beam keeps the prefixes that read as language before the
+pick; hands-free mode hears this way ("Session 17").
 """
 
 from __future__ import annotations
