@@ -41,6 +41,9 @@ class Rescoring:
     sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
     fusion: float = 0.0  # the LLM's weight inside the beam search (shallow fusion; 0 = the ctc beam alone)
     fusion_bonus: float = 0.0  # ... and a bonus per label there (offsets the LM's preference for short prefixes)
+    # longer utterances hear without fusion: its cost grows with the length (a 20 s one took 4.4 s on 2 threads,
+    # session 17), and the head hears little past 10 s anyway
+    fusion_max_s: float = 10.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:

@@ -513,7 +513,7 @@ class Engine:
         emb = np.asarray(out.embeddings, np.float32)
         if heard and self.can_rescore:
             if self.hearing.n_best > 1 or self.hearing.sentence:
-                heard = self._hear_with_lm(out.logits, heard)
+                heard = self._hear_with_lm(out.logits, heard, seconds=audio.shape[0] / SAMPLE_RATE)
                 timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
             # The LLM reads the transcript as its tokenizer writes it, as it reads the typed question: the ctc
             # head's own segmentation can differ (' What' for 'What' at the start, 'gr'+'ass'), and the LLM
@@ -560,7 +560,7 @@ class Engine:
                               "use fusion 0")
         self.hearing = dataclasses.replace(self.hearing, fusion=float(weight))
 
-    def _hear_with_lm(self, logits: np.ndarray | None, heard: str) -> str:
+    def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
         among the beam's n_best distinct transcripts; with `sentence` it then capitalises the pick and chooses
         how it ends. Returns the chosen transcript (the greedy one when it wins)."""
@@ -569,7 +569,7 @@ class Engine:
         texts: dict[str, float] = {}  # text -> log P (its paths' summed)
         if cfg.n_best > 1 and logits is not None:
             lm = None
-            if cfg.fusion > 0:
+            if cfg.fusion > 0 and seconds <= cfg.fusion_max_s:
                 try:
                     lm = self.lm.beam_lm(self._hear_prefix, self.adaptor.ids, 3 * cfg.beam)
                 except LLMError as e:

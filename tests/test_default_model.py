@@ -306,3 +306,24 @@ def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
     # the first token waits for the rescoring in a one-shot answer
     assert res[8]["rows"][0]["ttft_ms"] > res[8]["rows"][0]["rescore_ms"]
     assert (tmp_path / "nb8" / "bench.png").stat().st_size > 10_000
+
+
+def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
+    """The LLM joins the beam search for utterances up to `fusion_max_s` (its cost grows with the length); a
+    longer one hears with the plain beam and the LLM's pick alone."""
+    import dataclasses
+
+    from assistant.engine import Engine
+
+    clip = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5)
+    try:
+        eng.hearing = dataclasses.replace(eng.hearing, fusion_max_s=0.5)
+        short_limit = eng.encode_audio(clip)[1]
+        assert eng.lm._beam is None  # no beam LM made: no fusion
+        eng.hearing = dataclasses.replace(eng.hearing, fusion_max_s=10.0)
+        fused = eng.encode_audio(clip)[1]
+        assert eng.lm._beam is not None and eng.lm._beam.rows > 0
+        assert "capital" in normalize(fused) and "capital" in normalize(short_limit), (fused, short_limit)
+    finally:
+        eng.close()
