@@ -562,8 +562,9 @@ class Engine:
 
     def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
-        among the beam's n_best distinct transcripts; with `sentence` it then capitalises the pick and chooses
-        how it ends. Returns the chosen transcript (the greedy one when it wins)."""
+        among the beam's n_best distinct transcripts (with `fusion` > 0 it also ranks the beam's prefixes, for
+        utterances up to `fusion_max_s` seconds); with `sentence` it then capitalises the pick and chooses how it
+        ends. Returns the chosen transcript (the greedy one when it wins)."""
         cfg = self.hearing
         best = heard
         texts: dict[str, float] = {}  # text -> log P (its paths' summed)
@@ -589,8 +590,9 @@ class Engine:
         forms = {t: sentence_forms(t) if cfg.sentence and t else [t] for t in order}
         # The transcripts and, of those already capitalised, the sentences they make, in one scoring batch: such a
         # sentence differs from its transcript in the end mark only, a leaf never decoded, so it costs no row where
-        # a second scoring after the pick cost a decode of its own (session 17: rescoring 3 transcripts 74 -> ...
-        # ms). The sentences of a transcript that starts in lower case would cost a branch of rows each.
+        # a second scoring after the pick cost a decode of its own (session 17: the LLM's pick among 3 transcripts
+        # and the sentence's end 74 -> 48 ms). The sentences of a transcript that starts in lower case would cost a
+        # branch of rows each, so the chosen one's are scored after the pick.
         todo = (order if len(order) >= 2 else []) + [f for t in order if t[:1] == t[:1].upper() and len(forms[t]) > 1
                                                      for f in forms[t]]
         lm = self._scored(todo, {})
