@@ -130,7 +130,7 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
         beams = {p: (v[0], v[1]) for p, v in ranked}
         if lm is not None:
             lm.keep(list(beams))
-            lm_sum = {p: lm_sum[p] for p in {()} | set(beams)}
+            lm_sum = {p: lm_sum[p] for p in beams}
     return [(p, _lae(b, nb)) for p, (b, nb) in sorted(beams.items(), key=lambda kv: -rank(kv[0], *kv[1]))]
 
 

@@ -599,9 +599,11 @@ class Engine:
         if len(order) >= 2:
             best = order[choose([texts[t] for t in order], [lm[t] for t in order], [len(t.split()) for t in order],
                                 cfg)]
+        if not (cfg.sentence and best):
+            return best
         fs = forms[best]
-        if not (cfg.sentence and best) or len(fs) == 1:
-            return fs[0] if cfg.sentence and best else best
+        if len(fs) == 1:
+            return fs[0]
         lm = self._scored(fs, lm)
         return fs[max(range(len(fs)), key=lambda i: (lm[fs[i]], -i))]  # ties keep the end the ctc head heard
 

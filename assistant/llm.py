@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .ctcbeam import log_softmax
+
 DEFAULT_N_BATCH = 512
 BEAM_LM_CELLS = 1024  # KV cells a beam LM's sequences share past the prefix (about 23 MB for SmolLM2-135M)
 
@@ -434,7 +436,7 @@ class BeamLM:
         self.lm, self.sc = lm, sc
         self._mem = lm._c.llama_get_memory(sc.ctx)
         self.labels: np.ndarray | None = None
-        self._root = _log_softmax(sc.first_logits)
+        self._root = log_softmax(sc.first_logits)
         self._seq: dict[tuple[int, ...], int] = {}  # decoded sequence -> llama.cpp sequence id
         self._lp: dict[tuple[int, ...], np.ndarray] = {}  # its next-label log-probs
         self._free: list[int] = []
@@ -451,7 +453,8 @@ class BeamLM:
         self._lp[()] = self._gather(self._root)
 
     def _gather(self, lp: np.ndarray) -> np.ndarray:
-        return lp if self.labels is None else lp[self.labels]
+        """Log-probs over the vocabulary (last axis) -> over the labels."""
+        return lp if self.labels is None else lp[..., self.labels]
 
     def logprobs(self, seqs: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """log P(next label | prefix + seq) over the labels, for each seq. A seq not asked about before must
@@ -471,8 +474,8 @@ class BeamLM:
                 c.llama_memory_seq_cp(self._mem, parent, sid, -1, -1)
                 tok = int(s[-1] if self.labels is None else self.labels[s[-1]])
                 rows.append((tok, len(self.sc.prefix) + len(s) - 1, sid, True))
-            for s, logits in zip(new, self.lm._batch_decode(self.sc.ctx, rows), strict=True):
-                self._lp[s] = self._gather(_log_softmax(logits))
+            lps = self._gather(log_softmax(np.stack(self.lm._batch_decode(self.sc.ctx, rows))))
+            self._lp.update(zip(new, lps, strict=True))
             self.rows += len(rows)
         return [self._lp[s] for s in seqs]
 
@@ -488,11 +491,6 @@ class BeamLM:
     @property
     def n_held(self) -> int:
         return len(self._seq) - 1
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - float(logits.max())
-    return (z - math.log(float(np.exp(z).sum()))).astype(np.float32)
 
 
 class _PrefixTree:

@@ -327,3 +327,20 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
         assert "capital" in normalize(fused) and "capital" in normalize(short_limit), (fused, short_limit)
     finally:
         eng.close()
+
+
+def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> None:  # noqa: ANN001
+    """`--fusion W --n-best N` reaches the engine from the command line; a bundle whose adaptor cannot take the
+    LLM's help says so in one line."""
+    from assistant.cli import EXIT_BAD_BUNDLE
+
+    wav = speak("What is the capital of France?", tmp_path / "france.wav", "en-gb")
+    cli = Path(sys.executable).with_name("llasm-assistant")
+    r = subprocess.run([str(cli), "--file", str(wav), "--json", "--threads", "1", "--max-tokens", "4",
+                        "--n-best", "4", "--fusion", "0.5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "capital" in normalize(rec["heard"]) and rec["rescore_ms"] > 0, rec
+    r = subprocess.run([str(cli), "--bundle", str(bundle_factory()), "--text", "Hi", "--fusion", "0.5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == EXIT_BAD_BUNDLE and "fusion needs a ctc adaptor" in r.stderr.strip().splitlines()[-1]
