@@ -135,7 +135,8 @@ def interleaved_decode_ratio(engine: Any, ref: LlamaCppReference, clips: list[np
 
 def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: str | Path = "bench",
               max_tokens: int = 32, threads: int | None = None, repeats: int = 1,
-              cascade: bool = True, n_best: int | None = None, fusion: float | None = None) -> dict[str, Any]:
+              cascade: bool = True, n_best: int | None = None, fusion: float | None = None,
+              ngram_fusion: float | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -158,7 +159,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
         raise BenchError(f"no readable audio clips in {clips_dir}: add .wav/.flac/.ogg files")
 
     t0 = time.perf_counter()
-    engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion)
+    engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion)
     load_s = time.perf_counter() - t0
     opts = GenerationOptions(max_tokens=max_tokens)
     rows: list[dict[str, Any]] = []

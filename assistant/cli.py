@@ -35,7 +35,7 @@ def _err(msg: str) -> None:
 
 
 # flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
-_ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+_ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 
 def one_shot_settings(flags: dict[str, Any]) -> Settings:
@@ -75,6 +75,7 @@ def main_command(
     threads: int = typer.Option(None, "--threads", min=0, help="CPU threads (default 0 = one per physical core)."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
     mic: bool = typer.Option(False, "--mic", help="Listen through the microphone (hands-free)."),
     mic_file: Path = typer.Option(None, "--mic-file", help="Replay a recording through the microphone "
                                   "path (capture -> VAD) in real time."),
@@ -96,7 +97,7 @@ def main_command(
             "list_devices": list_devices, "input_device": input_device, "json": json_out, "bundle": bundle,
             "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
             "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads,
-            "n_best": n_best, "fusion": fusion, "files": files, "texts": texts,
+            "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion, "files": files, "texts": texts,
         }
         raise typer.Exit(_handsfree(options))
     from .settings import SettingsError
@@ -104,13 +105,14 @@ def main_command(
     try:
         settings = one_shot_settings({"bundle": bundle, "threads": threads, "system": system, "max_tokens": max_tokens,
                                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
-                                      "stop": list(stop or []), "n_best": n_best, "fusion": fusion})
+                                      "stop": list(stop or []), "n_best": n_best, "fusion": fusion,
+                                      "ngram_fusion": ngram_fusion})
     except SettingsError as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
                                 options=_options(settings), system=settings.system, threads=settings.threads or None,
-                                n_best=settings.n_best, fusion=settings.fusion))
+                                n_best=settings.n_best, fusion=settings.fusion, ngram_fusion=settings.ngram_fusion))
 
 
 def _handsfree(options: dict[str, Any]) -> int:
@@ -128,7 +130,7 @@ def _handsfree(options: dict[str, Any]) -> int:
 
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
                options: Any, system: str | None = None, threads: int | None = None,
-               n_best: int | None = None, fusion: float | None = None) -> int:
+               n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None) -> int:
     """Answer each file, then each text, each in a fresh conversation. Returns the exit status."""
     from .audio import AudioError, load_audio
     from .bundle import BundleError
@@ -158,7 +160,7 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
         if engine is None:
             try:
                 engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion,
-                                     expect_transcribe=transcribe)
+                                     ngram_fusion=ngram_fusion, expect_transcribe=transcribe)
             except (BundleError, LLMError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE
@@ -221,6 +223,7 @@ def bench_command(
                                  "followed by the same LLM on the text."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
 ) -> None:
     """Latency benchmark over a folder of clips: median and p90 of every timing, decode speed against
     llama.cpp's own, peak RSS, and the cascade baseline; a table, bench.json and bench.png."""
@@ -230,7 +233,7 @@ def bench_command(
 
     try:
         run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
-                  repeats=repeats, cascade=cascade, n_best=n_best, fusion=fusion)
+                  repeats=repeats, cascade=cascade, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion)
     except (BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
@@ -254,6 +257,7 @@ def evaluate_command(
     skip_questions: int = typer.Option(0, "--skip-questions", min=0, help="Leave out the first N questions."),
     n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
 ) -> None:
     """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
     and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""
@@ -265,7 +269,8 @@ def evaluate_command(
     try:
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
                  max_tokens=max_tokens, threads=threads or None, latency=latency,
-                 skip_asr=skip_asr, skip_questions=skip_questions, n_best=n_best, fusion=fusion)
+                 skip_asr=skip_asr, skip_questions=skip_questions, n_best=n_best, fusion=fusion,
+                 ngram_fusion=ngram_fusion)
     except (EvalError, BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None

@@ -44,6 +44,11 @@ class Rescoring:
     # longer utterances hear without fusion: its cost grows with the length (a 20 s one took 4.4 s on 2 threads,
     # session 17), and the head hears little past 10 s anyway
     fusion_max_s: float = 10.0
+    # the hearing n-gram (assistant/ngram.py): its file, relative to the bundle ("" = none), and its weight inside
+    # the beam search where the LLM is not in it (a cheap stand-in, so one-shot answers have it too; with both,
+    # session 18's dev set of free questions was heard word for word 52 times instead of 65)
+    ngram: str = ""
+    ngram_fusion: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:
@@ -56,8 +61,11 @@ class Rescoring:
             if isinstance(getattr(cls, k), bool) and not isinstance(v, bool):
                 raise ValueError(f"'hearing' setting {k} must be true or false, got {v!r}")
         out = cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
-        if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1 or out.fusion < 0:
-            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1 and fusion >= 0")
+        if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1 or out.fusion < 0 or out.ngram_fusion < 0:
+            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1, fusion >= 0 and "
+                             "ngram_fusion >= 0")
+        if out.ngram_fusion > 0 and not out.ngram:
+            raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
         return out
 
 
@@ -83,23 +91,25 @@ class NextLabelLM(Protocol):
 
 
 def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6, sure_blank: float = -1e-4,
-                       lm: NextLabelLM | None = None, lm_weight: float = 0.0,
-                       label_bonus: float = 0.0) -> list[tuple[tuple[int, ...], float]]:
+                       lm: NextLabelLM | None = None, lm_weight: float = 0.0, label_bonus: float = 0.0,
+                       ngram: NextLabelLM | None = None,
+                       ngram_weight: float = 0.0) -> list[tuple[tuple[int, ...], float]]:
     """CTC prefix beam search. logprobs: [T, V + 1] (blank last). Returns up to `beam` (labels, log P) pairs,
     best first, where log P sums every alignment of the labels. Frames whose blank log-prob exceeds
     `sure_blank` only extend every prefix by the blank (no label is tried there).
 
-    With `lm` (shallow fusion), the beam is ranked by log P + lm_weight * log P_lm(labels) + label_bonus * the
-    number of labels, so prefixes that read as language stay in it; the pairs returned keep the ctc log P
-    (ordered by the fused rank)."""
+    With `lm` and / or `ngram` (shallow fusion), the beam is ranked by log P + lm_weight * log P_lm(labels) +
+    ngram_weight * log P_ngram(labels) + label_bonus * the number of labels, so prefixes that read as language
+    stay in it; the pairs returned keep the ctc log P (ordered by the fused rank)."""
     lp = np.asarray(logprobs, np.float32)
     blank = lp.shape[1] - 1
     k = min(per_frame, blank)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG)}  # prefix -> (ends in blank, not)
-    lm_sum: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> log P_lm(prefix)
+    lms = [(m, w) for m, w in ((lm, lm_weight), (ngram, ngram_weight)) if m is not None]
+    lm_sum: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> its weighted LM log P
 
     def rank(p: tuple[int, ...], b: float, nb: float) -> float:
-        return _lae(b, nb) + (lm_weight * lm_sum[p] + label_bonus * len(p) if lm is not None else 0.0)
+        return _lae(b, nb) + (lm_sum[p] + label_bonus * len(p) if lms else 0.0)
 
     for row in lp:
         pblank = float(row[blank])
@@ -109,7 +119,7 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
         cands = np.argpartition(-row[:blank], k - 1)[:k].tolist() if k < blank else list(range(blank))
         vals = row[cands].tolist()
         nxt: dict[tuple[int, ...], list[float]] = {}
-        nexts = dict(zip(beams, lm.logprobs(list(beams)), strict=True)) if lm is not None else {}
+        nexts = [(dict(zip(beams, m.logprobs(list(beams)), strict=True)), w) for m, w in lms]
         for p, (b, nb) in beams.items():
             tot = _lae(b, nb)
             e = nxt.setdefault(p, [_NEG, _NEG])
@@ -117,8 +127,8 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
             last = p[-1] if p else -1
             for c, v in zip(cands, vals, strict=True):
                 q = p + (c,)
-                if lm is not None and q not in lm_sum:
-                    lm_sum[q] = lm_sum[p] + float(nexts[p][c])
+                if lms and q not in lm_sum:
+                    lm_sum[q] = lm_sum[p] + sum(w * float(nx[p][c]) for nx, w in nexts)
                 nq = nxt.setdefault(q, [_NEG, _NEG])
                 if c == last:  # a repeat without a blank between stays one label; after a blank it is two
                     e[1] = _lae(e[1], nb + v)
@@ -128,8 +138,9 @@ def prefix_beam_search(logprobs: np.ndarray, beam: int = 16, per_frame: int = 6,
         live = [kv for kv in nxt.items() if max(kv[1]) > _NEG]  # a repeat right after no blank makes none
         ranked = sorted(live, key=lambda kv: -rank(kv[0], *kv[1]))[:beam]
         beams = {p: (v[0], v[1]) for p, v in ranked}
-        if lm is not None:
-            lm.keep(list(beams))
+        if lms:
+            for m, _ in lms:
+                m.keep(list(beams))
             lm_sum = {p: lm_sum[p] for p in beams}
     return [(p, _lae(b, nb)) for p, (b, nb) in sorted(beams.items(), key=lambda kv: -rank(kv[0], *kv[1]))]
 

@@ -40,6 +40,7 @@ from .bundle import Bundle, BundleError
 from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
+from .ngram import HearingLM, NgramError
 from .prompt import AUDIO, Message
 
 SAMPLE_RATE = 16000
@@ -192,10 +193,12 @@ class Engine:
     """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
-                 n_best: int | None = None, fusion: float | None = None, expect_transcribe: bool = False) -> None:
+                 n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
+                 expect_transcribe: bool = False) -> None:
         """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
         hearing.n_best; 1 = the greedy path alone); fusion: the LLM's weight inside the beam search that finds
-        them (overrides hearing.fusion; 0 = off). See assistant/ctcbeam.py.
+        them (overrides hearing.fusion; 0 = off); ngram_fusion: the bundle's hearing n-gram's weight there
+        (overrides hearing.ngram_fusion; 0 = off). See assistant/ctcbeam.py and assistant/ngram.py.
         expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
         when only those turns run it), as a one-shot transcription wants; other turns then switch back."""
         self.bundle = bundle
@@ -222,6 +225,8 @@ class Engine:
         self.adaptor = self._load_adaptor()
         self.set_n_best(self.hearing.n_best if n_best is None else n_best)
         self.set_fusion(self.hearing.fusion if fusion is None else fusion)
+        self.ngram = self._load_ngram()
+        self.set_ngram_fusion(self.hearing.ngram_fusion if ngram_fusion is None else ngram_fusion)
         self._blas = _blas_controller()
         self.load_s = time.perf_counter() - t0
         self._close_ids = np.asarray(self.lm.tokenize(self.template.assistant_parts()[1]), np.int32)
@@ -255,11 +260,11 @@ class Engine:
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
              warmup: bool = True, n_best: int | None = None, fusion: float | None = None,
-             expect_transcribe: bool = False) -> Engine:
+             ngram_fusion: float | None = None, expect_transcribe: bool = False) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion,
+        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion,
                    expect_transcribe=expect_transcribe)
 
     def _load_adaptor(self) -> Adaptor:
@@ -560,11 +565,37 @@ class Engine:
                               "use fusion 0")
         self.hearing = dataclasses.replace(self.hearing, fusion=float(weight))
 
+    def _load_ngram(self) -> HearingLM | None:
+        """The bundle's hearing n-gram (bundle.json's hearing.ngram), checked against the adaptor's labels."""
+        if not self.hearing.ngram:
+            return None
+        if not self.can_rescore:
+            raise BundleError(f"{self.bundle.root / 'bundle.json'}: a hearing n-gram needs a ctc adaptor with topk 1")
+        path = self.bundle.root / self.hearing.ngram
+        if not path.is_file():
+            raise BundleError(f"{path} is missing (bundle.json's hearing.ngram): re-export the bundle")
+        ids = self.adaptor.ids if self.adaptor.ids is not None else np.arange(int(self.bundle.adaptor["vocab_size"]))
+        try:
+            return HearingLM.load(path, ids)
+        except NgramError as e:
+            raise BundleError(str(e)) from None
+
+    def set_ngram_fusion(self, weight: float) -> None:
+        """The hearing n-gram's weight inside the beam search from now on (0 = off). Like `fusion`, it shapes
+        which transcripts the beam keeps, so it acts only when n_best > 1."""
+        if not weight >= 0:
+            raise BundleError(f"the n-gram fusion weight must be 0 or more, got {weight}")
+        if weight > 0 and self.ngram is None:
+            raise BundleError("hearing with the n-gram needs a bundle with a hearing n-gram (bundle.json's "
+                              "hearing.ngram, `llasm-export bundle --hearing-ngram`): use ngram fusion 0")
+        self.hearing = dataclasses.replace(self.hearing, ngram_fusion=float(weight))
+
     def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
         among the beam's n_best distinct transcripts (with `fusion` > 0 it also ranks the beam's prefixes, for
-        utterances up to `fusion_max_s` seconds); with `sentence` it then capitalises the pick and chooses how it
-        ends. Returns the chosen transcript (the greedy one when it wins)."""
+        utterances up to `fusion_max_s` seconds; where it does not, the hearing n-gram does with `ngram_fusion`
+        > 0, a cheap stand-in: with both, free questions were heard worse, session 18); with `sentence` it then
+        capitalises the pick and chooses how it ends. Returns the chosen transcript (the greedy one when it wins)."""
         cfg = self.hearing
         best = heard
         texts: dict[str, float] = {}  # text -> log P (its paths' summed)
@@ -577,7 +608,9 @@ class Engine:
                     raise BundleError(str(e)) from None
             with self._one_blas_thread():
                 beams = prefix_beam_search(log_softmax(logits), cfg.beam, cfg.per_frame, lm=lm,
-                                           lm_weight=cfg.fusion, label_bonus=cfg.fusion_bonus)
+                                           lm_weight=cfg.fusion, label_bonus=cfg.fusion_bonus,
+                                           ngram=self.ngram if cfg.ngram_fusion > 0 and lm is None else None,
+                                           ngram_weight=cfg.ngram_fusion)
             ids = self.adaptor.ids
             for labels, logp in beams:
                 toks = list(labels) if ids is None else ids[list(labels)].tolist()

@@ -99,7 +99,7 @@ def read_questions(manifest: Path, limit: int, skip: int = 0) -> list[Clip]:
 
 def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path,
                            threads: int | None, n_best: int | None = None,
-                           fusion: float | None = None) -> dict[str, Any]:
+                           fusion: float | None = None, ngram_fusion: float | None = None) -> dict[str, Any]:
     """`llasm-assistant bench` on `clips` in a new Python process, so its peak RSS is the engine's own (this
     process also holds the Whisper cascade and the evaluation's engine); returns its bench.json."""
     import subprocess
@@ -114,6 +114,8 @@ def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path,
         cmd += ["--n-best", str(n_best)]
     if fusion is not None:
         cmd += ["--fusion", str(fusion)]
+    if ngram_fusion is not None:
+        cmd += ["--ngram-fusion", str(ngram_fusion)]
     (out / "bench.json").unlink(missing_ok=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not (out / "bench.json").is_file():
@@ -168,7 +170,8 @@ def _read(manifest: Path, limit: int, *, kind: str, skip: int = 0) -> list[Clip]
 def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path, n_asr: int = 100,
              n_questions: int = 50, max_tokens: int = 48, threads: int | None = None,
              latency: bool = True, skip_asr: int = 0, skip_questions: int = 0,
-             n_best: int | None = None, fusion: float | None = None) -> dict[str, Any]:
+             n_best: int | None = None, fusion: float | None = None,
+             ngram_fusion: float | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -180,7 +183,7 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
     out.mkdir(parents=True, exist_ok=True)
     asr_clips = read_asr(asr, n_asr, skip_asr)
     q_clips = read_questions(questions, n_questions, skip_questions)
-    engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion)
+    engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion)
     enc = engine.bundle.encoder
     whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
         resolve("default:whisper-base")
@@ -269,7 +272,7 @@ def evaluate(bundle: str | Path | None, *, asr: Path, questions: Path, out: Path
         if not any(lat_dir.iterdir()):
             raise EvalError(f"no spoken question lasts {lo:g}-{hi:g} s: build questions with more clips")
         bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads, n_best=n_best,
-                                       fusion=fusion)
+                                       fusion=fusion, ngram_fusion=ngram_fusion)
         result["latency"] = {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s",
                                                    "decode_vs_llama_cpp", "peak_rss_mb", "n_clips", "threads")}
 

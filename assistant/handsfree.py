@@ -108,7 +108,7 @@ def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
-                         fusion=settings.fusion)
+                         fusion=settings.fusion, ngram_fusion=settings.ngram_fusion)
     if engine.can_rescore:
         # Hands-free, the LLM's help runs while the VAD waits out the end-of-speech silence (Engine.prepare): the
         # first token came 23 ms median after the VAD closed the utterance (session 8), so hear with it unless

@@ -42,6 +42,7 @@ BUNDLE_VERSION = 1
 DEFAULT_LLM_QUANT = "q8_0"
 DEFAULT_N_CTX = 2048
 ENCODER_FORMATS = ("ct2", "onnx")
+HEARING_NGRAM = "hearing_lm.npz"  # the hearing n-gram (assistant/ngram.py) in a bundle
 
 
 @dataclass
@@ -76,6 +77,8 @@ def export_bundle(
     ctc_topk: int | None = None,
     ctc_vocab: Sequence[str | Path] = (),
     hearing_n_best: int | None = None,
+    hearing_ngram: int | None = None,
+    hearing_ngram_fusion: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write a bundle for `checkpoint` at `out` (see the module docstring).
@@ -95,6 +98,9 @@ def export_bundle(
     (`vocab.ids`), a few times less work than the whole vocabulary, and it was never trained to emit others.
     `hearing_n_best` (a top-1 ctc adaptor) writes bundle.json's `hearing` section: how many of the beam's
     transcripts the plain LLM rescores by default (assistant/ctcbeam.py; hands-free mode rescores more).
+    `hearing_ngram` (an order, 1 to 4; needs `ctc_vocab` and topk 1) also counts the `ctc_vocab` transcripts into
+    a token n-gram over the head's labels (`hearing_lm.npz`, assistant/ngram.py) that the beam search weighs
+    by `hearing_ngram_fusion` (bundle.json's `hearing.ngram` and `hearing.ngram_fusion`).
     """
     if encoder not in ENCODER_FORMATS:
         raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
@@ -124,6 +130,16 @@ def export_bundle(
         if ck.adaptor.type != "ctc" or topk != 1 or hearing_n_best < 1:
             raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
                               f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {hearing_n_best})")
+    if hearing_ngram is not None or hearing_ngram_fusion is not None:
+        from assistant.ngram import MAX_ORDER
+
+        topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)
+        if hearing_ngram is None or not ctc_vocab or topk != 1 or not 1 <= hearing_ngram <= MAX_ORDER:
+            raise ExportError(f"--hearing-ngram needs --ctc-vocab (the transcripts it counts), a ctc adaptor with "
+                              f"topk 1 and an order from 1 to {MAX_ORDER} (topk {topk}, order {hearing_ngram}); "
+                              "--hearing-ngram-fusion needs --hearing-ngram")
+        if hearing_ngram_fusion is not None and not hearing_ngram_fusion >= 0:
+            raise ExportError(f"--hearing-ngram-fusion must be 0 or more, got {hearing_ngram_fusion}")
     if transcribe_instruction is not None and not transcribe_instruction.strip():
         raise ExportError("--transcribe-instruction is empty: give the words --transcribe should ask")
     if mmproj and ck.adaptor.type != "ultravox":
@@ -140,6 +156,7 @@ def export_bundle(
                           mmproj=mmproj, n_ctx=n_ctx, tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
                           transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk,
                           ctc_vocab=[Path(v) for v in ctc_vocab], hearing_n_best=hearing_n_best,
+                          hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion,
                           progress=progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
@@ -162,21 +179,28 @@ def export_bundle(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def transcript_token_ids(ck: Checkpoint, manifests: Sequence[Path]) -> np.ndarray:
-    """Sorted distinct token ids of every transcript in JSON-lines manifests (ASR `text`, and the `value` of
-    spoken turns in conversations), tokenized as the ctc objective tokenizes them (no special tokens)."""
+def transcript_tokens(ck: Checkpoint, manifests: Sequence[Path]) -> list[list[int]]:
+    """Every transcript in JSON-lines manifests (ASR `text`, and the `value` of spoken turns in conversations),
+    tokenized as the ctc objective tokenizes them (no special tokens), one list per clip."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(ck.tokenizer_dir()))
-    ids: set[int] = set()
+    seqs: list[list[int]] = []
     for m in manifests:
         texts = []
         for row in jsonl_rows(m, ExportError, "--ctc-vocab takes JSON-lines manifests"):
             if isinstance(row.get("text"), str):
                 texts.append(row["text"])
             texts += [t.get("value", "") for t in row.get("conversations", []) if t.get("audio")]
-        for t in texts:
-            ids.update(tok(t, add_special_tokens=False)["input_ids"])
+        seqs += [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return seqs
+
+
+def transcript_token_ids(ck: Checkpoint, manifests: Sequence[Path],
+                         seqs: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Sorted distinct token ids of every transcript in the manifests (`transcript_tokens`, or `seqs` when the
+    caller has them already)."""
+    ids = {t for s in (transcript_tokens(ck, manifests) if seqs is None else seqs) for t in s}
     if not ids:
         raise ExportError(f"no transcripts in {', '.join(map(str, manifests))}: --ctc-vocab needs ASR or "
                           "conversation manifests")
@@ -199,6 +223,7 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
            llm_quant: str | None, lora_adapter: bool, lora_turns: str, reuse_defaults: bool, mmproj: bool,
            n_ctx: int, tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
            ctc_topk: int | None, ctc_vocab: list[Path], hearing_n_best: int | None,
+           hearing_ngram: int | None, hearing_ngram_fusion: float | None,
            progress: Callable[[str], None] | None) -> dict[str, Any]:
     t = time.perf_counter()
     # ---- encoder ----
@@ -220,12 +245,23 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
     t = time.perf_counter()
     tensors = ck.adaptor_tensors()  # ctc: never the token table
     adaptor_cfg = {**ck.adaptor.to_dict(), "path": "adaptor.safetensors"}
+    hearing: dict[str, Any] = {}
     if ctc_vocab:
-        ids = transcript_token_ids(ck, ctc_vocab)
+        seqs = transcript_tokens(ck, ctc_vocab)
+        ids = transcript_token_ids(ck, ctc_vocab, seqs)
         tensors["vocab.ids"] = ids.astype(np.float32)
         adaptor_cfg["shortlist"] = len(ids)
         _say(progress, f"ctc head: scores the {len(ids):,} tokens of {len(ctc_vocab)} manifest(s)' transcripts "
                        f"(of {ck.adaptor.vocab_size:,})")
+        if hearing_ngram is not None:
+            from assistant.ngram import count_ngrams, save_ngram
+
+            keys, counts = count_ngrams((np.searchsorted(ids, s).tolist() for s in seqs), hearing_ngram)
+            save_ngram(tmp / HEARING_NGRAM, keys, counts, hearing_ngram, ids)
+            hearing["ngram"] = HEARING_NGRAM
+            if hearing_ngram_fusion is not None:
+                hearing["ngram_fusion"] = float(hearing_ngram_fusion)
+            _say(progress, f"hearing n-gram: {len(keys):,} {hearing_ngram}-grams of {len(seqs):,} transcripts")
     save_adaptor(tmp / "adaptor.safetensors", tensors)
     if ctc_topk is not None:
         adaptor_cfg["topk"] = int(ctc_topk)
@@ -259,7 +295,9 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
         "checksums": {},
     }
     if hearing_n_best is not None:
-        manifest["hearing"] = {"n_best": int(hearing_n_best)}
+        hearing = {"n_best": int(hearing_n_best), **hearing}
+    if hearing:
+        manifest["hearing"] = hearing
     if mmproj:
         manifest["mmproj"] = {"path": "mmproj.gguf"}
     _say(progress, "checksums")

@@ -70,6 +70,11 @@ def bundle(
                                                     "manifests' transcripts (the training data); repeatable"),
     hearing_n_best: int = typer.Option(None, help="ctc adaptor with topk 1: transcripts the plain LLM rescores "
                                                   "by default (bundle.json's hearing.n_best; 1 = greedy)"),
+    hearing_ngram: int = typer.Option(None, help="ctc adaptor with topk 1: also count the --ctc-vocab transcripts "
+                                                 "into a token n-gram of this order (1-4) for the beam search "
+                                                 "(bundle.json's hearing.ngram)"),
+    hearing_ngram_fusion: float = typer.Option(None, help="the hearing n-gram's weight in the beam search by "
+                                                          "default (bundle.json's hearing.ngram_fusion; 0 = off)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
@@ -85,6 +90,7 @@ def bundle(
                                    tokenizer_pre=tokenizer_pre,
                                    system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
                                    ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), hearing_n_best=hearing_n_best,
+                                   hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion,
                                    progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))

@@ -171,6 +171,56 @@ def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # no
         Engine.load(root, n_threads=1, warmup=False)
 
 
+def test_a_bundle_names_its_hearing_ngram_or_fails_in_one_line(bundle_factory) -> None:  # noqa: ANN001
+    from assistant.bundle import BundleError
+    from assistant.engine import Engine
+    from assistant.ngram import count_ngrams, save_ngram
+
+    root = bundle_factory("ctc1", adaptor_type="ctc")
+    manifest = json.loads((root / "bundle.json").read_text())
+    manifest["adaptor"]["topk"] = 1
+    manifest["hearing"] = {"n_best": 3, "ngram": "hearing_lm.npz", "ngram_fusion": 0.4}
+    (root / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"hearing_lm.npz is missing \(bundle.json's hearing.ngram\)"):
+        Engine.load(root, n_threads=1, warmup=False)
+    vocab = int(manifest["adaptor"]["vocab_size"])
+    keys, counts = count_ngrams([[1, 2, 3], [1, 2, 4]], 2)
+    save_ngram(root / "hearing_lm.npz", keys, counts, 2, np.arange(vocab - 1))  # one label short
+    with pytest.raises(BundleError, match="counted over other labels than this adaptor's"):
+        Engine.load(root, n_threads=1, warmup=False)
+    save_ngram(root / "hearing_lm.npz", keys, counts, 2, np.arange(vocab))  # no shortlist: labels are token ids
+    eng = Engine.load(root, n_threads=1, warmup=False)
+    try:
+        assert eng.hearing.ngram_fusion == 0.4 and eng.ngram is not None
+        assert eng.ngram.prob([1], 2) > 0.5
+        noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+        asked: list[int] = []
+        real = eng.ngram.logprobs
+        eng.ngram.logprobs = lambda seqs: asked.append(len(seqs)) or real(seqs)  # type: ignore[method-assign]
+        _, heard, _ = eng.encode_audio(noise)
+        assert heard is not None and asked  # the beam search asked the n-gram
+        asked.clear()
+        eng.set_fusion(0.5)  # the LLM in the beam: the n-gram stands aside
+        eng.encode_audio(noise)
+        assert asked == []
+        with pytest.raises(BundleError, match="n-gram fusion weight must be 0 or more"):
+            eng.set_ngram_fusion(-1)
+    finally:
+        eng.close()
+    manifest["hearing"] = {"n_best": 3, "ngram_fusion": 0.4}
+    (root / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="sets ngram_fusion but names no ngram file"):
+        Engine.load(root, n_threads=1, warmup=False)
+    manifest["hearing"] = {"n_best": 3}
+    (root / "bundle.json").write_text(json.dumps(manifest))
+    eng = Engine.load(root, n_threads=1, warmup=False)
+    try:
+        with pytest.raises(BundleError, match="needs a bundle with a hearing n-gram"):
+            eng.set_ngram_fusion(0.5)
+    finally:
+        eng.close()
+
+
 def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
     from assistant.bundle import BundleError
     from assistant.engine import Engine

@@ -63,10 +63,12 @@ RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me
 # docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
 # cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32 (the
 # hands-free default in session 16), and with the LLM inside the beam search (hands-free since session 17), it is
-# heard word for word; rescoring 3, the one-shot default since session 17, "Cauliflower is grass.".
+# heard word for word; rescoring 3, the one-shot default since session 17, "Cauliflower is grass."; with the
+# hearing 4-gram in the beam as well (one-shot since session 18), "What continent is Brazil?", a trained phrasing.
 # strict: the day en-us is heard one-shot, this test fails until the xfail mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the LLM rescoring 3 transcripts), the shipped ctc head "
-                            "hears espeak-ng en-us's 'What color is grass?' as 'Cauliflower is grass.' (greedy "
+NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the 4-gram in the beam, the LLM rescoring 3 transcripts), "
+                            "the shipped ctc head hears espeak-ng en-us's 'What color is grass?' as 'What continent "
+                            "is Brazil?' (without the 4-gram 'Cauliflower is grass.'; greedy "
                             "'Cauliflower is grasp.'; en-gb voices: heard word for word, answered 'green'; "
                             "hands-free, with the LLM inside the beam search, en-us too)")
 GRASS_VOICES = [pytest.param("en-gb", id="en-gb"), pytest.param("en-us", id="en-us", marks=NOT_YET)]
@@ -226,8 +228,8 @@ def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path)
 
     opts = GenerationOptions(max_tokens=24)
     questions = ["Why is the sky blue during the day?", "What color is grass?"]
-    long = speak("Your daily dietary values may be higher or lower depending on your caloric needs.",
-                 tmp_path / "long.wav")
+    long = speak("Your daily dietary values may be higher or lower depending on your caloric needs, so ask your "
+                 "doctor before you change what you eat.", tmp_path / "long.wav")
     eng = Engine.load(None, n_threads=1)
     try:
         assert eng.lm.has_lora and not eng.answers_with_lora

@@ -222,6 +222,35 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
         r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h0"), *flags])
         assert r.exit_code == 1 and "--hearing-n-best needs" in r.output.splitlines()[-1], r.output
         assert not (tmp_path / "h0").exists()
+    # the hearing n-gram: counted from the --ctc-vocab transcripts over the head's labels, checksummed, loaded
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "n3"), "--ctc-topk", "1", "--ctc-vocab",
+                                 str(man), "--hearing-n-best", "3", "--hearing-ngram", "3",
+                                 "--hearing-ngram-fusion", "0.5"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "n3" / "bundle.json").read_text())
+    assert m["hearing"] == {"n_best": 3, "ngram": "hearing_lm.npz", "ngram_fusion": 0.5}
+    assert "hearing_lm.npz" in m["checksums"]
+    eng = Engine.load(tmp_path / "n3", n_threads=1, warmup=False)
+    try:
+        assert eng.ngram is not None and eng.hearing.ngram_fusion == 0.5 and eng.ngram.order == 3
+        ids = eng.adaptor.ids.tolist()
+        tok = eng.lm.tokenize("What is the capital of France?", special=False)
+        assert set(tok) <= set(ids)
+        said = [ids.index(t) for t in tok]  # a counted transcript: likelier than reversed, or than uniform labels
+        assert eng.ngram.score(said) > eng.ngram.score(said[::-1])
+        # one of the two transcripts starts "What": likelier first than uniform, or than "?"
+        assert eng.ngram.prob([], said[0]) > max(1 / len(ids), eng.ngram.prob([], said[-1]))
+        eng.set_ngram_fusion(0)
+        assert eng.hearing.ngram_fusion == 0
+    finally:
+        eng.close()
+    for flags in (["--ctc-topk", "1", "--hearing-ngram", "3"],  # nothing to count
+                  ["--ctc-vocab", str(man), "--hearing-ngram", "3"],  # topk 4
+                  ["--ctc-topk", "1", "--ctc-vocab", str(man), "--hearing-ngram", "5"],
+                  ["--ctc-topk", "1", "--ctc-vocab", str(man), "--hearing-ngram-fusion", "0.5"]):
+        r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "n0"), *flags])
+        assert r.exit_code == 1 and "--hearing-ngram needs" in r.output.splitlines()[-1], r.output
+        assert not (tmp_path / "n0").exists()
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "q"), "--json", "--encoder-rel", "0.001"])
     assert r.exit_code == 1
     assert "encoder relative RMS difference" in r.output.splitlines()[-1]
