@@ -320,15 +320,40 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
     clip = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5)
     try:
+        asked: list[int] = []
+        real = eng.ngram.logprobs
+        eng.ngram.logprobs = lambda seqs: asked.append(len(seqs)) or real(seqs)
         eng.hearing = dataclasses.replace(eng.hearing, fusion_max_s=0.5)
         short_limit = eng.encode_audio(clip)[1]
-        assert eng.lm._beam is None  # no beam LM made: no fusion
+        assert eng.lm._beam is None  # no beam LM made: no fusion ...
+        assert asked and eng.hearing.ngram_fusion > 0  # ... the hearing n-gram stands in for it
+        asked.clear()
         eng.hearing = dataclasses.replace(eng.hearing, fusion_max_s=10.0)
         fused = eng.encode_audio(clip)[1]
-        assert eng.lm._beam is not None and eng.lm._beam.rows > 0
+        assert eng.lm._beam is not None and eng.lm._beam.rows > 0 and not asked
         assert "capital" in normalize(fused) and "capital" in normalize(short_limit), (fused, short_limit)
     finally:
         eng.close()
+
+
+def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
+    """One-shot, the shipped bundle's 4-gram of the stage-1 transcripts joins the beam search (weight 0.3,
+    bundle.json): en-gb's "Who invented the airplane?" (a held-out text of a trained template) is heard word for
+    word with it and "You invented the airplane." without it (session 18)."""
+    from assistant.engine import Engine
+
+    clip = load_audio(speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb"))
+    eng = Engine.load(None, n_threads=1, warmup=False)
+    try:
+        assert eng.hearing.n_best == 3 and eng.hearing.ngram_fusion == 0.3 and eng.ngram is not None
+        assert eng.ngram.order == 4 and eng.hearing.fusion == 0
+        heard = eng.encode_audio(clip)[1]
+        eng.set_ngram_fusion(0)
+        plain = eng.encode_audio(clip)[1]
+    finally:
+        eng.close()
+    assert heard == "Who invented the airplane?", heard
+    assert normalize(plain) != normalize(heard), plain
 
 
 def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> None:  # noqa: ANN001
@@ -346,3 +371,16 @@ def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> Non
     r = subprocess.run([str(cli), "--bundle", str(bundle_factory()), "--text", "Hi", "--fusion", "0.5"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == EXIT_BAD_BUNDLE and "fusion needs a ctc adaptor" in r.stderr.strip().splitlines()[-1]
+    # the hearing n-gram's weight, likewise; a bundle without one says so in one line
+    wav = speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb")
+    heard = {}
+    for w in ("0", "0.3"):
+        r = subprocess.run([str(cli), "--file", str(wav), "--json", "--threads", "1", "--max-tokens", "2",
+                            "--ngram-fusion", w], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        heard[w] = json.loads(r.stdout.strip().splitlines()[-1])["heard"]
+    assert heard["0.3"] == "Who invented the airplane?" != heard["0"], heard
+    r = subprocess.run([str(cli), "--bundle", str(bundle_factory()), "--text", "Hi", "--ngram-fusion", "0.5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == EXIT_BAD_BUNDLE and "needs a bundle with a hearing n-gram" in \
+        r.stderr.strip().splitlines()[-1]
