@@ -157,6 +157,10 @@ def test_settings_toml_and_flags(tmp_path, monkeypatch):
     p.write_text("max_tokens = 'many'\n")
     with pytest.raises(SettingsError, match="max_tokens must be int"):
         load_settings(p)
+    p.write_text("n_best = 4\nfusion = 0.5\nngram_fusion = 0.3\n")  # how a ctc bundle hears (assistant/ctcbeam.py)
+    s = load_settings(p)
+    assert (s.n_best, s.fusion, s.ngram_fusion) == (4, 0.5, 0.3)
+    assert merge_options(s, {"ngram_fusion": 0.0}).ngram_fusion == 0.0  # a flag given wins, also 0
 
 
 def test_history_roundtrip(tmp_path):

@@ -48,3 +48,6 @@ def test_every_stage1b_manifest_is_encoded_and_in_the_ctc_shortlist(tmp_path: Pa
     assert len(exports) == 2  # the stage-1 bundle (stage 2's heard replies) and the shipped one
     for c in exports:
         assert _flag(c, "--ctc-vocab") == trained, c
+    # the shipped bundle hears one-shot with the LLM's pick among 3 and the 4-gram of those transcripts in the beam
+    assert (_flag(exports[1], "--hearing-n-best"), _flag(exports[1], "--hearing-ngram"),
+            _flag(exports[1], "--hearing-ngram-fusion")) == (["3"], ["4"], ["0.3"])
