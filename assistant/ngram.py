@@ -27,6 +27,9 @@ FORMAT = "llasm-hearing-ngram"
 VERSION = 1
 BOS = 0xFFFF  # the label that pads a transcript's start (labels are 0 .. 65534)
 MAX_ORDER = 4  # four 16-bit labels fill a uint64 key
+# probabilities remembered across lookups: about 4,000 new ones an utterance, about 200 bytes each, so a long
+# hands-free session stays within about 20 MB (session 18)
+MEMO_LIMIT = 100_000
 _BITS = 16
 _MASK = (1 << _BITS) - 1
 
@@ -152,7 +155,7 @@ class HearingLM:
             tot, types = seen
             c = lv.counts.get((ctx_key << _BITS) | label, 0)
             p = (max(c - lv.d, 0.0) + lv.d * types * lower) / tot
-        if len(self._cache) > 1_000_000:  # a long session's lookups stay bounded
+        if len(self._cache) >= MEMO_LIMIT:
             self._cache.clear()
         self._cache[memo] = p
         return p

@@ -104,3 +104,15 @@ def test_the_ngram_keeps_a_said_phrasing_in_the_beam() -> None:
     assert both == prefix_beam_search(lp, beam=4, per_frame=2, ngram=lm, ngram_weight=0.5)
     assert prefix_beam_search(lp, beam=2, per_frame=2, ngram=lm, ngram_weight=0.0) == \
         prefix_beam_search(lp, beam=2, per_frame=2)
+
+
+def test_remembered_lookups_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long session asks about many contexts: the memo is cleared at MEMO_LIMIT, and answers do not change."""
+    import assistant.ngram as ngram
+
+    monkeypatch.setattr(ngram, "MEMO_LIMIT", 50)
+    lm = _lm(4)
+    first = [lm.prob([a, b, c], w) for a in range(6) for b in range(6) for c in range(6) for w in range(6)]
+    assert 0 < len(lm._cache) < 50
+    again = [lm.prob([a, b, c], w) for a in range(6) for b in range(6) for c in range(6) for w in range(6)]
+    assert again == first
