@@ -34,6 +34,11 @@ def _err(msg: str) -> None:
     print("llasm-assistant: " + " ".join(str(msg).split()), file=sys.stderr, flush=True)
 
 
+# how a ctc bundle hears (assistant/ctcbeam.py, assistant/ngram.py): one-shot, bench and evaluate take these
+_N_BEST_HELP = ("Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1).")
+_FUSION_HELP = ("Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5).")
+_NGRAM_FUSION_HELP = ("The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0).")
+
 # flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
 _ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
@@ -73,9 +78,9 @@ def main_command(
     stop: list[str] = typer.Option(None, "--stop", help="Extra stop string; repeatable."),
     system: str = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
     threads: int = typer.Option(None, "--threads", min=0, help="CPU threads (default 0 = one per physical core)."),
-    n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
-    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
-    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
+    n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
     mic: bool = typer.Option(False, "--mic", help="Listen through the microphone (hands-free)."),
     mic_file: Path = typer.Option(None, "--mic-file", help="Replay a recording through the microphone "
                                   "path (capture -> VAD) in real time."),
@@ -221,9 +226,9 @@ def bench_command(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Passes over the folder."),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Also time Whisper transcription "
                                  "followed by the same LLM on the text."),
-    n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
-    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
-    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
+    n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
 ) -> None:
     """Latency benchmark over a folder of clips: median and p90 of every timing, decode speed against
     llama.cpp's own, peak RSS, and the cascade baseline; a table, bench.json and bench.png."""
@@ -255,9 +260,9 @@ def evaluate_command(
     latency: bool = typer.Option(True, "--latency/--no-latency", help="Also benchmark the 2-6 s questions."),
     skip_asr: int = typer.Option(0, "--skip-asr", min=0, help="Leave out the first N clips (a dev part)."),
     skip_questions: int = typer.Option(0, "--skip-questions", min=0, help="Leave out the first N questions."),
-    n_best: int = typer.Option(None, "--n-best", min=1, help="Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1)."),
-    fusion: float = typer.Option(None, "--fusion", min=0.0, help="Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5)."),
-    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help="The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0)."),
+    n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
+    fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
+    ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
 ) -> None:
     """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
     and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""

@@ -31,7 +31,6 @@ MAX_ORDER = 4  # four 16-bit labels fill a uint64 key
 # hands-free session stays within about 20 MB (session 18)
 MEMO_LIMIT = 100_000
 _BITS = 16
-_MASK = (1 << _BITS) - 1
 
 
 class NgramError(ValueError):
@@ -74,6 +73,14 @@ def save_ngram(path: str | os.PathLike[str], keys: np.ndarray, counts: np.ndarra
                         ids=np.asarray(ids, np.int32))
 
 
+def _key(labels: Sequence[int]) -> int:
+    """Labels packed as one int, as `_pack` packs them (first label in the highest bits)."""
+    key = 0
+    for c in labels:
+        key = (key << _BITS) | c
+    return key
+
+
 def _discount(counts: np.ndarray) -> float:
     """Kneser-Ney's absolute discount from the counts of counts, n1 / (n1 + 2 n2), kept inside (0.1, 0.95)."""
     n1, n2 = int((counts == 1).sum()), int((counts == 2).sum())
@@ -85,9 +92,9 @@ class _Level:
 
     def __init__(self, keys: np.ndarray, counts: np.ndarray) -> None:
         self.counts = dict(zip(keys.tolist(), counts.tolist(), strict=True))
-        ctx = keys >> np.uint64(_BITS)
-        starts = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]]) if ctx.size else np.zeros(0, np.int64)
-        tot = np.add.reduceat(counts.astype(np.int64), starts) if ctx.size else np.zeros(0, np.int64)
+        ctx = keys >> np.uint64(_BITS)  # keys are sorted, so each context's n-grams are one run
+        starts = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]])
+        tot = np.add.reduceat(counts.astype(np.int64), starts)
         types = np.diff(np.r_[starts, ctx.size])
         self.ctx = dict(zip(ctx[starts].tolist(), zip(tot.tolist(), types.tolist(), strict=True), strict=True))
         self.d = _discount(counts)
@@ -130,13 +137,14 @@ class HearingLM:
             raise NgramError(f"{path} was counted over other labels than this adaptor's: re-export the bundle")
         return lm
 
+    def _context(self, seq: Sequence[int]) -> tuple[int, ...]:
+        """The last order - 1 labels of seq, `BOS` in front where it is shorter (the transcript's start)."""
+        return ((BOS,) * (self.order - 1) + tuple(seq))[len(seq):] if self.order > 1 else ()
+
     def prob(self, ctx: Sequence[int], label: int) -> float:
         """P(label | the last order - 1 labels of ctx), ctx in labels (a shorter one starts the transcript)."""
-        ctx = ((BOS,) * (self.order - 1) + tuple(ctx))[len(ctx):] if self.order > 1 else ()
-        key = 0
-        for c in ctx:
-            key = (key << _BITS) | c
-        return self._prob(ctx, key, label)
+        c = self._context(ctx)
+        return self._prob(c, _key(c), label)
 
     def _prob(self, ctx: tuple[int, ...], ctx_key: int, label: int) -> float:
         memo = (ctx_key | (len(ctx) << 60), label)
@@ -173,8 +181,7 @@ class HearingLM:
         return total
 
     def logprobs(self, seqs: Sequence[tuple[int, ...]]) -> list[_Row]:
-        pad = (BOS,) * (self.order - 1)
-        return [_Row(self, (pad + tuple(s))[len(s):] if self.order > 1 else ()) for s in seqs]
+        return [_Row(self, self._context(s)) for s in seqs]
 
     def keep(self, seqs: Sequence[tuple[int, ...]]) -> None:
         """Nothing to free: the n-gram holds no state per prefix."""
@@ -186,11 +193,7 @@ class _Row:
     __slots__ = ("_ctx", "_key", "_lm")
 
     def __init__(self, lm: HearingLM, ctx: tuple[int, ...]) -> None:
-        self._lm, self._ctx = lm, ctx
-        key = 0
-        for c in ctx:
-            key = (key << _BITS) | c
-        self._key = key
+        self._lm, self._ctx, self._key = lm, ctx, _key(ctx)
 
     def __getitem__(self, label: int) -> float:
         return math.log(self._lm._prob(self._ctx, self._key, int(label)))

@@ -125,15 +125,14 @@ def export_bundle(
     if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
         raise ExportError(f"--ctc-topk needs a ctc adaptor and a value >= 1 (adaptor {ck.adaptor.type!r}, "
                           f"value {ctc_topk})")
+    topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)  # what the runtime mixes
     if hearing_n_best is not None:
-        topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)
         if ck.adaptor.type != "ctc" or topk != 1 or hearing_n_best < 1:
             raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
                               f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {hearing_n_best})")
     if hearing_ngram is not None or hearing_ngram_fusion is not None:
         from assistant.ngram import MAX_ORDER
 
-        topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)
         if hearing_ngram is None or not ctc_vocab or topk != 1 or not 1 <= hearing_ngram <= MAX_ORDER:
             raise ExportError(f"--hearing-ngram needs --ctc-vocab (the transcripts it counts), a ctc adaptor with "
                               f"topk 1 and an order from 1 to {MAX_ORDER} (topk {topk}, order {hearing_ngram}); "
