@@ -539,3 +539,97 @@ def test_mix_writes_transcribe_requests_and_questions_in_the_bundle_prompt(tmp_p
     with pytest.raises(DataError, match="no ASR clips"):
         build_mix(tmp_path / "m.jsonl", asr=str(src / "conv.jsonl"), conversations=None, asr_count=None,
                   system_prompt="", transcribe_instruction="Repeat it.")
+
+
+# --------------------------------------------------------------------------------------------------
+# generated accents and speakers (--voice-set random)
+
+
+def test_random_voice_set_adds_generated_accents_and_speakers_and_keeps_the_held_out_ones_out() -> None:
+    from training.datagen.accents import RANDOM_ACCENTS, SOURCE_ACCENTS, random_accent
+    from training.datagen.tts import EVAL_ACCENTS, EVAL_VARIANTS, RANDOM_VARIANTS
+
+    wide, rand = voices(("espeak",), "en", "wide"), voices(("espeak",), "en", "random")
+    assert {v.id for v in wide} < {v.id for v in rand}
+    train = [v for v in rand if not v.held_out]
+    parts = [v.name.partition("+") for v in train]
+    assert {a for a, _, _ in parts} >= {f"xa{i:03d}" for i in range(RANDOM_ACCENTS)}
+    assert {b for _, _, b in parts} >= {f"rv{i:03d}" for i in range(RANDOM_VARIANTS)}
+    assert not {a for a, _, _ in parts} & set(EVAL_ACCENTS) and not {b for _, _, b in parts} & set(EVAL_VARIANTS)
+    assert all(" " not in v.id for v in train)
+    # a generated accent reads and speaks with training accents only, never a held-out one
+    accents = [random_accent(i) for i in range(RANDOM_ACCENTS)]
+    assert {a.rules for a in accents} | {a.table for a in accents} <= set(SOURCE_ACCENTS)
+    assert not set(SOURCE_ACCENTS) & set(EVAL_ACCENTS)
+    assert len({(a.rules, a.table, a.subs) for a in accents}) == RANDOM_ACCENTS  # all different
+    assert random_accent(7) == random_accent(7)
+    with pytest.raises(ValueError, match="0-999"):
+        random_accent(1000)
+    # Mandarin keeps its own accent; generated speakers only
+    zh = voices(("espeak",), "zh", "random")
+    assert all(v.name.startswith("cmn+") for v in zh)
+
+
+def test_a_generated_accent_rewrites_phonemes_consistently() -> None:
+    from training.datagen.accents import Accent, phoneme_input
+
+    th = Accent(0, "en-us", "en-gb", (("D", "d"), ("T", "t"), ("h", "")), drop_final_stop=True,
+                devoice_final_z=True)
+    # "Think about the heavy rain" / "his hand": TH-stopping, h-dropping, final z devoiced, final d after n dropped
+    assert th.rewrite("T'INk a#b,aUt D@2 h'Evi r'eIn") == "t'INk a#b,aUt d@2 'Evi r'eIn"
+    assert th.rewrite("h'Iz h'and") == "'Is 'an"
+    # multi-letter phonemes are one token: "tS" (church) is not t + S, "aI" is not a + I
+    plain = Accent(1, "en-us", "en-us", (("a", "E"), ("t", "t")), False, False)
+    assert plain.rewrite("tS'3:tS m'aI k'at") == "tS'3:tS m'aI k'Et"
+    # each clause keeps its punctuation, so a question still rises; clauses that do not line up: one phrase
+    assert phoneme_input(plain, "Hey, what is it?", ["h'eI", "w,Vt Iz It"]) == "[[h'eI]], [[w,Vt Iz It]]?"
+    assert phoneme_input(plain, "Hey, what is it?", ["h'eI w,Vt Iz It"]) == "[[h'eI w,Vt Iz It]]?"
+    assert phoneme_input(plain, "Set a timer", ["s'Et a# t'aIm3"]) == "[[s'Et a# t'aIm3]]."
+
+
+def test_generated_speakers_are_fixed_draws() -> None:
+    from training.datagen.tts import TtsError, random_variant
+
+    a, b = random_variant(3), random_variant(4)
+    assert a == random_variant(3) and a != b
+    assert a.startswith("language variant\nname rv003\n") and a.count("\nformant ") == 9
+    assert "klatt 3" not in "".join(random_variant(i) for i in range(300))  # the held-out variant's synthesizer
+    with pytest.raises(TtsError, match="0-999"):
+        random_variant(-1)
+
+
+@needs_espeak
+def test_generated_accents_and_speakers_sound_different(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.datagen import tts
+    from training.datagen.accents import random_accent
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tts.espeak_data_dir.cache_clear()
+    try:
+        root = tts.espeak_data_dir()
+        assert root.is_relative_to(tmp_path) and (root / "espeak-ng-data" / "voices" / "!v" / "rv299").is_file()
+        say = "What is the capital of France?"
+        plain, _ = tts.synthesize(Voice.parse("espeak:en-us"), say)
+        speaker, _ = tts.synthesize(Voice.parse("espeak:en-us+rv002"), say)
+        # espeak-ng speaks an unknown variant as the plain accent: a generated speaker must not be that
+        assert len(speaker) != len(plain) or not np.allclose(speaker, plain)
+        accent = random_accent(4)  # rules en-gb-scotland, table en-gb-x-rp, TH-stopping among others
+        heard, _ = tts.synthesize(Voice.parse("espeak:xa004"), say)
+        table, _ = tts.synthesize(Voice.parse(f"espeak:{accent.table}"), say)
+        assert len(heard) != len(table) or not np.allclose(heard, table)
+        assert 0.5 < len(heard) / len(table) < 2.0  # the same sentence, not noise or silence
+        # a folder whose generated speakers espeak-ng does not list is refused, not used
+        with pytest.raises(tts.TtsError, match="lists 0 of the 300"):
+            tts._check_variants(tmp_path)
+    finally:
+        tts.espeak_data_dir.cache_clear()
+
+
+@needs_espeak
+def test_random_voice_set_build(tmp_path: Path) -> None:
+    opts = BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
+                        voice_set="random")
+    build_asr(tmp_path / "r", 12, opts, english=SENTENCES * 2)
+    used = [r["voice"] for r in rows(tmp_path / "r" / "train.jsonl")]
+    assert len(used) == 12 and any(":xa" in v or "+rv" in v for v in used), used
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["plan"]["voice_set"] == "random"
