@@ -179,6 +179,29 @@ def _read_file(
     return mono, rate, name
 
 
+def quiet_cuts(audio: np.ndarray, max_s: float, min_s: float = 2.0,
+               sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """Split `audio` into pieces of at most `max_s` seconds, each cut at the quietest 100 ms between `min_s` and
+    `max_s` into the piece (a pause between words where there is one); the last piece is at least `min_s` long.
+    Returns (start, end) sample ranges covering the audio in order; one range when it is short enough."""
+    if not max_s > 2 * min_s > 0:
+        raise AudioError(f"quiet_cuts needs max_s > 2 * min_s > 0, got max_s={max_s}, min_s={min_s}")
+    n, longest, shortest = len(audio), int(max_s * sample_rate), int(min_s * sample_rate)
+    if n <= longest:
+        return [(0, n)]
+    hop = sample_rate // 100  # 10 ms
+    frames = np.asarray(audio[: n - n % hop], np.float64).reshape(-1, hop)
+    energy = np.convolve(np.mean(frames**2, axis=1), np.ones(10) / 10, mode="same")  # 100 ms, centred
+    pieces, start = [], 0
+    while n - start > longest:
+        lo, hi = (start + shortest) // hop, min(start + longest, n - shortest) // hop
+        cut = (lo + int(np.argmin(energy[lo:hi]))) * hop
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, n))
+    return pieces
+
+
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write mono float audio as a 16-bit PCM wav, atomically (a temporary file renamed into place).
 

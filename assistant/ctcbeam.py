@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 _NEG = -1e30
+MIN_CHUNK_S = 5.0  # pieces are cut between 2 s and chunk_s into the utterance (assistant.audio.quiet_cuts)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Rescoring:
     # session 18's dev set of free questions was heard word for word 52 times instead of 65)
     ngram: str = ""
     ngram_fusion: float = 0.0
+    # a ctc adaptor hears utterances longer than this in pieces cut at quiet points, each through the encoder on
+    # its own (0 = whole): the head, trained on clips of a few seconds, misreads the encoder's later positions
+    # (session 19: three training-voice questions joined, 10 s, WER 0.39 whole and 0.09 in pieces of 7 s)
+    chunk_s: float = 7.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:
@@ -66,6 +71,8 @@ class Rescoring:
                              "ngram_fusion >= 0")
         if out.ngram_fusion > 0 and not out.ngram:
             raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
+        if out.chunk_s != 0 and not out.chunk_s >= MIN_CHUNK_S:
+            raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {out.chunk_s}")
         return out
 
 

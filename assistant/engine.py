@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .adaptor import Adaptor, AdaptorError, load_adaptor
-from .audio import AudioError, load_audio, log_mel
+from .audio import AudioError, load_audio, log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
 from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms
 from .encoder import load_encoder
@@ -44,6 +45,7 @@ from .ngram import HearingLM, NgramError
 from .prompt import AUDIO, Message
 
 SAMPLE_RATE = 16000
+_PIECE_JOIN = re.compile(r"([.?!,;:])(?=[^\W\d_])")  # punctuation a letter follows, with no space between
 MIN_AUDIO_S = 0.1
 CLOSE_MARGIN = 8  # positions reserved for the closing tokens of a reply
 # A transcript cannot be much longer than its speech: fast English runs near 5 tokens a second (6.7 at most in
@@ -502,10 +504,12 @@ class Engine:
     def encode_audio(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]]:
         """Audio -> (LLM input embeddings, the ctc transcript or None, timings)."""
         t0 = time.perf_counter()
+        chunk = self.hearing.chunk_s if self.adaptor.config.type == "ctc" else 0.0
+        pieces = quiet_cuts(audio, chunk) if chunk > 0 else [(0, len(audio))]
         with self._one_blas_thread():  # the mel filterbank matmul: 7 ms on one thread, 20 ms on two when busy
-            mel = log_mel(audio, n_mels=self.bundle.n_mels)
+            mels = [log_mel(audio[a:b], n_mels=self.bundle.n_mels) for a, b in pieces]
         t1 = time.perf_counter()
-        states = self.encoder.encode(mel)
+        states = np.concatenate([self.encoder.encode(m) for m in mels]) if len(mels) > 1 else self.encoder.encode(mels[0])
         t2 = time.perf_counter()
         try:
             with self._one_blas_thread():  # small matmuls: BLAS threads only cost wake-ups (50 ms+ when busy)
@@ -513,18 +517,25 @@ class Engine:
         except AdaptorError as e:
             raise BundleError(f"{self.bundle.adaptor_path}: {e}") from None
         t3 = time.perf_counter()
-        heard = self.lm.detokenize(out.heard).strip() if out.heard is not None else None
+        heard = self._detok(out.heard, len(pieces)) if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         emb = np.asarray(out.embeddings, np.float32)
         if heard and self.can_rescore:
             if self.hearing.n_best > 1 or self.hearing.sentence:
-                heard = self._hear_with_lm(out.logits, heard, seconds=audio.shape[0] / SAMPLE_RATE)
+                heard = self._hear_with_lm(out.logits, heard, seconds=audio.shape[0] / SAMPLE_RATE,
+                                           pieces=len(pieces))
                 timings["rescore_ms"] = (time.perf_counter() - t3) * 1e3
             # The LLM reads the transcript as its tokenizer writes it, as it reads the typed question: the ctc
             # head's own segmentation can differ (' What' for 'What' at the start, 'gr'+'ass'), and the LLM
             # then answers a question it heard word for word differently from the typed one.
             emb = self._text_rows(heard)
         return emb, heard, timings
+
+    def _detok(self, tokens: Sequence[int], pieces: int = 1) -> str:
+        """A transcript's text. Heard in pieces, each piece's first word comes as a sentence's first token, with
+        no space before it ("France?How"): a space goes back after punctuation that a letter follows."""
+        text = self.lm.detokenize(tokens).strip()
+        return _PIECE_JOIN.sub(r"\1 ", text) if pieces > 1 else text
 
     def _text_rows(self, text: str) -> np.ndarray:
         """The LLM's own embedding rows of `text` (what a top-1 ctc adaptor feeds for a transcript)."""
@@ -590,7 +601,7 @@ class Engine:
                               "hearing.ngram, `llasm-export bundle --hearing-ngram`): use ngram fusion 0")
         self.hearing = dataclasses.replace(self.hearing, ngram_fusion=float(weight))
 
-    def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0) -> str:
+    def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0, pieces: int = 1) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
         among the beam's n_best distinct transcripts (with `fusion` > 0 it also ranks the beam's prefixes, for
         utterances up to `fusion_max_s` seconds; where it does not, the hearing n-gram does with `ngram_fusion`
@@ -614,7 +625,7 @@ class Engine:
             ids = self.adaptor.ids
             for labels, logp in beams:
                 toks = list(labels) if ids is None else ids[list(labels)].tolist()
-                text = self.lm.detokenize(toks).strip()
+                text = self._detok(toks, pieces)
                 if text in texts:
                     texts[text] = float(np.logaddexp(texts[text], logp))
                 elif len(texts) < cfg.n_best:

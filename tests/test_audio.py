@@ -288,3 +288,27 @@ def test_real_speech_from_espeak(tmp_path: Path) -> None:
         audio, sampling_rate=16000, padding="longest", return_tensors="np"
     ).input_features[0]
     assert np.abs(mel - ref).max() < 1e-4
+
+
+def test_quiet_cuts_split_long_audio_at_pauses() -> None:
+    from assistant.audio import quiet_cuts
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    loud = lambda s: (0.3 * rng.standard_normal(int(s * sr))).astype(np.float32)  # noqa: E731
+    quiet = lambda s: (0.001 * rng.standard_normal(int(s * sr))).astype(np.float32)  # noqa: E731
+    # 4 s of "speech", a 0.3 s pause, 5 s, a pause, 3 s: cut in the pauses, never inside the loud parts
+    audio = np.concatenate([loud(4), quiet(0.3), loud(5), quiet(0.3), loud(3)])
+    pieces = quiet_cuts(audio, 7.0)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))  # contiguous, in order
+    assert all(e - s <= 7 * sr for s, e in pieces) and pieces[-1][1] - pieces[-1][0] >= 2 * sr
+    assert len(pieces) == 3
+    assert 4 * sr <= pieces[0][1] <= 4.3 * sr and 9.3 * sr <= pieces[1][1] <= 9.6 * sr
+    # with no pause anywhere it still cuts within the limits; short audio stays whole
+    flat = loud(16)
+    pieces = quiet_cuts(flat, 7.0)
+    assert all(2 * sr <= e - s <= 7 * sr for s, e in pieces) and pieces[-1][1] == len(flat)
+    assert quiet_cuts(loud(6.5), 7.0) == [(0, int(6.5 * sr))]
+    with pytest.raises(AudioError, match="max_s > 2 \\* min_s"):
+        quiet_cuts(flat, 3.0)

@@ -83,6 +83,11 @@ def test_rescoring_settings_are_checked() -> None:
         Rescoring.from_dict({"nbest": 4})
     with pytest.raises(ValueError, match="beam >= n_best"):
         Rescoring.from_dict({"n_best": 20, "beam": 8})
+    # long utterances heard in pieces of at most chunk_s seconds; 0 hears them whole
+    assert Rescoring().chunk_s == 7.0 and Rescoring.from_dict({"chunk_s": 0}).chunk_s == 0.0
+    for bad in (3, -1, float("nan")):
+        with pytest.raises(ValueError, match="chunk_s must be 0"):
+            Rescoring.from_dict({"chunk_s": bad})
 
 
 def test_sentence_forms_capitalise_and_offer_each_end() -> None:
