@@ -47,17 +47,11 @@ class Accent:
     drop_final_stop: bool  # t/d dropped at the end of a word after another consonant
     devoice_final_z: bool
 
-    @property
-    def name(self) -> str:
-        return f"xa{self.index:03d}"
-
     def rewrite(self, phonemes: str) -> str:
         """One clause's `espeak-ng -x` phonemes, spoken with this accent's changes."""
-        out = []
+        out, subs = [], dict(self.subs)
         for word in phonemes.split(" "):
-            toks = _TOKEN.findall(word)
-            subs = dict(self.subs)
-            toks = [subs.get(t, t) for t in toks]
+            toks = [subs.get(t, t) for t in _TOKEN.findall(word)]
             phones = [i for i, t in enumerate(toks) if t in _PHONE_SET]
             if phones:
                 last = phones[-1]

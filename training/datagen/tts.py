@@ -8,11 +8,11 @@ Held-out voices: a voice belongs to the eval split when its accent is in `EVAL_A
 `EVAL_VARIANTS`; training never hears those accents or variants.
 
 `--voice-set random` adds `accents.RANDOM_ACCENTS` generated accents (`xa000` ...; `accents.py`) and
-`RANDOM_VARIANTS` generated speakers (`rv000`, `rv001`, ...) to the wide set: espeak-ng
-variant files drawn from a seed per index (pitch, vocal-tract length through the formant frequencies, formant
-heights and widths, breath, roughness, flutter, echo, and one of espeak-ng's Klatt modes other than the held-out
-`klatt3`). They live in a private espeak-ng data folder (`espeak_data_dir`: links to the system's data, its English and
-Mandarin languages only, and the generated files), built once in the user's cache; the same index always gives the same speaker.
+`RANDOM_VARIANTS` generated speakers (`rv000`, `rv001`, ...) to the wide set: espeak-ng variant files drawn from a
+seed per index (pitch, vocal-tract length through the formant frequencies, formant heights and widths, breath,
+roughness, flutter, echo, and one of espeak-ng's Klatt modes other than the held-out `klatt3`). They live in a
+private espeak-ng data folder (`espeak_data_dir`: links to the system's data, its English and Mandarin languages
+only, and the generated files), built once in the user's cache; the same index always gives the same speaker.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ def _system_espeak_data() -> Path:
 @lru_cache(maxsize=1)
 def espeak_data_dir() -> Path:
     """A private espeak-ng data folder holding the generated speakers: the folder `--path` takes (its
-    `espeak-ng-data` links to the system's data, English and Mandarin only, with `voices/!v` holding `rv000` ...). Built once, atomically."""
+    `espeak-ng-data` links to the system's data, English and Mandarin only, with `voices/!v` holding `rv000` ...).
+    Built once, atomically."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llasm"
     root = cache / f"espeak-random-v{RANDOM_VERSION}-{RANDOM_VARIANTS}"
     if (root / "espeak-ng-data" / "voices" / "!v" / f"rv{RANDOM_VARIANTS - 1:03d}").is_file():
