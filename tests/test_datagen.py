@@ -625,6 +625,72 @@ def test_generated_accents_and_speakers_sound_different(tmp_path: Path, monkeypa
         tts.espeak_data_dir.cache_clear()
 
 
+def test_foreign_voice_set_adds_foreign_accents_from_training_rules_only() -> None:
+    from training.datagen.accents import FOREIGN_ACCENTS, foreign_accent
+    from training.datagen.tts import EVAL_ACCENTS
+
+    rand, foreign = voices(("espeak",), "en", "random"), voices(("espeak",), "en", "foreign")
+    assert {v.id for v in rand} < {v.id for v in foreign}
+    train = {v.name.partition("+")[0] for v in foreign if not v.held_out}
+    assert train >= {f"xf{i:03d}" for i in range(FOREIGN_ACCENTS)} and not train & set(EVAL_ACCENTS)
+    assert all(v.name.startswith("cmn+") for v in voices(("espeak",), "zh", "foreign"))
+    with pytest.raises(ValueError, match="0-999"):
+        foreign_accent(-1)
+
+
+@needs_espeak
+def test_foreign_accents_say_only_vowels_their_tables_have() -> None:
+    from training.datagen.accents import (
+        _VOWEL_CHAINS,
+        FOREIGN_ACCENTS,
+        FOREIGN_TABLES,
+        SOURCE_ACCENTS,
+        foreign_accent,
+        known_vowels,
+    )
+
+    accents = [foreign_accent(i) for i in range(FOREIGN_ACCENTS)]
+    assert {a.rules for a in accents} <= set(SOURCE_ACCENTS) and {a.table for a in accents} == set(FOREIGN_TABLES)
+    assert foreign_accent(5) == foreign_accent(5) and len({a.subs for a in accents}) == FOREIGN_ACCENTS
+    # espeak-ng drops a vowel its table lacks: every English vowel must become one the table has
+    assert "V" not in known_vowels("es") and {"a", "e", "i", "o", "u"} <= known_vowels("es")
+    for a in accents:
+        known, subs = known_vowels(a.table), dict(a.subs)
+        for vowel, chain in _VOWEL_CHAINS.items():
+            said = subs.get(vowel, vowel)
+            assert said in chain and said in known, (a.index, vowel, said)
+    # Spanish has no schwa-like V: "cut" keeps a vowel in a Spanish-table accent
+    es = next(a for a in accents if a.table == "es")
+    assert "V" not in es.rewrite("k'Vt") and len(es.rewrite("k'Vt")) == 4
+
+
+@needs_espeak
+def test_a_foreign_accent_speaks_the_sentence_in_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.datagen import tts
+    from training.datagen.accents import foreign_accent
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tts.espeak_data_dir.cache_clear()
+    try:
+        say = "What is the capital of France?"
+        accent = foreign_accent(2)
+        heard, _ = tts.synthesize(Voice.parse("espeak:xf002+rv010"), say)  # a generated speaker too
+        plain, _ = tts.synthesize(Voice.parse(f"espeak:{accent.rules}+rv010"), say)
+        assert len(heard) != len(plain) or not np.allclose(heard, plain)
+        assert 0.5 < len(heard) / len(plain) < 2.0  # the same sentence, not noise or silence
+    finally:
+        tts.espeak_data_dir.cache_clear()
+
+
+@needs_espeak
+def test_foreign_voice_set_build(tmp_path: Path) -> None:
+    opts = BuildOptions(seed=6, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
+                        voice_set="foreign")
+    build_asr(tmp_path / "f", 8, opts, english=SENTENCES * 2)
+    used = [r["voice"] for r in rows(tmp_path / "f" / "train.jsonl")]
+    assert len(used) == 8 and any(":xf" in v for v in used), used
+
+
 @needs_espeak
 def test_random_voice_set_build(tmp_path: Path) -> None:
     opts = BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,

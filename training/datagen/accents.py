@@ -8,19 +8,35 @@ questions still rise). The changes, each drawn or not per accent: TH-stopping or
 full vowels for schwa, vowel shifts between neighbouring vowels, word-final devoicing of z, w/v merging, and
 final t/d dropped after a consonant. The held-out accents (`tts.EVAL_ACCENTS`) are never used, neither as rules
 nor as table. The same index always gives the same accent.
+
+A foreign accent `xfNNN` (`--voice-set foreign`) is English as a speaker of another language says it: a training
+accent's rules write the phonemes and another language's phoneme table (`FOREIGN_TABLES`) speaks them. Its
+English vowels go to the nearest vowels that table has (`_VOWEL_CHAINS`; each accent keeps a drawn share of the
+English vowels the table knows), and some consonants are drawn (TH as t, s or f; h dropped; r trilled...).
+espeak-ng silently drops a vowel its table does not know, so which vowels a table has is asked of espeak-ng
+itself (`known_vowels`).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
+from functools import cache
 
 RANDOM_ACCENTS = 60  # generated accents `--voice-set random` adds to the training accents
 # espeak-ng's English accents that training may use for rules and tables (the held-out en-029 and
 # en-gb-x-gbcwmd never)
 SOURCE_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-us-nyc")
 NAME = re.compile(r"xa(\d{3})")
+FOREIGN_ACCENTS = 60  # foreign accents `--voice-set foreign` adds to the random set
+# the languages whose phoneme tables speak them: broad, Latin-mnemonic tables without tones (espeak-ng's nl and
+# vi echo no vowel back, so their inventories cannot be asked; ru's names its a-vowels A)
+FOREIGN_TABLES = ("es", "fr", "de", "it", "pt", "pl", "hi", "tr", "id", "sw", "ro", "cs", "hu", "sv", "ja",
+                  "ko", "ar", "fa", "el", "fi", "da", "bn", "ta")
+FOREIGN_NAME = re.compile(r"xf(\d{3})")
 
 # espeak-ng's English phoneme mnemonics, longest first (what `-x` writes); other characters (stress, pauses,
 # word breaks) pass through untouched
@@ -36,6 +52,25 @@ _VOWEL_SHIFTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("eI", ("E", "e")), ("oU", ("O:", "0")), ("I", ("i:", "i")), ("i:", ("I",)), ("U", ("u:",)), ("u:", ("U",)),
     ("aI", ("A:", "OI")), ("aU", ("a", "U")), ("3:", ("e@", "V")), ("E", ("e", "a")), ("O:", ("0", "oU")),
 )
+
+
+# each English vowel (espeak-ng's mnemonic) and what a foreign table may say instead, nearest first: the English
+# vowel itself when the table has it (kept with the accent's drawn probability), else the first candidate the
+# table says as written (`known_vowels`); the glides (j, w) in the last candidates keep two vowels apart, which
+# every table in FOREIGN_TABLES says
+_VOWEL_CHAINS: dict[str, tuple[str, ...]] = {
+    "a": ("a", "E", "e"), "a#": ("a#", "a", "@"), "aa": ("aa", "a:", "a"), "A:": ("A:", "a:", "a"),
+    "A@": ("A@", "A:r", "a:r", "ar"), "@": ("@", "e", "a"), "@2": ("@2", "@", "e"), "@5": ("@5", "@", "u"),
+    "@L": ("@L", "@l", "el"), "3": ("3", "@r", "er"), "3:": ("3:", "@:r", "Er", "er"), "e": ("e",),
+    "e@": ("e@", "E:r", "Er", "er"), "eI": ("eI", "ei", "e:", "e"), "E": ("E", "e"), "i": ("i",), "i:": ("i:", "i"),
+    "i@": ("i@", "ija"), "I": ("I", "i"), "I#": ("I#", "I", "i"), "I2": ("I2", "I", "i"), "0": ("0", "O", "o"),
+    "0#": ("0#", "O", "o"), "O:": ("O:", "O", "o:", "o"), "O@": ("O@", "Or", "or"), "o@": ("o@", "Or", "or"),
+    "OI": ("OI", "Oi", "oi", "oj"), "oU": ("oU", "ou", "o:", "o"), "u:": ("u:", "u"), "U": ("U", "u"),
+    "U@": ("U@", "uwa"), "V": ("V", "a", "@", "o"), "aI": ("aI", "ai", "aj"), "aI@": ("aI@", "aja"),
+    "aI3": ("aI3", "aI@", "aja"), "aU": ("aU", "au", "aw"), "aU@": ("aU@", "awa"),
+}
+_ENGLISH_ONLY = {"t#": "t", "d#": "d", "r-": "r", "l-": "l", "n-": "n"}  # English-table consonant forms
+_SAYINGS = sorted({o for c in _VOWEL_CHAINS.values() for o in c})  # what `known_vowels` probes
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,49 @@ def random_accent(index: int) -> Accent:
     elif wv < 0.16:
         subs["w"] = "v"
     return Accent(index, rules, table, tuple(sorted(subs.items())), rng.random() < 0.2, rng.random() < 0.2)
+
+
+@cache
+def known_vowels(table: str) -> frozenset[str]:
+    """Which of the vowel sayings in `_VOWEL_CHAINS` espeak-ng's `table` speaks as written: it echoes `[[b'Vb]]`
+    back unchanged when its table has the vowels V and drops or splits them otherwise (its own marks aside: ";"
+    between vowels, "*" for a flapped r)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng")
+    vowels = _SAYINGS
+    probe = " ".join(f"b'{v}b" for v in vowels)
+    out = subprocess.run([exe, "-v", table, "-q", "-x", f"[[{probe}]]"], capture_output=True, text=True,
+                         timeout=60).stdout.split()
+    if len(out) != len(vowels):
+        raise RuntimeError(f"espeak-ng's {table!r} table echoed {len(out)} words for {len(vowels)} probed vowels")
+    said = [w.replace(";", "").replace("*", "r") for w in out]
+    return frozenset(v for v, w in zip(vowels, said, strict=True) if re.fullmatch(rf"[bBp]'{re.escape(v)}[bpB]", w))
+
+
+def _speaks(option: str, known: frozenset[str]) -> bool:
+    return option in known
+
+
+def foreign_accent(index: int) -> Accent:
+    """Foreign accent `index` (0-999): a training accent's rules, a `FOREIGN_TABLES` table, a fixed draw."""
+    if not 0 <= index < 1000:
+        raise ValueError(f"foreign accents are numbered 0-999, not {index}")
+    rng = random.Random(f"llasm-xf1-{index}")
+    rules, table = rng.choice(SOURCE_ACCENTS), FOREIGN_TABLES[index % len(FOREIGN_TABLES)]
+    known = known_vowels(table)
+    keep = rng.uniform(0.0, 0.6)  # the share of English vowels the table has that the accent keeps
+    subs: dict[str, str] = dict(_ENGLISH_ONLY)
+    for vowel, chain in _VOWEL_CHAINS.items():
+        english_ok = _speaks(vowel, known) and rng.random() < keep
+        subs[vowel] = vowel if english_ok else next(o for o in chain[1:] or chain if _speaks(o, known))
+    for phone, options, weights in (("T", ("T", "t", "s", "f"), (3, 4, 2, 1)), ("D", ("D", "d", "z"), (3, 5, 2)),
+                                    ("h", ("h", "", "x"), (6, 3, 1)), ("r", ("r", "R"), (6, 4)),
+                                    ("w", ("w", "v"), (9, 1)), ("v", ("v", "w", "b"), (8, 1, 1)),
+                                    ("N", ("N", "Ng"), (7, 3))):
+        subs[phone] = rng.choices(options, weights)[0]
+    return Accent(index, rules, table, tuple(sorted((k, v) for k, v in subs.items() if k != v)),
+                  rng.random() < 0.3, rng.random() < 0.3)
 
 
 _CLAUSE = re.compile(r"[^,.;:?!]+[,.;:?!]*")

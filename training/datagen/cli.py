@@ -17,7 +17,8 @@ _TTS_HELP = "TTS backends, comma separated: espeak, hibari"
 _ACOUSTICS_HELP = ("held-out clips: unseen (effect families training never has), matched (training's rooms, "
                    "microphones and noises) or clean; the voices are held out either way")
 _VOICES_HELP = ("espeak-ng voices: base (7 accents x 25 variants), wide (x 82 variants: espeak-ng's other "
-                "human-sounding ones too) or random (wide plus 60 generated accents and 300 generated speakers); "
+                "human-sounding ones too), random (wide plus 60 generated accents and 300 generated speakers) or foreign "
+                "(random plus 60 foreign accents: English through other languages' phoneme tables); "
                 "held-out accents and variants stay out of training either way")
 
 

@@ -13,6 +13,8 @@ seed per index (pitch, vocal-tract length through the formant frequencies, forma
 roughness, flutter, echo, and one of espeak-ng's Klatt modes other than the held-out `klatt3`). They live in a
 private espeak-ng data folder (`espeak_data_dir`: links to the system's data, its English and Mandarin languages
 only, and the generated files), built once in the user's cache; the same index always gives the same speaker.
+`--voice-set foreign` adds `accents.FOREIGN_ACCENTS` foreign accents (`xf000` ...: English spoken through other
+languages' phoneme tables) to the random set.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 from assistant.audio import load_audio
 from training.datagen import accents
-from training.datagen.accents import RANDOM_ACCENTS
+from training.datagen.accents import FOREIGN_ACCENTS, FOREIGN_TABLES, RANDOM_ACCENTS
 
 ESPEAK_EN_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 ESPEAK_ZH_ACCENTS = ("cmn",)
@@ -46,7 +48,7 @@ ESPEAK_VARIANTS_WIDE = ("Alex", "Alicia", "Andrea", "AnxiousAndy", "Denis", "Dio
                         "iven4", "kaukovalta", "klatt4", "klatt5", "klatt6", "m8", "marcelo", "michel", "miguel",
                         "norbert", "pablo", "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph2",
                         "steph3", "travis", "victor", "zac")
-VOICE_SETS = ("base", "wide", "random")
+VOICE_SETS = ("base", "wide", "random", "foreign")
 RANDOM_VARIANTS = 300  # generated speakers `--voice-set random` adds to the wide set
 RANDOM_VERSION = 1  # bump when `random_variant` changes: the cache folder is named after it
 _RANDOM_NAME = re.compile(r"rv\d{3}")
@@ -103,17 +105,19 @@ def voices(backends: tuple[str, ...] = ("espeak", "hibari"), language: str = "en
            voice_set: str = "base") -> list[Voice]:
     """All voices of `backends` for `language` ("en" or "zh"), train and held-out alike. `voice_set` "wide"
     adds `ESPEAK_VARIANTS_WIDE` to the espeak-ng variants, "random" those, `RANDOM_VARIANTS` generated ones and
-    `RANDOM_ACCENTS` generated English accents."""
+    `RANDOM_ACCENTS` generated English accents, "foreign" those and `FOREIGN_ACCENTS` foreign accents."""
     if voice_set not in VOICE_SETS:
         raise TtsError(f"unknown voice set {voice_set!r}: use {' or '.join(VOICE_SETS)}")
-    variants = ESPEAK_VARIANTS + (ESPEAK_VARIANTS_WIDE if voice_set in ("wide", "random") else ())
-    if voice_set == "random":
+    variants = ESPEAK_VARIANTS + (ESPEAK_VARIANTS_WIDE if voice_set != "base" else ())
+    if voice_set in ("random", "foreign"):
         variants += tuple(f"rv{i:03d}" for i in range(RANDOM_VARIANTS))
     out = []
     if "espeak" in backends:
         accents = ESPEAK_EN_ACCENTS if language == "en" else ESPEAK_ZH_ACCENTS
-        if voice_set == "random" and language == "en":
+        if voice_set in ("random", "foreign") and language == "en":
             accents += tuple(f"xa{i:03d}" for i in range(RANDOM_ACCENTS))
+        if voice_set == "foreign" and language == "en":
+            accents += tuple(f"xf{i:03d}" for i in range(FOREIGN_ACCENTS))
         out += [Voice("espeak", f"{a}+{v}", language) for a in accents for v in variants]
     if "hibari" in backends and language == "en":
         out += [Voice("hibari", v, "en") for v in HIBARI_VOICES]
@@ -127,9 +131,9 @@ def espeak(voice: Voice, text: str, *, rate: float = 1.0, pitch: int = 50) -> tu
         raise TtsError("espeak-ng is not installed: apt-get install espeak-ng")
     accent, _, variant = voice.name.partition("+")
     private = [f"--path={espeak_data_dir()}"] if _RANDOM_NAME.fullmatch(variant) else []
-    m = accents.NAME.fullmatch(accent)
-    if m:  # a generated accent: one accent's rules write the phonemes, rewritten, another's table speaks them
-        acc = accents.random_accent(int(m.group(1)))
+    m, f = accents.NAME.fullmatch(accent), accents.FOREIGN_NAME.fullmatch(accent)
+    if m or f:  # a generated accent: one accent's rules write the phonemes, rewritten, another's table speaks them
+        acc = accents.random_accent(int(m.group(1))) if m else accents.foreign_accent(int(f.group(1)))
         proc = subprocess.run([exe, "-v", acc.rules, "-q", "-x", "--", text], capture_output=True, timeout=60)
         if proc.returncode != 0 or not proc.stdout.strip():
             raise TtsError(f"espeak-ng could not write phonemes for {text!r} in {acc.rules!r}")
@@ -193,7 +197,7 @@ def espeak_data_dir() -> Path:
     `espeak-ng-data` links to the system's data, English and Mandarin only, with `voices/!v` holding `rv000` ...).
     Built once, atomically."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llasm"
-    root = cache / f"espeak-random-v{RANDOM_VERSION}-{RANDOM_VARIANTS}"
+    root = cache / f"espeak-random-v{RANDOM_VERSION}-{RANDOM_VARIANTS}-f{len(FOREIGN_TABLES)}"
     if (root / "espeak-ng-data" / "voices" / "!v" / f"rv{RANDOM_VARIANTS - 1:03d}").is_file():
         return root
     system = _system_espeak_data()
@@ -202,14 +206,14 @@ def espeak_data_dir() -> Path:
     data = tmp / "espeak-ng-data"
     (data / "voices" / "!v").mkdir(parents=True)
     # espeak-ng lists at most 349 voices and silently speaks the plain language past that: the private folder
-    # lists the English and Mandarin languages and the generated variants only
+    # lists the English and Mandarin languages, the foreign accents' tables and the generated variants only
     for entry in system.iterdir():
         if entry.name not in ("voices", "lang"):
             (data / entry.name).symlink_to(entry)
-    for lang in system.glob("lang/*/*"):
-        if lang.is_file() and lang.name.lower().startswith(("en", "cmn")):
-            (data / "lang" / lang.parent.name).mkdir(parents=True, exist_ok=True)
-            (data / "lang" / lang.parent.name / lang.name).symlink_to(lang)
+    for lang in [*system.glob("lang/*"), *system.glob("lang/*/*")]:
+        if lang.is_file() and (lang.name.lower().startswith(("en", "cmn")) or lang.name in FOREIGN_TABLES):
+            (data / lang.relative_to(system)).parent.mkdir(parents=True, exist_ok=True)
+            (data / lang.relative_to(system)).symlink_to(lang)
     for i in range(RANDOM_VARIANTS):
         (data / "voices" / "!v" / f"rv{i:03d}").write_text(random_variant(i))
     _check_variants(tmp)
@@ -229,6 +233,12 @@ def _check_variants(root: Path) -> None:
     if len(listed) != RANDOM_VARIANTS:
         raise TtsError(f"espeak-ng lists {len(listed)} of the {RANDOM_VARIANTS} generated speakers in {root}: "
                        "remove that folder and retry")
+    langs = subprocess.run([exe, f"--path={root}", "--voices"], capture_output=True, text=True, timeout=60).stdout
+    missing = set(FOREIGN_TABLES) - {line.split()[4].rpartition("/")[2] for line in langs.splitlines()[1:]
+                                     if len(line.split()) > 4}
+    if missing:
+        raise TtsError(f"espeak-ng does not list the foreign accents' languages {', '.join(sorted(missing))} in "
+                       f"{root}: remove that folder and retry")
 
 
 @lru_cache(maxsize=2)
