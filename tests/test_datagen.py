@@ -683,19 +683,11 @@ def test_a_foreign_accent_speaks_the_sentence_in_its_table(tmp_path: Path, monke
 
 
 @needs_espeak
-def test_foreign_voice_set_build(tmp_path: Path) -> None:
-    opts = BuildOptions(seed=6, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
-                        voice_set="foreign")
-    build_asr(tmp_path / "f", 8, opts, english=SENTENCES * 2)
-    used = [r["voice"] for r in rows(tmp_path / "f" / "train.jsonl")]
-    assert len(used) == 8 and any(":xf" in v for v in used), used
-
-
-@needs_espeak
-def test_random_voice_set_build(tmp_path: Path) -> None:
-    opts = BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
-                        voice_set="random")
+@pytest.mark.parametrize(("voice_set", "seed", "generated"), [("random", 5, (":xa", "+rv")), ("foreign", 6, (":xf",))])
+def test_generated_voice_set_build(tmp_path: Path, voice_set: str, seed: int, generated: tuple[str, ...]) -> None:
+    opts = BuildOptions(seed=seed, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
+                        voice_set=voice_set)
     build_asr(tmp_path / "r", 12, opts, english=SENTENCES * 2)
     used = [r["voice"] for r in rows(tmp_path / "r" / "train.jsonl")]
-    assert len(used) == 12 and any(":xa" in v or "+rv" in v for v in used), used
-    assert json.loads((tmp_path / "r" / "meta.json").read_text())["plan"]["voice_set"] == "random"
+    assert len(used) == 12 and any(g in v for v in used for g in generated), used
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["plan"]["voice_set"] == voice_set

@@ -65,8 +65,9 @@ RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me
 # hands-free default in session 16), and with the LLM inside the beam search (hands-free since session 17), it is
 # heard word for word; rescoring 3, the one-shot default since session 17, "Cauliflower is grass."; with the
 # hearing 4-gram in the beam as well (one-shot since session 18), "What continent is Brazil?", a trained phrasing;
-# session 19's adaptor (stage 1c, generated accents): "What color is Brazil?" one-shot, "Color is grass." without the
-# 4-gram, "Color is grasp." greedy, word for word with the LLM inside the beam.
+# session 19's adaptor (stage 1c, generated accents) and session 20's (stage 1d, foreign accents): "What color is
+# Brazil?" one-shot, "Color is grass." without the 4-gram, "Color is grasp." greedy, word for word with the LLM
+# inside the beam.
 # strict: the day en-us is heard one-shot, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the 4-gram in the beam, the LLM rescoring 3 transcripts), "
                             "the shipped ctc head hears espeak-ng en-us's 'What color is grass?' as 'What color "

@@ -1,5 +1,5 @@
 """The default model's recipe script (scripts/default_model.sh), run with stand-in commands that only record
-their arguments: the manifests stages 1b and 1c train on must all be encoded first and all feed the bundle's ctc
+their arguments: the manifests stages 1b, 1c and 1d train on must all be encoded first and all feed the bundle's ctc
 shortlist (`--ctc-vocab`), or the shipped head cannot emit tokens it was trained on."""
 
 from __future__ import annotations
@@ -35,25 +35,27 @@ def _flag(call: list[str], flag: str) -> list[str]:
     return [call[i + 1] for i, a in enumerate(call[:-1]) if a == flag]
 
 
-def test_every_stage1b_and_1c_manifest_is_encoded_and_in_the_ctc_shortlist(tmp_path: Path) -> None:
+def test_every_later_stage1_manifest_is_encoded_and_in_the_ctc_shortlist(tmp_path: Path) -> None:
     calls = _calls(tmp_path)
     stage1 = [c for c in calls if c[:2] == ["llasm-train", "stage1"]]
-    later = [c for c in stage1 if "--init" in c]  # stage 1b from stage 1, stage 1c from stage 1b
-    assert len(stage1) == 3 and [_flag(c, "--init")[0].rsplit("/", 2)[-2] for c in later] == ["stage1", "stage1b"]
+    later = [c for c in stage1 if "--init" in c]  # stage 1b from stage 1, 1c from 1b, 1d from 1c
+    assert len(stage1) == 4
+    assert [_flag(c, "--init")[0].rsplit("/", 2)[-2] for c in later] == ["stage1", "stage1b", "stage1c"]
     trained = [m for c in later for m in _flag(c, "--data")[0].split(",")]
     assert len(trained) >= 12 and all(m.endswith("/train.jsonl") for m in trained)
     assert any("accents" in m for m in _flag(later[1], "--data")[0].split(","))  # 1c hears the generated accents
+    assert any("foreign" in m for m in _flag(later[2], "--data")[0].split(","))  # 1d the foreign ones
     encoded = {m for c in calls if c[:2] == ["llasm-train", "cache-states"] for m in _flag(c, "--data")[0].split(",")}
     assert all(m in encoded for m in trained if "/asr/" not in m)  # asr/train.jsonl is encoded as asr/all.jsonl
     exports = [c for c in calls if c[:2] == ["llasm-export", "bundle"]]
     assert len(exports) == 2  # the stage-1 bundle (stage 2's heard replies) and the shipped one
     for c in exports:
         assert _flag(c, "--ctc-vocab") == list(dict.fromkeys(trained)), c
-    # stage 2 and its heard replies start from stage 1c's adaptor
-    assert exports[0][2].endswith("/stage1c/final")
+    # stage 2 and its heard replies start from stage 1d's adaptor
+    assert exports[0][2].endswith("/stage1d/final")
     for c in calls:
         if c[:2] in (["llasm-train", "stage2"], ["llasm-train", "cache-heard"]):
-            assert _flag(c, "--init")[0].endswith("/stage1c/final"), c
+            assert _flag(c, "--init")[0].endswith("/stage1d/final"), c
     # the shipped bundle hears one-shot with the LLM's pick among 3 and the 4-gram of those transcripts in the beam
     assert (_flag(exports[1], "--hearing-n-best"), _flag(exports[1], "--hearing-ngram"),
             _flag(exports[1], "--hearing-ngram-fusion")) == (["3"], ["4"], ["0.3"])
