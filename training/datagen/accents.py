@@ -134,18 +134,13 @@ def known_vowels(table: str) -> frozenset[str]:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng")
-    vowels = _SAYINGS
-    probe = " ".join(f"b'{v}b" for v in vowels)
+    probe = " ".join(f"b'{v}b" for v in _SAYINGS)
     out = subprocess.run([exe, "-v", table, "-q", "-x", f"[[{probe}]]"], capture_output=True, text=True,
                          timeout=60).stdout.split()
-    if len(out) != len(vowels):
-        raise RuntimeError(f"espeak-ng's {table!r} table echoed {len(out)} words for {len(vowels)} probed vowels")
+    if len(out) != len(_SAYINGS):
+        raise RuntimeError(f"espeak-ng's {table!r} table echoed {len(out)} words for {len(_SAYINGS)} probed vowels")
     said = [w.replace(";", "").replace("*", "r") for w in out]
-    return frozenset(v for v, w in zip(vowels, said, strict=True) if re.fullmatch(rf"[bBp]'{re.escape(v)}[bpB]", w))
-
-
-def _speaks(option: str, known: frozenset[str]) -> bool:
-    return option in known
+    return frozenset(v for v, w in zip(_SAYINGS, said, strict=True) if re.fullmatch(rf"[bBp]'{re.escape(v)}[bpB]", w))
 
 
 def foreign_accent(index: int) -> Accent:
@@ -158,8 +153,8 @@ def foreign_accent(index: int) -> Accent:
     keep = rng.uniform(0.0, 0.6)  # the share of English vowels the table has that the accent keeps
     subs: dict[str, str] = dict(_ENGLISH_ONLY)
     for vowel, chain in _VOWEL_CHAINS.items():
-        english_ok = _speaks(vowel, known) and rng.random() < keep
-        subs[vowel] = vowel if english_ok else next(o for o in chain[1:] or chain if _speaks(o, known))
+        english_ok = vowel in known and rng.random() < keep
+        subs[vowel] = vowel if english_ok else next(o for o in chain[1:] or chain if o in known)
     for phone, options, weights in (("T", ("T", "t", "s", "f"), (3, 4, 2, 1)), ("D", ("D", "d", "z"), (3, 5, 2)),
                                     ("h", ("h", "", "x"), (6, 3, 1)), ("r", ("r", "R"), (6, 4)),
                                     ("w", ("w", "v"), (9, 1)), ("v", ("v", "w", "b"), (8, 1, 1)),

@@ -12,7 +12,7 @@ Held-out voices: a voice belongs to the eval split when its accent is in `EVAL_A
 seed per index (pitch, vocal-tract length through the formant frequencies, formant heights and widths, breath,
 roughness, flutter, echo, and one of espeak-ng's Klatt modes other than the held-out `klatt3`). They live in a
 private espeak-ng data folder (`espeak_data_dir`: links to the system's data, its English and Mandarin languages
-only, and the generated files), built once in the user's cache; the same index always gives the same speaker.
+and the foreign accents' tables only, and the generated files), built once in the user's cache; the same index always gives the same speaker.
 `--voice-set foreign` adds `accents.FOREIGN_ACCENTS` foreign accents (`xf000` ...: English spoken through other
 languages' phoneme tables) to the random set.
 """
@@ -133,7 +133,10 @@ def espeak(voice: Voice, text: str, *, rate: float = 1.0, pitch: int = 50) -> tu
     private = [f"--path={espeak_data_dir()}"] if _RANDOM_NAME.fullmatch(variant) else []
     m, f = accents.NAME.fullmatch(accent), accents.FOREIGN_NAME.fullmatch(accent)
     if m or f:  # a generated accent: one accent's rules write the phonemes, rewritten, another's table speaks them
-        acc = accents.random_accent(int(m.group(1))) if m else accents.foreign_accent(int(f.group(1)))
+        try:
+            acc = accents.random_accent(int(m.group(1))) if m else accents.foreign_accent(int(f.group(1)))
+        except RuntimeError as e:  # espeak-ng could not say which vowels a foreign table has
+            raise TtsError(str(e)) from None
         proc = subprocess.run([exe, "-v", acc.rules, "-q", "-x", "--", text], capture_output=True, timeout=60)
         if proc.returncode != 0 or not proc.stdout.strip():
             raise TtsError(f"espeak-ng could not write phonemes for {text!r} in {acc.rules!r}")
@@ -194,7 +197,8 @@ def _system_espeak_data() -> Path:
 @lru_cache(maxsize=1)
 def espeak_data_dir() -> Path:
     """A private espeak-ng data folder holding the generated speakers: the folder `--path` takes (its
-    `espeak-ng-data` links to the system's data, English and Mandarin only, with `voices/!v` holding `rv000` ...).
+    `espeak-ng-data` links to the system's data, English, Mandarin and `FOREIGN_TABLES` only, with `voices/!v`
+    holding `rv000` ...).
     Built once, atomically."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llasm"
     root = cache / f"espeak-random-v{RANDOM_VERSION}-{RANDOM_VARIANTS}-f{len(FOREIGN_TABLES)}"
@@ -225,7 +229,8 @@ def espeak_data_dir() -> Path:
 
 
 def _check_variants(root: Path) -> None:
-    """espeak-ng speaks an unknown variant as the plain language, silently: ask it which variants it lists."""
+    """espeak-ng speaks an unknown variant as the plain language, silently: ask it which variants it lists, and
+    whether it lists the foreign accents' languages."""
     exe = shutil.which("espeak-ng") or "espeak-ng"
     out = subprocess.run([exe, f"--path={root}", "--voices=variant"], capture_output=True, text=True,
                          timeout=60).stdout
