@@ -45,14 +45,19 @@ def _windows(mel: np.ndarray) -> list[np.ndarray]:
 class CT2Encoder:
     """`ctranslate2.models.Whisper(...).encode` on the real length."""
 
-    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "int8", n_threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, dtype: str = "int8", n_threads: int = 1,
+                 workers: int = 1) -> None:
+        """`n_threads` threads work on one clip; `workers` clips are encoded at once by `encode_many` (each
+        worker with its own `n_threads`). On a 2-core CPU a second thread on one short clip gains nothing
+        measurable, while two clips at once encode twice as many per second, with the same states."""
         import ctranslate2
 
         self.path = Path(path)
+        self.workers = max(1, workers)
         try:
             self.model = ctranslate2.models.Whisper(str(self.path), device="cpu",
                                                     compute_type=_ct2_compute_type(dtype),
-                                                    intra_threads=n_threads, inter_threads=1)
+                                                    intra_threads=n_threads, inter_threads=self.workers)
         except Exception as e:
             msg = " ".join(str(e).split())
             raise BundleError(f"CTranslate2 cannot open the encoder in {self.path} ({msg}): re-export the "
@@ -70,6 +75,15 @@ class CT2Encoder:
         states = np.concatenate(outs, axis=0).astype(np.float32, copy=False)
         self.d_model = states.shape[1]
         return states
+
+    def encode_many(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """`encode` of every mel, `workers` at a time (CTranslate2 releases the GIL while it encodes)."""
+        if self.workers == 1 or len(mels) <= 1:
+            return [self.encode(m) for m in mels]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            return list(pool.map(self.encode, mels))
 
 
 class OnnxEncoder:

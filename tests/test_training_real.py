@@ -10,9 +10,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from training.data import StateCache, collate, read_manifest
+from training.data import StateCache, collate, load_clip, read_manifest
 from training.datagen.text import fortune_sentences
 from training.train import TrainConfig, build_model, cache_heard, cache_states, evaluate, train
 
@@ -55,6 +57,20 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
     # in two steps, as the default recipe adds its second data set: the second call encodes only the new clips
     cache_states(data, "default:whisper-base", tmp_path / "states", engine="ct2")
     cache = cache_states(str(tmp_path / "all.jsonl"), "default:whisper-base", tmp_path / "states", engine="ct2")
+    # the cache encodes two clips at a time; its states are the runtime encoder's, one clip at a time
+    from assistant.audio import log_mel
+    from assistant.basemodels import resolve
+    from assistant.encoder import CT2Encoder
+
+    one = CT2Encoder(resolve("default:whisper-base"), n_threads=1)
+    wavs = sorted(tmp_path.glob("eval*.wav")) + sorted(tmp_path.glob("train*.wav"))[:4]
+    mels = [log_mel(load_clip(w), n_mels=one.n_mels) for w in wavs]
+    alone = [one.encode(m) for m in mels]
+    cached = StateCache(cache)
+    for w, a in zip(wavs, alone, strict=True):
+        assert torch.equal(cached.get(w), torch.from_numpy(a).half().float()), w
+    two = CT2Encoder(resolve("default:whisper-base"), n_threads=1, workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, two.encode_many(mels), strict=True))
     cfg = TrainConfig.from_recipe("cpu", adaptor="ctc", objective="ctc", stack=4, hidden=512,
                                   data=data, eval_data=str(eval_m), state_cache=str(cache),
                                   out=str(tmp_path / "run"), max_steps=20, batch_size=8, lr=1e-3,

@@ -975,12 +975,13 @@ class _CT2StateEncoder:
         path = resolve(ref) if ref.startswith("default:") else Path(ref)
         if not (Path(path) / "model.bin").exists():
             raise TrainError(f"{ref} is not a CTranslate2 Whisper directory (no model.bin); use --engine torch")
-        self.ct2 = CT2Encoder(path, dtype=dtype, n_threads=os.cpu_count() or 1)
+        self.ct2 = CT2Encoder(path, dtype=dtype, n_threads=1, workers=os.cpu_count() or 1)
         self.n_mels = self.ct2.n_mels
         self.d_model = 0
 
     def __call__(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outs = [torch.from_numpy(self.ct2.encode(f[:, : int(n)].numpy())) for f, n in zip(feats, lens, strict=True)]
+        mels = [f[:, : int(n)].numpy() for f, n in zip(feats, lens, strict=True)]
+        outs = [torch.from_numpy(s) for s in self.ct2.encode_many(mels)]
         self.d_model = self.ct2.d_model
         out_lens = torch.tensor([o.shape[0] for o in outs])
         states = torch.zeros(len(outs), int(out_lens.max()), self.d_model)
