@@ -22,6 +22,10 @@ q_train="${TRAIN_QUESTIONS:-520}"    # spoken questions with replies for stage 2
 mix_asr="${MIX_ASR:-2000}"           # transcription requests in the stage-2 mix
 mkdir -p "$work"
 start=$(date +%s)
+# Each step's start time and command go to $work/steps.tsv (a resumed run appends); `scripts/recipe_times.py
+# $work` prints the wall time of each step and phase and plots them.
+printf '%s\t%s\n' "$start" "# run starts" >> "$work/steps.tsv"
+trap 'case "$BASH_COMMAND" in "\$bin/"*|export_bundle*|OMP_NUM_THREADS=*|cat\ *|wait\ *) printf "%s\t%s\n" "$(date +%s)" "$BASH_COMMAND" >> "$work/steps.tsv";; esac' DEBUG
 
 # 1. 8,000 English ASR clips (espeak-ng voices + hibari, augmented); the eval split uses held-out voices.
 $bin/llasm-train data asr --out "$work/asr" --count "$clips" --seed 0 --quiet
@@ -184,5 +188,7 @@ OMP_NUM_THREADS=1 $bin/llasm-assistant evaluate --bundle "$work/bundle" --asr "$
   --questions "$work/questions-clean/eval.jsonl" --out "$work/eval-clean" --n-asr 60 --n-questions 40 \
   --threads 1 --no-latency
 wait "$matched"
-echo "default model recipe done in $(( $(date +%s) - start )) s; install it with:"
+trap - DEBUG
+printf '%s\t%s\n' "$(date +%s)" "# run ends" >> "$work/steps.tsv"
+echo "default model recipe done in $(( $(date +%s) - start )) s ($bin/python scripts/recipe_times.py $work); install it with:"
 echo "  rm -rf assistant/default_model && cp -r $work/bundle assistant/default_model"
