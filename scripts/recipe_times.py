@@ -37,7 +37,7 @@ def _label(command: str) -> tuple[str, str]:
     if command.startswith("wait "):
         return "wait for the evaluation beside", "evaluation"
     if command.startswith("export_bundle"):
-        target = re.findall(r'"\$work/([^"]+)"', command)
+        target = re.findall(r'"?\$work/([^"\s]+)"?', command)
         dest = target[1] if len(target) > 1 else "bundle"
         return f"export {dest}", "bundle" if dest == "bundle" else "stage 2"
     words = command.split()
@@ -45,7 +45,7 @@ def _label(command: str) -> tuple[str, str]:
     tool = words[at].rsplit("/", 1)[-1] if at is not None else ""
     sub = words[at + 1] if at is not None and at + 1 < len(words) else ""
     if tool == "llasm-assistant":
-        asr = re.search(r'--asr "\$work/([^/"]+)', command)
+        asr = re.search(r'--asr "?\$work/([^/"\s]+)', command)
         return f"evaluate {asr.group(1) if asr else ''}".strip(), "evaluation"
     if sub == "stage1":
         return name, "stage 1"
