@@ -126,7 +126,7 @@ def plot(runs: list[list[Step]], out: Path) -> None:
         left += s.seconds / 60
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
-    ax.legend(seen.values(), seen.keys(), loc="lower right")
+    ax.legend(seen.values(), seen.keys(), loc="upper right")
     ax.set_yticks(range(len(steps)), [s.label for s in steps], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("minutes since the recipe started (runs back to back)")
