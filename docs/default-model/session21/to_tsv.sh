@@ -11,6 +11,8 @@ start=$(grep -m1 "^+ start=" /work/runs/v21/recipe.log | cut -d= -f2)
     e=$(date -d "2026-11-28 $t" +%s); [ $first = 1 ] && e=$start; first=0
     cmd=${cmd//.venv\/bin\//\$bin/}; cmd=${cmd//\/work\/runs\/v21\/recipe\//\$work/}
     case "$cmd" in \$bin/llasm-export*) continue;;  # traced inside export_bundle, one step with it
+      OMP_NUM_THREADS=1) continue;;  # bash -x traces the assignment on a line of its own
+      echo*) continue;;
       *"recipe done"*) printf '%s\t# run ends\n' "$e";; echo*) ;; *) printf '%s\t%s\n' "$e" "$cmd";; esac
   done < "$L"
   if [ -n "${END:-}" ]; then printf "%s\t# run ends\n" "$END"; fi
