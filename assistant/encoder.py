@@ -49,7 +49,7 @@ class CT2Encoder:
                  workers: int = 1) -> None:
         """`n_threads` threads work on one clip; `workers` clips are encoded at once by `encode_many` (each
         worker with its own `n_threads`). On a 2-core CPU a second thread on one short clip gains nothing
-        measurable, while two clips at once encode twice as many per second, with the same states."""
+        measurable, while two clips at once encode 1.5x as many per second, with the same states."""
         import ctranslate2
 
         self.path = Path(path)
