@@ -38,7 +38,7 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
-from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms
+from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
 from .ngram import HearingLM, NgramError
@@ -603,7 +603,8 @@ class Engine:
 
     def _hear_with_lm(self, logits: np.ndarray | None, heard: str, seconds: float = 0.0, pieces: int = 1) -> str:
         """What the plain LLM makes of the ctc head's hearing (assistant/ctcbeam.py): with n_best > 1 it picks
-        among the beam's n_best distinct transcripts (with `fusion` > 0 it also ranks the beam's prefixes, for
+        among the beam's n_best distinct transcripts (with `merge_spellings`, transcripts that say the same words
+        are one, spelt as the ctc head likes best; with `fusion` > 0 it also ranks the beam's prefixes, for
         utterances up to `fusion_max_s` seconds; where it does not, the hearing n-gram does with `ngram_fusion`
         > 0, a cheap stand-in: with both, free questions were heard worse, session 18); with `sentence` it then
         capitalises the pick and chooses how it ends. Returns the chosen transcript (the greedy one when it wins)."""
@@ -623,13 +624,19 @@ class Engine:
                                            ngram=self.ngram if cfg.ngram_fusion > 0 and lm is None else None,
                                            ngram_weight=cfg.ngram_fusion)
             ids = self.adaptor.ids
+            said: dict[str, dict[str, float]] = {}  # what a transcript says -> its spellings' log P
             for labels, logp in beams:
                 toks = list(labels) if ids is None else ids[list(labels)].tolist()
                 text = self._detok(toks, pieces)
-                if text in texts:
-                    texts[text] = float(np.logaddexp(texts[text], logp))
-                elif len(texts) < cfg.n_best:
-                    texts[text] = logp
+                key = " ".join(spoken_words(text)) if cfg.merge_spellings else text
+                if key not in said:
+                    if len(said) >= cfg.n_best:
+                        continue
+                    said[key] = {}
+                spellings = said[key]
+                spellings[text] = float(np.logaddexp(spellings[text], logp)) if text in spellings else logp
+            for spellings in said.values():  # one hypothesis, spelt as the ctc head likes best
+                texts[max(spellings, key=spellings.__getitem__)] = float(np.logaddexp.reduce(list(spellings.values())))
         order = list(texts) if len(texts) >= 2 else [best]
         forms = {t: sentence_forms(t) if cfg.sentence and t else [t] for t in order}
         # The transcripts and, of those already capitalised, the sentences they make, in one scoring batch: such a

@@ -18,16 +18,15 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 import shutil
 import statistics
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .audio import AudioError, load_audio
+from .ctcbeam import spoken_words
 
 AGREE_SIMILARITY = 0.8  # word-sequence similarity at which two answers count as the same answer
 LATENCY_SECONDS = (2.0, 6.0)  # the question lengths the latency targets are stated for
@@ -38,15 +37,7 @@ class EvalError(RuntimeError):
 
 
 # ---- text metrics --------------------------------------------------------------------------------------
-_NUM = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-        "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-
-
-def normalize(text: str) -> list[str]:
-    """Lower-case words without punctuation (Whisper-style normalisation, small numbers as digits)."""
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = re.sub(r"[^\w\s']", " ", t).replace("'", "")
-    return [_NUM.get(w, w) for w in t.split()]
+normalize = spoken_words  # lower-case words without punctuation, small numbers as digits (assistant/ctcbeam.py)
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:

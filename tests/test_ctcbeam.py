@@ -348,3 +348,45 @@ def test_the_beam_lm_gives_next_token_log_probs_like_scoring() -> None:
         assert again is b and again.n_held == 0 and np.allclose(again.logprobs([()])[0], first)
     finally:
         lm.close()
+
+
+def test_spellings_of_the_same_words_are_one_hypothesis(bundle_factory, monkeypatch) -> None:  # noqa: ANN001
+    """The beam holds "Hello! Plan a trip." and "Hello! plan a trip." (the head cannot hear a capital; it likes the
+    lower-case spelling, as its training transcripts write it), then the same two spellings of "... ship". The LLM
+    likes the capital. Merged, the n best are two different sentences, each with its spellings' summed log P and
+    spelt as the head likes best, and the pick is the lower-case "trip". Unmerged, the two places go to the two
+    spellings of "trip", and the LLM's capital wins."""
+    import dataclasses
+
+    import assistant.engine as engine_mod
+    from assistant.engine import Engine
+
+    root = bundle_factory("ctc1", adaptor_type="ctc")
+    manifest = json.loads((root / "bundle.json").read_text())
+    manifest["adaptor"]["topk"] = 1
+    manifest["hearing"] = {"n_best": 2}
+    (root / "bundle.json").write_text(json.dumps(manifest))
+    beams = [((1,), -1.2), ((2,), -1.0), ((3,), -1.5), ((4,), -1.6)]
+    said = {1: "Hello! Plan a trip.", 2: "Hello! plan a trip.", 3: "Hello! plan a ship.", 4: "Hello! Plan a ship."}
+    monkeypatch.setattr(engine_mod, "prefix_beam_search", lambda *a, **k: beams)
+    picked: list[tuple[list[float], list[float]]] = []
+    real_choose = engine_mod.choose
+    monkeypatch.setattr(engine_mod, "choose",
+                        lambda ctc, lm, n, cfg: picked.append((ctc, lm)) or real_choose(ctc, lm, n, cfg))
+    eng = Engine.load(root, n_threads=1, warmup=False)
+    try:
+        ids = eng.adaptor.ids
+        by_token = {lab if ids is None else int(ids[lab]): text for lab, text in said.items()}
+        eng._detok = lambda toks, pieces=1: by_token[toks[0]]  # type: ignore[method-assign]
+        eng._lm_scores = lambda texts: [(2.0 if " Plan" in t else 0.0) + (1.0 if t.endswith(".") else 0.0)  # type: ignore[method-assign]
+                                        - (3.0 if "ship" in t else 0.0) for t in texts]
+        logits = np.zeros((3, int(manifest["adaptor"]["vocab_size"]) + 1), np.float32)
+        assert eng.hearing.merge_spellings  # the default
+        assert eng._hear_with_lm(logits, "greedy") == "Hello! plan a trip."
+        ctc, _ = picked[-1]
+        assert ctc == pytest.approx([float(np.logaddexp(-1.2, -1.0)), float(np.logaddexp(-1.5, -1.6))])
+        eng.hearing = dataclasses.replace(eng.hearing, merge_spellings=False)
+        assert eng._hear_with_lm(logits, "greedy") == "Hello! Plan a trip."
+        assert picked[-1][0] == pytest.approx([-1.2, -1.0])
+    finally:
+        eng.close()
