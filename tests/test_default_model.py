@@ -195,6 +195,33 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
         eng.close()
 
 
+# Spoken with espeak-ng en-gb, hands-free hearing hears these word for word; unmerged, the LLM in the beam spelt
+# them "Hello! How ...", "Hello! What ..." (session 22, like 9 held-out questions, answered otherwise).
+HELLO = ["Hello! how are dogs different from camels?", "Hello! what do I need to plant tomatoes?"]
+
+
+def test_hands_free_hears_as_the_training_transcripts_spell(tmp_path: Path) -> None:
+    """The template questions write "Hello! how ..."; the LLM in the hands-free beam likes "Hello! How ...", and
+    a 135M LLM answers the two spellings differently. With the spellings of the same words merged, spelt as the
+    ctc head likes best (bundle.json hearing.merge_spellings, on by default), the spoken question is heard letter
+    for letter and gets the typed question's answer."""
+    from assistant.engine import Engine, GenerationOptions
+    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
+
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION)
+    try:
+        assert eng.hearing.merge_spellings
+        opts = GenerationOptions(max_tokens=24)
+        for i, q in enumerate(HELLO):
+            eng.new_chat()
+            spoken = eng.ask(audio=load_audio(speak(q, tmp_path / f"hello{i}.wav", "en-gb")), options=opts)
+            eng.new_chat()
+            typed = eng.ask(text=q, options=opts)
+            assert spoken.heard == q and spoken.answer == typed.answer, (spoken.heard, spoken.answer, typed.answer)
+    finally:
+        eng.close()
+
+
 def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path: Path) -> None:
     """`llasm-assistant --file q.wav --transcribe` loads the engine with expect_transcribe: the shipped LoRA (run for
     --transcribe turns only) is on after load, so the turn prefills its own positions only and reads back what
