@@ -50,9 +50,12 @@ class Rescoring:
     sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
     fusion: float = 0.0  # the LLM's weight inside the beam search (shallow fusion; 0 = the ctc beam alone)
     fusion_bonus: float = 0.0  # ... and a bonus per label there (offsets the LM's preference for short prefixes)
-    # longer utterances hear without fusion: its cost grows with the length (a 20 s one took 4.4 s on 2 threads,
-    # session 17), and the head hears little past 10 s anyway
-    fusion_max_s: float = 10.0
+    # longer utterances hear without fusion (the hearing n-gram stands in, as one-shot): its cost grows with the
+    # length, and hands-free it runs in the 500 ms the VAD waits for the end of speech. Session 23, the dev sets
+    # hands-free: 10 s heard 106 of 140 template questions word for word and 71 of 231 free ones, the first token
+    # coming up to 1.2 s after the VAD closed a long question; 4.5 s 108 and 71 (free questions are shorter), the
+    # template questions' median hearing 936 -> 697 ms (docs/default-model.md, "Session 23")
+    fusion_max_s: float = 4.5
     # the hearing n-gram (assistant/ngram.py): its file, relative to the bundle ("" = none), and its weight inside
     # the beam search where the LLM is not in it (a cheap stand-in, so one-shot answers have it too; with both,
     # session 18's dev set of free questions was heard word for word 52 times instead of 65)

@@ -366,6 +366,34 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
         eng.close()
 
 
+LONG_QUESTION = "Hello! tell me a short story about a talking tree who wins a baking contest."
+
+
+def test_hands_free_hears_a_long_question_with_the_ngram_in_the_beam(tmp_path: Path) -> None:
+    """Hands-free, the LLM joins the beam search for utterances up to the default `fusion_max_s` only (4.5 s since
+    session 23: hearing with it takes about 1 s for a 6 s question on 2 threads, past the 500 ms the VAD waits
+    for the end of speech). Longer ones are heard by the beam with the hearing 4-gram and the LLM's pick, as
+    one-shot: en-gb's 5.9 s template question letter for letter (with the LLM in the beam: the same, 11x the
+    time), while a short question still has the LLM in the beam."""
+    from assistant.handsfree import load_engine
+    from assistant.settings import Settings
+
+    eng = load_engine(Settings(threads=1))
+    try:
+        made: list[int] = []
+        real = eng.lm.beam_lm
+        eng.lm.beam_lm = lambda *a, **k: made.append(1) or real(*a, **k)  # type: ignore[method-assign]
+        assert eng.hearing.fusion > 0 and eng.hearing.ngram_fusion > 0
+        clip = load_audio(speak(LONG_QUESTION, tmp_path / "long.wav", "en-gb"))
+        assert clip.shape[0] / 16000 > eng.hearing.fusion_max_s
+        heard = eng.encode_audio(clip)[1]
+        assert heard == LONG_QUESTION and not made, heard
+        short = eng.encode_audio(load_audio(speak("How many legs does a spider have?", tmp_path / "s.wav", "en-gb")))
+        assert made and "spider" in normalize(short[1]), short[1]
+    finally:
+        eng.close()
+
+
 def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
     """One-shot, the shipped bundle's 4-gram of the stage-1 transcripts joins the beam search (weight 0.3,
     bundle.json): en-gb's "Who invented the airplane?" (a held-out text of a trained template) is heard word for
