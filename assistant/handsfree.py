@@ -100,6 +100,8 @@ def generation_options(settings: Settings) -> Any:
 # (Engine.prepare). On session 11's 231 free questions (the dev set) fusion heard 66-68 word for word against 48
 # rescoring 32 transcripts of the plain beam (session 16's hands-free default), and picking among 4 heard as many
 # as among 16; held out, 576 template questions agree 70.1 % (was 67.7 %) and 351 blind ones 29.6 % (was 26.5 %).
+# The LLM joins the beam for utterances up to `Rescoring.fusion_max_s` (4.5 s since session 23), longer ones hear
+# with the hearing 4-gram there: their hearing with the LLM took about 1 s, twice the VAD's wait.
 HANDSFREE_N_BEST = 4
 HANDSFREE_FUSION = 0.5
 
