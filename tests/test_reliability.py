@@ -132,3 +132,170 @@ def test_stale_temporary_folders_are_removed_live_ones_kept(tmp_path: Path) -> N
     out.mkdir()
     assert clean_stale_temps(out) == [old] and not old.exists()
 
+
+# ---- integrity checks that cannot be fooled -----------------------------------------------------------------
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LLASM_CACHE_DIR", str(cache))
+    return cache
+
+
+def _flip_in_place(path: Path, offset: int = -1) -> None:
+    """Change one byte, keeping the size and setting the mtime back (what the sha256 cache keyed on)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    with open(path, "r+b") as fh:
+        fh.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_same_size_same_mtime_change_fails_the_checksum(tmp_path: Path, cache_dir: Path) -> None:
+    from test_bundle import make_fake_bundle
+
+    from assistant.bundle import Bundle, BundleError
+
+    root = make_fake_bundle(tmp_path / "b")
+    Bundle.load(root)  # the digests are cached now
+    _flip_in_place(root / "llm.gguf")
+    with pytest.raises(BundleError, match="corrupt") as e:
+        Bundle.load(root)
+    assert "llm.gguf" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cache_entry_of_an_unchanged_file_is_used(tmp_path: Path, cache_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import assistant.basemodels as bm
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"abc" * 1000)
+    digest = bm.file_sha256_cached(f)
+    monkeypatch.setattr(bm, "file_sha256", lambda p: pytest.fail("hashed again"))
+    assert bm.file_sha256_cached(f) == digest
+    entry = json.loads(bm.sha_cache_path().read_text())[str(f.resolve())]
+    st = f.stat()
+    assert entry == {"stat": [st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns], "sha256": digest}
+
+
+def _fake_single_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A one-file GGUF default model 'fakegguf' read in place from a fake package (as default:smollm2)."""
+    import hashlib
+
+    import assistant.basemodels as bm
+
+    site = tmp_path / "site"
+    site.mkdir()
+    gguf = site / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    model = bm.DefaultModel(name="fakegguf", fmt="gguf", description="fake",
+                            parts=(bm.PackageFile("fake-gguf", "1.0", "m.gguf", gguf.stat().st_size),),
+                            sha256=hashlib.sha256(gguf.read_bytes()).hexdigest(), size=gguf.stat().st_size,
+                            main_file="")
+    monkeypatch.setitem(bm.DEFAULTS, "fakegguf", model)
+    monkeypatch.setattr(bm, "_locate", lambda f: site / f.path)
+    return gguf
+
+
+def test_same_size_corrupt_base_model_is_caught_at_first_use(tmp_path: Path, cache_dir: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A same-size corrupt GGUF passed the size check and gave an empty answer with exit code 0."""
+    import assistant.basemodels as bm
+
+    gguf = _fake_single_model(tmp_path, monkeypatch)
+    assert bm.resolve("default:fakegguf") == gguf
+    _flip_in_place(gguf, 100)
+    with pytest.raises(bm.ModelResolutionError, match="sha256") as e:
+        bm.resolve("default:fakegguf")
+    assert "pip install --force-reinstall" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_same_size_corrupt_assembled_model_is_made_again(tmp_path: Path, cache_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_basemodels import _fake_split_model
+
+    import assistant.basemodels as bm
+
+    whole = _fake_split_model(tmp_path, monkeypatch)
+    out = bm.resolve("default:fake")
+    _flip_in_place(out / "model.bin", 10)
+    assert bm.resolve("default:fake") == out
+    assert (out / "model.bin").read_bytes() == whole
+    _flip_in_place(out / "model.bin", 10)
+    with pytest.raises(bm.ModelResolutionError, match="failed its sha256 check"):
+        bm.resolve("default:fake", verify=True)
+
+
+def test_bundle_without_checksums_says_so(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from test_bundle import make_fake_bundle
+
+    from assistant.bundle import Bundle, BundleError
+
+    for i, checksums in enumerate(({}, None, "missing")):
+        root = make_fake_bundle(tmp_path / f"b{i}")
+        m = json.loads((root / "bundle.json").read_text())
+        if checksums == "missing":
+            del m["checksums"]
+        else:
+            m["checksums"] = checksums
+        (root / "bundle.json").write_text(json.dumps(m))
+        capsys.readouterr()
+        b = Bundle.load(root)
+        assert len(b.warnings) == 1 and "has no checksums" in b.warnings[0]
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has no checksums" in err and str(root) in err
+    for bad in ([], "abc", {"llm.gguf": 5}, {"../x": "0" * 64}):
+        m["checksums"] = bad
+        (root / "bundle.json").write_text(json.dumps(m))
+        with pytest.raises(BundleError, match="checksums") as e:
+            Bundle.load(root)
+        assert "\n" not in str(e.value)
+
+
+def test_verify_hashes_again_whatever_the_cache_says(tmp_path: Path, cache_dir: Path) -> None:
+    from test_bundle import make_fake_bundle
+
+    import assistant.basemodels as bm
+    from assistant.bundle import verify_files
+    from assistant.cli import app
+
+    root = make_fake_bundle(tmp_path / "b")
+    r = CliRunner().invoke(app, ["--verify", "--bundle", str(root)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert len(lines) == 3 and all(line.startswith("OK") for line in lines)
+    # the cache is told the corrupt file is fine: the load believes it, --verify does not
+    gguf = root / "llm.gguf"
+    good = bm.file_sha256(gguf)
+    _flip_in_place(gguf)
+    bm.remember_sha256(gguf, good)
+    assert bm.file_sha256_cached(gguf) == good
+    checks = {Path(c.name).name: c for c in verify_files(root)}
+    assert not checks["llm.gguf"].ok and "corrupt" in checks["llm.gguf"].detail
+    assert checks["adaptor.safetensors"].ok and checks["model.bin"].ok
+    r = CliRunner().invoke(app, ["--verify", "--bundle", str(root)])
+    assert r.exit_code == 2
+    failed = [line for line in r.output.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "llm.gguf" in failed[0]
+    r = CliRunner().invoke(app, ["--verify", "--bundle", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and r.output.startswith("FAILED") and "does not exist" in r.output
+
+
+def test_base_models_verify(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import assistant.basemodels as bm
+    from training import commands_models
+    from training.cli import app
+
+    gguf = _fake_single_model(tmp_path, monkeypatch)
+    only = {"fakegguf": bm.DEFAULTS["fakegguf"]}
+    monkeypatch.setattr(bm, "DEFAULTS", only)
+    monkeypatch.setattr(commands_models, "DEFAULTS", only)
+    r = CliRunner().invoke(app, ["base-models", "--verify"])
+    assert r.exit_code == 0 and r.output.startswith("OK") and "default:fakegguf" in r.output
+    _flip_in_place(gguf, 100)
+    bm.remember_sha256(gguf, only["fakegguf"].sha256)  # the cache is fooled; --verify is not
+    r = CliRunner().invoke(app, ["base-models", "--verify"])
+    assert r.exit_code == 1 and r.output.startswith("FAILED") and r.output.count("\n") == 1
+
