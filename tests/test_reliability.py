@@ -299,3 +299,61 @@ def test_base_models_verify(tmp_path: Path, cache_dir: Path, monkeypatch: pytest
     r = CliRunner().invoke(app, ["base-models", "--verify"])
     assert r.exit_code == 1 and r.output.startswith("FAILED") and r.output.count("\n") == 1
 
+
+# ---- one-line errors instead of tracebacks --------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [("stack", [4]), ("shortlist", {}), ("hidden", "wide"), ("d_model", 1.5),
+                                         ("topk", True)])
+def test_bad_adaptor_fields_are_named(tmp_path: Path, cache_dir: Path, field: str, value: object) -> None:
+    from test_bundle import make_fake_bundle
+
+    from assistant.adaptor import AdaptorConfig, AdaptorError
+    from assistant.bundle import Bundle, BundleError
+
+    root = make_fake_bundle(tmp_path / "b")
+    m = json.loads((root / "bundle.json").read_text())
+    m["adaptor"][field] = value
+    (root / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError) as e:
+        Bundle.load(root)
+    assert repr(field) in str(e.value) and "adaptor" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(AdaptorError, match=field):
+        AdaptorConfig.from_dict(m["adaptor"])
+
+
+def test_unwritable_cache_names_llasm_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_basemodels import _fake_split_model
+
+    import assistant.basemodels as bm
+
+    _fake_split_model(tmp_path, monkeypatch)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # a cache under a file cannot be created, even by root (a read-only mount alike)
+    monkeypatch.setenv(bm.CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(bm.ModelResolutionError) as e:
+        bm.resolve("default:fake")
+    msg = str(e.value)
+    assert "LLASM_CACHE_DIR" in msg and str(blocker / "cache") in msg and "\n" not in msg
+    monkeypatch.setenv(bm.CACHE_ENV, str(tmp_path / "ro"))
+
+    def read_only(*a: object, **k: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(bm.tempfile, "mkdtemp", read_only)
+    with pytest.raises(bm.ModelResolutionError, match="Read-only file system.*LLASM_CACHE_DIR"):
+        bm.resolve("default:fake")
+
+
+def test_a_too_long_clip_names_the_real_limit(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from assistant.audio import AudioError, load_audio
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(8000 * 601, np.int16), 8000)
+    for src in (path, np.zeros(16000 * 601, np.float32)):
+        with pytest.raises(AudioError) as e:
+            load_audio(src)
+        msg = str(e.value)
+        assert "601.0 s long" in msg and "600 s (10 min) limit" in msg and "max_seconds" not in msg
+
