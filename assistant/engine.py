@@ -834,7 +834,7 @@ class Engine:
             yield Token(rest)
         turn.answer = scanner.text
         n_gen = len(reply)
-        timings["n_tokens"] = float(n_gen)
+        timings["n_tokens"] = n_gen  # a count: an int in every JSON record (hands-free's too)
         timings.setdefault("ttft_ms", (time.perf_counter() - t0) * 1e3)
         timings.setdefault("prefill_ms", 0.0)
         span = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0

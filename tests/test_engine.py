@@ -107,6 +107,7 @@ def test_stream_matches_done_and_answers(engine):
     for key in ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s"):
         assert key in t
     assert t["ttft_ms"] >= t["prefill_ms"] > 0
+    assert type(t["n_tokens"]) is int and t["n_tokens"] == len(engine._turns[-1].pieces[-2])  # JSON: 12, not 12.0
 
 
 @pytest.mark.real

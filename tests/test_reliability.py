@@ -357,3 +357,58 @@ def test_a_too_long_clip_names_the_real_limit(tmp_path: Path) -> None:
         msg = str(e.value)
         assert "601.0 s long" in msg and "600 s (10 min) limit" in msg and "max_seconds" not in msg
 
+
+# ---- training data and logs ---------------------------------------------------------------------------------
+def test_empty_transcript_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import numpy as np
+    import soundfile as sf
+
+    from training.data import DataError, read_manifest
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    m = tmp_path / "train.jsonl"
+    rows = [{"audio": "a.wav", "text": "Hello there."}, {"audio": "a.wav", "text": "  "}]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"train.jsonl:2: 'text' is empty") as e:
+        read_manifest(m)
+    assert "\n" not in str(e.value)
+    tsv = tmp_path / "cv" / "train.tsv"
+    tsv.parent.mkdir()
+    tsv.write_text("path\tsentence\tlocale\na.wav\tHi.\ten\nb.wav\t\ten\n")
+    with pytest.raises(DataError, match=r"train.tsv:3: 'sentence' is empty"):
+        read_manifest(tsv)
+
+
+def test_missing_audio_names_the_manifest_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("torch")
+    import numpy as np
+    import soundfile as sf
+
+    from training.data import read_manifest
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    m = tmp_path / "train.jsonl"
+    rows = [{"audio": "a.wav", "text": "One."}, {"audio": "gone.wav", "text": "Two."},
+            {"conversations": [{"from": "human", "value": "Hi", "audio": "lost.wav"}, {"from": "gpt", "value": "Hello"}]}]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    man = read_manifest(m)
+    assert len(man.examples) == 1 and man.skipped == 2
+    assert man.problems[0].startswith(f"{m}:2: ") and "gone.wav" in man.problems[0]
+    assert man.problems[1].startswith(f"{m}:3: ") and "lost.wav" in man.problems[1]
+    man.report()
+    assert f"{m}:2: " in capsys.readouterr().err
+
+
+def test_resumed_metrics_keep_each_step_once(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from training.train import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 7)] + [{"step": 4, "eval_loss": 0.5}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo')  # killed mid-line
+    assert trim_metrics(path, 4) == 3  # steps 5 and 6, and the line the kill cut short
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in kept] == [1, 2, 3, 4, 4] and "eval_loss" in kept[-1]
+    assert trim_metrics(path, 4) == 0
+    assert trim_metrics(tmp_path / "none.jsonl", 0) == 0
