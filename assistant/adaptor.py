@@ -11,6 +11,7 @@ uses it as is. The exact maths and tensor layout are specified in `docs/adaptors
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,20 @@ class AdaptorError(ValueError):
 
 
 # ---- config --------------------------------------------------------------------------------------
+def _whole(value: Any, key: str) -> int:
+    """A whole-number field of the adaptor config: an int, or a float or string that holds one (configs
+    written by hand); a list, object, bool or fraction is an AdaptorError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise AdaptorError(f"adaptor {key!r} must be a whole number, not {json.dumps(value, default=str)[:40]}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise AdaptorError(f"adaptor {key!r} must be a whole number, not {value!r}") from None
+    if not number.is_integer():
+        raise AdaptorError(f"adaptor {key!r} must be a whole number, not {value!r}")
+    return int(number)
+
+
 @dataclass(frozen=True)
 class AdaptorConfig:
     """What `llasm.json` / `bundle.json` store under "adaptor" (plus "path" in a bundle)."""
@@ -45,18 +60,20 @@ class AdaptorConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AdaptorConfig:
+        if not isinstance(d, Mapping):
+            raise AdaptorError(f"the adaptor config must be a JSON object, not {type(d).__name__}")
         d = dict(d)
         kind = d.pop("type", None)
-        if kind not in ADAPTOR_TYPES:
+        if not isinstance(kind, str) or kind not in ADAPTOR_TYPES:
             raise AdaptorError(f"unknown adaptor type {kind!r}; use one of {', '.join(ADAPTOR_TYPES)}")
         try:
-            d_model, n_embd = int(d.pop("d_model")), int(d.pop("n_embd"))
+            d_model, n_embd = _whole(d.pop("d_model"), "d_model"), _whole(d.pop("n_embd"), "n_embd")
         except KeyError as e:
             raise AdaptorError(f"adaptor config lacks {e.args[0]!r}; it needs d_model and n_embd") from None
         known = {}
         for key in ("stack", "hidden", "vocab_size", "topk", "shortlist"):
             if key in d:
-                known[key] = int(d.pop(key))
+                known[key] = _whole(d.pop(key), key)
         known.setdefault("stack", DEFAULT_STACK[kind])
         cfg = cls(type=kind, d_model=d_model, n_embd=n_embd, extra=d, **known)
         cfg.validate()

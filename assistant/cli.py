@@ -89,11 +89,18 @@ def main_command(
     ptt: bool = typer.Option(False, "--ptt", help="Push-to-talk instead of voice activity detection."),
     list_devices: bool = typer.Option(False, "--list-devices", help="List audio input devices and exit."),
     input_device: str = typer.Option(None, "--input-device", help="Input device index or name."),
+    verify: bool = typer.Option(False, "--verify", help="Hash every file of the bundle and the base models it "
+                                "uses again (the checksum cache ignored); print OK or FAILED per file, exit 2 "
+                                "on a failure."),
 ) -> None:
     # A flag left out (None) takes its value from the settings file (assistant/settings.py), else the engine's
     # built-in default (GenerationOptions); a flag given always wins, also when it equals the built-in default.
     if ctx.invoked_subcommand is not None:
         return
+    if verify:
+        from .bundle import print_verification
+
+        raise typer.Exit(0 if print_verification(bundle) else EXIT_BAD_BUNDLE)
     files, texts = list(file or []), list(text or [])
     handsfree = mic or mic_file is not None or no_tui or speak or ptt or list_devices or input_device is not None
     if handsfree or not (files or texts):

@@ -42,7 +42,7 @@ from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentenc
 from .encoder import load_encoder
 from .llm import LlamaLM, LLMError, physical_cores
 from .ngram import HearingLM, NgramError
-from .prompt import AUDIO, Message
+from .prompt import AUDIO, Message, Text
 
 SAMPLE_RATE = 16000
 _PIECE_JOIN = re.compile(r"([.?!,;:])(?=[^\W\d_])")  # punctuation a letter follows, with no space between
@@ -373,13 +373,14 @@ class Engine:
     def _turn_pieces(self, instruction: str, emb: np.ndarray | None) -> list[np.ndarray]:
         """A user turn's positions: typed text, or audio with an optional typed instruction after it."""
         msg = Message("user", instruction, audio=emb is not None, audio_first=emb is not None)
-        return self._render(self.template.render([msg], add_generation=True, include_prefix=False), emb)
+        return self._render(self.template.render_parts([msg], add_generation=True, include_prefix=False), emb)
 
     def new_chat(self, system: str | None = None) -> None:
         """Forget the conversation (the system prompt's KV is kept when it does not change)."""
         with self._lock:
             msgs = [Message("system", system)] if system is not None else []
-            prefix = self._render(self.template.render(msgs, add_generation=False, include_prefix=True), None)
+            prefix = self._render(self.template.render_parts(msgs, add_generation=False, include_prefix=True),
+                                  None)
             same = (len(prefix) == len(self._prefix)
                     and all(np.array_equal(a, b) for a, b in zip(prefix, self._prefix, strict=True)))
             n_prefix = sum(len(p) for p in prefix)
@@ -413,15 +414,23 @@ class Engine:
         return out
 
     def _render(self, segments: Sequence[str | object], audio_emb: np.ndarray | None) -> list[np.ndarray]:
+        """Segments (`PromptTemplate.render_parts`) -> pieces: token ids, or `audio_emb` for the audio slot.
+        A turn's content (`Text`: typed, heard, a system prompt, an instruction) is tokenized with special
+        tokens off, so "<|im_end|>" typed stays text; only the template's own strings make control tokens.
+        Adjacent token runs join into one piece, one prefill batch, as when the text was one string."""
         pieces: list[np.ndarray] = []
         for seg in segments:
             if seg is AUDIO:
                 assert audio_emb is not None
                 pieces.append(audio_emb)
+                continue
+            ids = np.asarray(self.lm.tokenize(str(seg), special=not isinstance(seg, Text)), np.int32)
+            if not len(ids):
+                continue
+            if pieces and pieces[-1].ndim == 1:
+                pieces[-1] = np.concatenate([pieces[-1], ids])
             else:
-                ids = self.lm.tokenize(str(seg))
-                if ids:
-                    pieces.append(np.asarray(ids, np.int32))
+                pieces.append(ids)
         return pieces
 
     def _sync(self, cancel: threading.Event | None) -> np.ndarray | None:
@@ -825,7 +834,7 @@ class Engine:
             yield Token(rest)
         turn.answer = scanner.text
         n_gen = len(reply)
-        timings["n_tokens"] = float(n_gen)
+        timings["n_tokens"] = n_gen  # a count: an int in every JSON record (hands-free's too)
         timings.setdefault("ttft_ms", (time.perf_counter() - t0) * 1e3)
         timings.setdefault("prefill_ms", 0.0)
         span = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0

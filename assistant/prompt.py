@@ -1,8 +1,13 @@
 """The one definition of the chat prompt around the audio.
 
 A `PromptTemplate` is plain strings, derived once from the LLM's own chat template and then carried as data
-in checkpoints (`llasm.json`) and bundles (`bundle.json`). Training and the runtime both call `render`, so
-they build identical prompts; only the tokenizer differs (Hugging Face in training, llama.cpp at run time).
+in checkpoints (`llasm.json`) and bundles (`bundle.json`). Training and the runtime both render prompts
+from it, so they build identical prompts; only the tokenizer differs (Hugging Face in training, llama.cpp at
+run time).
+
+`render_parts` keeps what the template writes apart from what a turn holds: a turn's content (typed text, a
+transcript, a system prompt, an instruction) comes as `Text`, which the runtime tokenizes with special tokens
+off, so text that spells a control token ("<|im_end|>") stays text and cannot close its turn or open another.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ TRANSCRIBE_INSTRUCTIONS_ZH = (
     "这段录音里说了什么？请逐字写出。",
 )
 DEFAULT_TRANSCRIBE_INSTRUCTION = TRANSCRIBE_INSTRUCTIONS_EN[0]
+
+
+
+class Text(str):
+    """A turn's content in a rendered prompt: tokenize it as plain text (special tokens off). Only the
+    template's own strings (plain `str` segments) may hold control tokens."""
+
+    __slots__ = ()
+
 
 _SENTINEL = {"system": "\x01SYS\x01", "user": "\x01USR\x01", "assistant": "\x01AST\x01"}
 
@@ -63,15 +77,28 @@ class PromptTemplate:
     # ---- rendering -------------------------------------------------------------------------
     def render(self, messages: Sequence[Message], *, add_generation: bool = True,
                include_prefix: bool = True) -> list[str | object]:
-        """Render turns into text segments and `AUDIO` markers (adjacent text merged)."""
+        """Render turns into text segments and `AUDIO` markers (adjacent text merged, content and template
+        alike: the string the chat template itself writes)."""
+        out: list[str | object] = []
+        for seg in self.render_parts(messages, add_generation=add_generation, include_prefix=include_prefix):
+            if isinstance(seg, str) and out and isinstance(out[-1], str):
+                out[-1] = str(out[-1]) + seg
+            else:
+                out.append(str(seg) if isinstance(seg, str) else seg)
+        return out
+
+    def render_parts(self, messages: Sequence[Message], *, add_generation: bool = True,
+                     include_prefix: bool = True) -> list[str | object]:
+        """`render`, with each turn's content as `Text` segments apart from the template's `str` segments
+        (adjacent segments of one kind merged)."""
         out: list[str | object] = []
 
         def emit(piece: str | object) -> None:
             if isinstance(piece, str):
                 if not piece:
                     return
-                if out and isinstance(out[-1], str):
-                    out[-1] = out[-1] + piece
+                if out and type(out[-1]) is type(piece):
+                    out[-1] = type(piece)(out[-1] + piece)
                     return
             out.append(piece)
 
@@ -88,13 +115,15 @@ class PromptTemplate:
                 if m.audio_first:
                     emit(AUDIO)
                     if m.content:
-                        emit(self.audio_separator + m.content)
+                        emit(self.audio_separator)
+                        emit(Text(m.content))
                 else:
                     if m.content:
-                        emit(m.content + self.audio_separator)
+                        emit(Text(m.content))
+                        emit(self.audio_separator)
                     emit(AUDIO)
             else:
-                emit(m.content)
+                emit(Text(m.content))
             emit(after)
         if add_generation:
             emit(self.generation)

@@ -5,12 +5,19 @@
 Everything is built in a temporary directory next to OUT and renamed into place at the very end, after the
 result has been read back with the runtime's own loader (`assistant.bundle.Bundle.load`); any failure removes
 the temporary directory, so a failed export leaves nothing behind (and an existing OUT untouched).
+
+`force` replaces only what an export made: an existing OUT must be a llasm bundle holding nothing but its own
+files (`check_replaceable`), never a checkpoint, the checkpoint being exported, or a folder with anything else
+in it. The temporary directory's name records the exporting process (`.OUT.tmp-PID-xxxx`), so a later export
+into the same parent removes the ones a killed export left (`clean_stale_temps`). The bundle gets the usual
+permissions (directories 0755, files 0644 under the default umask), not a temporary directory's 0700.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -43,6 +50,13 @@ DEFAULT_LLM_QUANT = "q8_0"
 DEFAULT_N_CTX = 2048
 ENCODER_FORMATS = ("ct2", "onnx")
 HEARING_NGRAM = "hearing_lm.npz"  # the hearing n-gram (assistant/ngram.py) in a bundle
+# every top-level file and folder an export writes, besides what bundle.json's checksums list
+EXPORT_FILES = frozenset({"bundle.json", "adaptor.safetensors", "llm.gguf", "llm-unquantized.gguf", "lora.gguf",
+                          "mmproj.gguf", "encoder.onnx", HEARING_NGRAM})
+EXPORT_DIRS = frozenset({"encoder"})  # the CTranslate2 encoder
+# A temporary folder whose name holds no process id (an older llasm wrote it) counts as abandoned once it has
+# not changed for this long: a running export writes into its folder every few minutes at most.
+STALE_TEMP_S = 30 * 60
 
 
 @dataclass
@@ -108,6 +122,12 @@ def export_bundle(
         raise ExportError(f"unknown encoder dtype {encoder_dtype!r}: use one of {', '.join(ENCODER_DTYPES)}")
     if llm_quant is not None and llm_quant.lower() not in LLM_QUANTS:
         raise ExportError(f"unknown LLM quantization {llm_quant!r}: use one of {', '.join(LLM_QUANTS)}")
+    out = Path(out).expanduser().absolute()
+    exists = out.exists() or out.is_symlink()
+    if exists and not force:
+        raise ExportError(f"{out} already exists: choose another OUT or pass --force to replace it")
+    if exists:
+        check_replaceable(out, checkpoint)  # before anything is built: a refusal costs nothing
     from export.verify import quiet_transformers
 
     quiet_transformers()
@@ -143,11 +163,9 @@ def export_bundle(
         raise ExportError("--transcribe-instruction is empty: give the words --transcribe should ask")
     if mmproj and ck.adaptor.type != "ultravox":
         raise ExportError(f"an mmproj GGUF exists only for the ultravox adaptor; this one is {ck.adaptor.type!r}")
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists: choose another OUT or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     report = ExportReport(out=out, manifest={})
     try:
         manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
@@ -164,7 +182,11 @@ def export_bundle(
             Bundle.load(tmp)
         except BundleError as e:
             raise ExportError(f"the exported bundle does not load: {e}") from None
-        if out.exists():
+        _normal_permissions(tmp)
+        if out.exists() or out.is_symlink():
+            if not force:
+                raise ExportError(f"{out} appeared during the export: choose another OUT or pass --force")
+            check_replaceable(out, checkpoint)  # again: OUT may have changed during the export
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.rename(out, old)
             os.rename(tmp, out)
@@ -176,6 +198,117 @@ def export_bundle(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether `a` is `b` or lies inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def check_replaceable(out: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None) -> None:
+    """Raise ExportError (one line, nothing deleted) unless `--force` may replace `out`: an existing llasm bundle
+    (bundle.json with format "llasm-bundle") holding only bundle.json, the files its checksums list and the
+    files an export writes; or an empty folder. A checkpoint (llasm.json), the checkpoint being exported or a
+    folder around it, and a folder with any other file are refused: `--force` never deletes what an export
+    did not make."""
+    out = Path(out).expanduser().absolute()
+    fix = "choose another OUT"
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link: --force replaces only a bundle folder; {fix}")
+    if not out.is_dir():
+        raise ExportError(f"{out} is a file, not a bundle: --force replaces only a bundle folder; {fix}")
+    real = out.resolve()
+    if checkpoint is not None:
+        ck = Path(checkpoint).expanduser().resolve()
+        if _inside(ck, real) or _inside(real, ck):
+            raise ExportError(f"{out} is or holds the checkpoint being exported ({ck}): --force would delete it; "
+                              f"{fix} outside it")
+    if not any(out.iterdir()):
+        return  # an empty folder: nothing to lose
+    if (out / "llasm.json").exists():
+        raise ExportError(f"{out} holds a checkpoint (llasm.json): --force replaces only a bundle; {fix}")
+    manifest = out / "bundle.json"
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        m = None
+    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+        raise ExportError(f"{out} is not a llasm bundle (no {manifest.name} with format {BUNDLE_FORMAT!r}): "
+                          f"--force replaces only a bundle; {fix}")
+    listed = m.get("checksums") if isinstance(m.get("checksums"), dict) else {}
+    for parent, dirs, files in os.walk(out):
+        for name in files + [d for d in dirs if (Path(parent) / d).is_symlink()]:
+            rel = (Path(parent) / name).relative_to(out)
+            if rel.as_posix() in listed or (len(rel.parts) == 1 and name in EXPORT_FILES) \
+                    or rel.parts[0] in EXPORT_DIRS and not (Path(parent) / name).is_symlink():
+                continue
+            what = "a checkpoint" if name == "llasm.json" else "a file no export writes"
+            raise ExportError(f"{out} holds {what} ({rel.as_posix()}): --force replaces only a bundle and "
+                              f"deletes nothing else; {fix} or move that file")
+
+
+_TEMP_NAME = re.compile(r"\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)(?:-.*)?|[A-Za-z0-9_]+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_temps(out: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
+    """Remove what killed exports into `out` left beside it; returns what was removed.
+
+    `.OUT.tmp-PID-xxxx` (a half-written bundle) goes when process PID is no longer running; `.OUT.old-PID` (a
+    replaced bundle not yet deleted) goes too once OUT itself exists. A folder of this shape without a process
+    id (older llasm versions) goes when it has not changed for STALE_TEMP_S. Folders in use stay."""
+    out = Path(out).expanduser().absolute()
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    prefix = f".{out.name}."
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not p.name.startswith(prefix):
+            continue
+        m = _TEMP_NAME.fullmatch(p.name[len(prefix) - 1:])
+        if m is None or p.is_symlink() or not p.is_dir():
+            continue
+        pid = m.group("pid")
+        if pid is not None:
+            stale = int(pid) != os.getpid() and not _pid_alive(int(pid))
+        else:
+            try:
+                stale = now - p.stat().st_mtime > STALE_TEMP_S
+            except OSError:
+                continue
+        if stale and m.group("kind") == "old" and not out.is_dir():
+            stale = False  # the only copy of the previous bundle while OUT is missing: keep it
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _normal_permissions(root: Path) -> None:
+    """Folders 0777 and files 0666 less the umask (0755 / 0644 usually), as `mkdir` and `open` make them:
+    mkdtemp's 0700 would leave a bundle meant for every user of the machine readable by its owner only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for parent, _dirs, files in os.walk(root):
+        os.chmod(parent, 0o777 & ~mask)
+        for name in files:
+            f = Path(parent) / name
+            if not f.is_symlink():
+                os.chmod(f, 0o666 & ~mask)
 
 
 def transcript_tokens(ck: Checkpoint, manifests: Sequence[Path]) -> list[list[int]]:

@@ -57,7 +57,8 @@ def bundle(
     mmproj: bool = typer.Option(False, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
     reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),
     n_ctx: int = typer.Option(2048, help="llama.cpp context length recorded in bundle.json"),
-    force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
+    force: bool = typer.Option(False, "--force", help="replace OUT if it is a bundle an export wrote (a folder "
+                                                  "with a checkpoint or any other file is refused)"),
     tokenizer_pre: str = typer.Option(None, help="llama.cpp pre-tokenizer name for a BPE tokenizer it cannot "
                                                  "identify (e.g. gpt-2)"),
     system_prompt: str = typer.Option(None, help="system prompt the assistant starts every chat with "

@@ -65,7 +65,7 @@ def test_load_valid_bundle(tmp_path):
     assert b.prompt == CHATML and b.stop == ("<|im_end|>",)
     manifest = json.loads((root / "bundle.json").read_text())
     assert set(manifest["checksums"]) == {"encoder/model.bin", "llm.gguf", "adaptor.safetensors"}
-    # the second load uses the cached sha256 (same size + mtime) and still validates
+    # the second load uses the cached sha256 (the files are unchanged) and still validates
     assert Bundle.load(root).llm.path == b.llm.path
 
 

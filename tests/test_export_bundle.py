@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -287,6 +288,30 @@ def test_corrupt_files_are_named(tmp_path: Path, ck_lora: Path) -> None:
         with pytest.raises(ExportError, match="truncated") as e:
             validate_bundle(bad)
         assert rel.split("/")[-1] in str(e.value)
+
+
+def test_force_replaces_a_bundle_with_normal_permissions_and_cleans_killed_exports(tmp_path: Path,
+                                                                                   ck_lora: Path) -> None:
+    out = tmp_path / "b"
+    old_umask = os.umask(0o022)
+    try:
+        export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32")
+        for p in [out, *out.rglob("*")]:
+            assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644), p
+        killed = tmp_path / ".b.tmp-999999999-abcdef"  # a killed export's leftover (no such process)
+        killed.mkdir()
+        (killed / "llm.gguf").write_bytes(b"\0" * 64)
+        export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", force=True)
+    finally:
+        os.umask(old_umask)
+    assert not killed.exists() and Bundle.load(out).llm.path == out / "llm.gguf"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="notes.txt"):
+        export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", force=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "llm.gguf").is_file()
+    with pytest.raises(ExportError, match="checkpoint being exported"):
+        export_bundle(ck_lora, ck_lora.parent, force=True)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -349,6 +349,7 @@ def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     ref_loss = {r["step"]: r["loss"] for r in _rows(ref) if "loss" in r}
     run_rows = [r for r in _rows(run) if "loss" in r]
+    assert [r["step"] for r in run_rows] == list(range(1, 13))  # each step once, though some ran twice
     for r in run_rows[-2:]:  # the last steps after the resume
         assert r["loss"] == ref_loss[r["step"]]
 

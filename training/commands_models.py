@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import typer
 
-from assistant.basemodels import DEFAULTS, ModelResolutionError, default_models
+from assistant.basemodels import DEFAULTS, ModelResolutionError, default_models, resolve_default
 
 
 def base_models() -> dict[str, str]:
@@ -19,6 +20,27 @@ def base_models() -> dict[str, str]:
     from training.convert import base_models as _base_models
 
     return _base_models()
+
+
+def verify_defaults(echo: Callable[[str], None] = typer.echo) -> bool:
+    """Hash every default base model's file again (the checksum cache ignored; an assembled model is made
+    first if it is missing) and compare it with its pinned sha256: one line each, OK or FAILED and the fix.
+    True when all pass."""
+    ok = True
+    for name, model in DEFAULTS.items():
+        try:
+            path = resolve_default(name, verify=True)
+        except ModelResolutionError as e:
+            ok = False
+            echo(f"FAILED  {model.ref}: {' '.join(str(e).split())}")
+            continue
+        except OSError as e:
+            ok = False
+            echo(f"FAILED  {model.ref}: {e.strerror or e} ({e.filename}): free space or set LLASM_CACHE_DIR to "
+                 f"a writable folder")
+            continue
+        echo(f"OK      {model.ref} ({path})")
+    return ok
 
 
 def _fail(message: str) -> None:
@@ -39,6 +61,12 @@ def register(app: typer.Typer) -> None:
             "--list",
             help="Only list the default models shipped by packages (no conversion, no torch).",
         ),
+        verify: bool = typer.Option(
+            False,
+            "--verify",
+            help="Hash every default model again (the checksum cache ignored), print OK or FAILED per model, "
+            "exit 1 on a failure (no conversion, no torch).",
+        ),
     ) -> None:
         """Assemble, convert and print the default base models (offline, idempotent).
 
@@ -46,6 +74,8 @@ def register(app: typer.Typer) -> None:
 
         The first run takes a minute or two; later runs print the cached paths at once. Cache: $LLASM_CACHE_DIR, else the user cache dir.
         """
+        if verify:
+            raise typer.Exit(0 if verify_defaults() else 1)
         if list_only:
             summary = default_models()
             if as_json:

@@ -6,7 +6,9 @@ Readers (paths are relative to the manifest):
   "value": transcript, "audio": "q.wav"}, {"from": "gpt", "value": ...}]}`
 - LibriSpeech (a directory with `*.trans.txt`), AISHELL-1 (`transcript/aishell_transcript_v0.8.txt` +
   `wav/`), Common Voice (`*.tsv` with `path`, `sentence`, `locale` and a sibling `clips/`).
-A missing or unreadable clip is reported, skipped and counted (`Manifest.skipped`).
+A missing or unreadable clip is reported with the manifest line it comes from, skipped and counted
+(`Manifest.skipped`). A row with an empty transcript is an error naming the file and line: it would teach the
+model to answer speech with nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Example:
     seconds: float = 0.0  # total audio duration (for length grouping)
     clip_seconds: list[float] = field(default_factory=list)  # each clip's duration
     loss: str = ""  # a conversation's own loss ("ce"), overriding the run's KL for it
+    source: str = ""  # where the example is written ("train.jsonl:12"), for messages
 
     @property
     def is_asr(self) -> bool:
@@ -102,7 +105,7 @@ def read_manifest(path: str | Path, *, limit: int | None = None,
         problem = _check_clips(ex, known_seconds)
         if problem:
             m.skipped += 1
-            m.problems.append(problem)
+            m.problems.append(f"{ex.source}: {problem}" if ex.source else problem)
         else:
             m.examples.append(ex)
     if not m.examples:
@@ -178,9 +181,13 @@ def _jsonl(p: Path) -> Iterator[Example]:
                 loss = d.get("loss", "")
                 if loss not in ("", "ce", "kl"):
                     raise DataError(f"{p}:{n}: 'loss' must be 'ce' or 'kl', not {loss!r}")
-                yield Example(str(d.get("id", n)), clips, turns, loss=loss)
+                yield Example(str(d.get("id", n)), clips, turns, loss=loss, source=f"{p}:{n}")
             elif "audio" in d and "text" in d:
-                yield Example(str(d.get("id", n)), [base / d["audio"]], [], d["text"], d.get("language", ""))
+                if not isinstance(d["text"], str) or not d["text"].strip():
+                    raise DataError(f"{p}:{n}: 'text' is empty; give the words spoken in {d['audio']!r} or "
+                                    f"remove the line")
+                yield Example(str(d.get("id", n)), [base / d["audio"]], [], d["text"], d.get("language", ""),
+                              source=f"{p}:{n}")
             else:
                 raise DataError(f"{p}:{n}: need either 'audio'+'text' (ASR) or 'conversations'")
 
@@ -211,11 +218,16 @@ def _common_voice(tsv: Path) -> Iterator[Example]:
 
     clips = tsv.parent / "clips"
     with tsv.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for row in reader:
             if not row.get("path") or row.get("sentence") is None:
                 raise DataError(f"{tsv}: a Common Voice TSV needs 'path' and 'sentence' columns")
+            if not row["sentence"].strip():
+                raise DataError(f"{tsv}:{reader.line_num}: 'sentence' is empty; give the words spoken in "
+                                f"{row['path']!r} or remove the line")
             lang = (row.get("locale") or "").split("-")[0]
-            yield Example(row["path"], [clips / row["path"]], [], row["sentence"].strip(), lang)
+            yield Example(row["path"], [clips / row["path"]], [], row["sentence"].strip(), lang,
+                          source=f"{tsv}:{reader.line_num}")
 
 
 # ---- examples -> turns ---------------------------------------------------------------------------------

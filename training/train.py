@@ -592,6 +592,30 @@ def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
+def trim_metrics(path: Path, step: int) -> int:
+    """Drop the rows of metrics.jsonl past `step`, and a last line a kill cut short: a run resumed from the
+    checkpoint at `step` logs those steps again, and each step must appear once. Returns the rows dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    keep: list[str] = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step:
+            continue
+        keep.append(line)
+    dropped = sum(1 for x in lines if x.strip()) - len(keep)
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
+
+
 def plot_metrics(out: Path) -> Path | None:
     import matplotlib
 
@@ -724,6 +748,8 @@ def train(cfg: TrainConfig) -> Path:
             epoch_cache[epoch] = length_grouped_batches(seconds, cfg.batch_size, cfg.seed, epoch, world)
         return epoch, epoch_cache[epoch][k]
 
+    if acc.is_main_process:
+        trim_metrics(out / "metrics.jsonl", start)
     metrics = (out / "metrics.jsonl").open("a") if acc.is_main_process else None
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_main_process, dynamic_ncols=True,
                desc=f"stage {cfg.stage} ({model.adaptor.config.type}, {cfg.objective})")
