@@ -11,6 +11,8 @@ py="${PYTHON:-python3}"
 
 # --- system packages -------------------------------------------------------
 sys_pkgs=(portaudio19-dev espeak-ng sox libsndfile1 fortunes fortunes-zh wordnet-base)
+# real recorded speech for the tests and the dev/test sets (`llasm-train data real`, docs/data.md)
+if [ "$profile" = dev ]; then sys_pkgs+=(pocketsphinx-testdata alsa-utils asterisk-core-sounds-en-wav); fi
 missing=()
 for p in "${sys_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,6 +45,9 @@ if [ "$profile" = dev ] || [ "$profile" = train ]; then
   # The CPU build of torch (a CUDA build is several GB); CUDA users install their own torch first.
   "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
   "${pip[@]}" install -e ".[train,export,dev]"
+  # the two-speaker call in pyannote.audio's wheel is part of the real-speech dev set; only the wheel file is kept
+  ls "$venv"/share/llasm/pyannote_audio-*.whl >/dev/null 2>&1 || \
+    "${pip[@]}" download --no-deps -d "$venv/share/llasm" "pyannote.audio==4.0.7"
 else
   "${pip[@]}" install -e .
 fi

@@ -1,4 +1,4 @@
-"""`llasm-train data asr|instructions|convert|mix`: build speech datasets offline (see docs/data.md)."""
+"""`llasm-train data asr|instructions|convert|mix|real`: build speech datasets offline (see docs/data.md)."""
 
 from __future__ import annotations
 
@@ -166,6 +166,26 @@ def mix_cmd(
                       transcribe_instruction=transcribe_instruction, seed=seed, heard_bundle=heard_from,
                       progress=not quiet)
         print(f"{out}: {n['transcribe']} transcription requests + {n['questions']} spoken-question conversations")
+
+    _run(go)
+
+
+@data_app.command("real")
+def real_cmd(
+    out: Path = typer.Option(..., "--out", help="directory for dev.jsonl, test.jsonl and their clips"),
+    pyannote_wheel: Path = typer.Option(None, "--pyannote-wheel",
+                                        help="a downloaded pyannote.audio wheel (default: pip download it)"),
+    quiet: bool = typer.Option(False, "--quiet", help="print nothing"),
+) -> None:
+    """Real recorded speech that packages ship, as a dev and a test set for `llasm-assistant evaluate`
+    (never for training; the recordings are listed in docs/data.md)."""
+    from training.datagen.real import RealSpeechError, build_real_sets
+
+    def go() -> None:
+        try:
+            build_real_sets(out, pyannote=pyannote_wheel, progress=not quiet)
+        except RealSpeechError as e:
+            raise DataGenError(str(e)) from None
 
     _run(go)
 
