@@ -34,13 +34,17 @@ def _err(msg: str) -> None:
     print("llasm-assistant: " + " ".join(str(msg).split()), file=sys.stderr, flush=True)
 
 
+_HEARING_HELP = ("How the audio is heard: whisper (Whisper's own decoder writes the transcript the LLM reads), adaptor "
+                 "(the bundle's trained adaptor hears) or embeddings (the adaptor's embeddings go into the LLM as they "
+                 "are). Default: bundle.json's hearing.mode.")
+_LANGUAGE_HELP = "The language Whisper hears (--hearing whisper): en, zh, ... or auto (default: bundle.json's, else en)."
 # how a ctc bundle hears (assistant/ctcbeam.py, assistant/ngram.py): one-shot, bench and evaluate take these
 _N_BEST_HELP = ("Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1).")
 _FUSION_HELP = ("Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5).")
 _NGRAM_FUSION_HELP = ("The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0).")
 
 # flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
-_ONE_SHOT_SETTINGS = ("bundle", "threads", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+_ONE_SHOT_SETTINGS = ("bundle", "threads", "hearing", "language", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 
 def one_shot_settings(flags: dict[str, Any]) -> Settings:
@@ -78,6 +82,8 @@ def main_command(
     stop: list[str] = typer.Option(None, "--stop", help="Extra stop string; repeatable."),
     system: str = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
     threads: int = typer.Option(None, "--threads", min=0, help="CPU threads (default 0 = one per physical core)."),
+    hearing: str = typer.Option(None, "--hearing", help=_HEARING_HELP),
+    language: str = typer.Option(None, "--language", help=_LANGUAGE_HELP),
     n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
     ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
@@ -110,6 +116,7 @@ def main_command(
             "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
             "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads,
             "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion, "files": files, "texts": texts,
+            "hearing": hearing, "language": language,
         }
         raise typer.Exit(_handsfree(options))
     from .settings import SettingsError
@@ -118,13 +125,14 @@ def main_command(
         settings = one_shot_settings({"bundle": bundle, "threads": threads, "system": system, "max_tokens": max_tokens,
                                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                                       "stop": list(stop or []), "n_best": n_best, "fusion": fusion,
-                                      "ngram_fusion": ngram_fusion})
+                                      "ngram_fusion": ngram_fusion, "hearing": hearing, "language": language})
     except SettingsError as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
                                 options=_options(settings), system=settings.system, threads=settings.threads or None,
-                                n_best=settings.n_best, fusion=settings.fusion, ngram_fusion=settings.ngram_fusion))
+                                n_best=settings.n_best, fusion=settings.fusion, ngram_fusion=settings.ngram_fusion,
+                                mode=settings.hearing, language=settings.language))
 
 
 def _handsfree(options: dict[str, Any]) -> int:
@@ -142,8 +150,10 @@ def _handsfree(options: dict[str, Any]) -> int:
 
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
                options: Any, system: str | None = None, threads: int | None = None,
-               n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None) -> int:
-    """Answer each file, then each text, each in a fresh conversation. Returns the exit status."""
+               n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
+               mode: str | None = None, language: str | None = None) -> int:
+    """Answer each file, then each text, each in a fresh conversation. Returns the exit status. A clip in
+    which no speech is heard is a failed input ("heard nothing"), never an answer."""
     from .audio import AudioError, load_audio
     from .bundle import BundleError
     from .engine import Done, Engine, EngineError, Heard, Token
@@ -172,7 +182,8 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
         if engine is None:
             try:
                 engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion,
-                                     ngram_fusion=ngram_fusion, expect_transcribe=transcribe)
+                                     ngram_fusion=ngram_fusion, expect_transcribe=transcribe, mode=mode,
+                                     language=language)
             except (BundleError, LLMError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE
@@ -191,6 +202,12 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
                     sys.stdout.flush()
                 elif isinstance(ev, Done):
                     done = ev
+            if done is not None and done.stop_reason == "silence":
+                _err(f"{label}: heard nothing (no speech in the clip)")
+                failed = True
+                if json_out:
+                    print(json.dumps(result_record(label, done), ensure_ascii=False), flush=True)
+                continue
             if json_out and done is not None:
                 print(json.dumps(result_record(label, done), ensure_ascii=False), flush=True)
             elif not json_out:
@@ -213,6 +230,7 @@ def result_record(label: str, done: Any) -> dict[str, Any]:
         "encoder_ms": round(t.get("encoder_ms", 0.0) + t.get("features_ms", 0.0), 2),
         "adaptor_ms": round(t.get("adaptor_ms", 0.0), 2),
         "rescore_ms": round(t.get("rescore_ms", 0.0), 2),
+        "decoder_ms": round(t.get("decoder_ms", 0.0), 2),
         "prefill_ms": round(t.get("prefill_ms", 0.0), 2),
         "ttft_ms": round(t.get("ttft_ms", 0.0), 2),
         "decode_tokens_per_s": round(t.get("decode_tokens_per_s", 0.0), 2),
@@ -233,6 +251,8 @@ def bench_command(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Passes over the folder."),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Also time Whisper transcription "
                                  "followed by the same LLM on the text."),
+    hearing: str = typer.Option(None, "--hearing", help=_HEARING_HELP),
+    language: str = typer.Option(None, "--language", help=_LANGUAGE_HELP),
     n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
     ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
@@ -245,7 +265,8 @@ def bench_command(
 
     try:
         run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
-                  repeats=repeats, cascade=cascade, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion)
+                  repeats=repeats, cascade=cascade,
+                  hearing=_hearing_overrides(hearing, language, n_best, fusion, ngram_fusion))
     except (BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
@@ -256,8 +277,9 @@ def bench_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    asr: Path = typer.Option(..., "--asr", help="Held-out ASR manifest (JSON lines with audio and text)."),
-    questions: Path = typer.Option(..., "--questions", help="Held-out spoken questions (conversations JSON lines)."),
+    asr: Path = typer.Option(..., "--asr", help="Held-out ASR manifest (JSON lines with audio and text), e.g. the "
+                             "real-speech dev set of `llasm-train data real`."),
+    questions: Path = typer.Option(None, "--questions", help="Held-out spoken questions (conversations JSON lines)."),
     bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the default bundle)."),
     out: Path = typer.Option(Path("eval"), "--out", "-o", help="Where to write eval.json, eval.png, examples.md."),
     n_asr: int = typer.Option(100, "--n-asr", min=1, help="Clips to transcribe."),
@@ -267,6 +289,11 @@ def evaluate_command(
     latency: bool = typer.Option(True, "--latency/--no-latency", help="Also benchmark the 2-6 s questions."),
     skip_asr: int = typer.Option(0, "--skip-asr", min=0, help="Leave out the first N clips (a dev part)."),
     skip_questions: int = typer.Option(0, "--skip-questions", min=0, help="Leave out the first N questions."),
+    hearing: str = typer.Option(None, "--hearing", help="Hearing mode(s) to evaluate side by side, comma separated "
+                                "(whisper, adaptor, embeddings; default: the bundle's)."),
+    language: str = typer.Option(None, "--language", help=_LANGUAGE_HELP),
+    whisper_beam: int = typer.Option(5, "--whisper-beam", min=1, help="Beam of the reference: Whisper's own decoder "
+                                     "on a 30-s window."),
     n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
     ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
@@ -281,14 +308,22 @@ def evaluate_command(
     try:
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
                  max_tokens=max_tokens, threads=threads or None, latency=latency,
-                 skip_asr=skip_asr, skip_questions=skip_questions, n_best=n_best, fusion=fusion,
-                 ngram_fusion=ngram_fusion)
+                 skip_asr=skip_asr, skip_questions=skip_questions, whisper_beam=whisper_beam,
+                 hearing=_hearing_overrides(None, language, n_best, fusion, ngram_fusion),
+                 modes=[m.strip() for m in hearing.split(",") if m.strip()] if hearing else None)
     except (EvalError, BenchError, BundleError, LLMError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
     except KeyboardInterrupt:
         _err("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _hearing_overrides(mode: str | None, language: str | None, n_best: int | None, fusion: float | None,
+                       ngram_fusion: float | None) -> dict[str, Any]:
+    """The hearing flags that were given, as Engine.load's keywords."""
+    given = {"mode": mode, "language": language, "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def main() -> None:

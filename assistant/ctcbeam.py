@@ -28,68 +28,15 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .hearing import HearingOptions
+
 _NEG = -1e30
-MIN_CHUNK_S = 5.0  # pieces are cut between 2 s and chunk_s into the utterance (assistant.audio.quiet_cuts)
-
-
-@dataclass(frozen=True)
-class Rescoring:
-    """What bundle.json stores under "hearing" (every key optional)."""
-
-    n_best: int = 1  # distinct transcripts the LLM scores (1 = the greedy path alone, no LLM)
-    beam: int = 16  # prefixes kept per frame
-    per_frame: int = 6  # tokens tried per frame
-    lm_weight: float = 0.5
-    word_bonus: float = 2.0
-    sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
-    fusion: float = 0.0  # the LLM's weight inside the beam search (shallow fusion; 0 = the ctc beam alone)
-    fusion_bonus: float = 0.0  # ... and a bonus per label there (offsets the LM's preference for short prefixes)
-    # longer utterances hear without fusion (the hearing n-gram stands in, as one-shot): its cost grows with the
-    # length, and hands-free it runs in the 500 ms the VAD waits for the end of speech. Session 23, the dev sets
-    # hands-free: 10 s heard 106 of 140 template questions word for word and 71 of 231 free ones, the first token
-    # coming up to 1.2 s after the VAD closed a long question; 4.5 s 108 and 71 (free questions are shorter), the
-    # template questions' median hearing 936 -> 697 ms (docs/default-model.md, "Session 23")
-    fusion_max_s: float = 4.5
-    # the hearing n-gram (assistant/ngram.py): its file, relative to the bundle ("" = none), and its weight inside
-    # the beam search where the LLM is not in it (a cheap stand-in, so one-shot answers have it too; with both,
-    # session 18's dev set of free questions was heard word for word 52 times instead of 65)
-    ngram: str = ""
-    ngram_fusion: float = 0.0
-    # a ctc adaptor hears utterances longer than this in pieces cut at quiet points, each through the encoder on
-    # its own (0 = whole): the head, trained on clips of a few seconds, misreads the encoder's later positions
-    # (session 19: three training-voice questions joined, 10 s, WER 0.39 whole and 0.09 in pieces of 7 s)
-    chunk_s: float = 7.0
-    # transcripts with the same words are one hypothesis, spelt as the ctc head likes best (module docstring;
-    # session 22: template dev set heard letter for letter 100 -> 104 of 140 hands-free, free dev unchanged)
-    merge_spellings: bool = True
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> Rescoring:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown 'hearing' setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(cls.__dataclass_fields__)}")
-        for k, v in d.items():
-            if isinstance(getattr(cls, k), bool) and not isinstance(v, bool):
-                raise ValueError(f"'hearing' setting {k} must be true or false, got {v!r}")
-        out = cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
-        if out.n_best < 1 or out.beam < out.n_best or out.per_frame < 1 or out.fusion < 0 or out.ngram_fusion < 0:
-            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1, fusion >= 0 and "
-                             "ngram_fusion >= 0")
-        if out.ngram_fusion > 0 and not out.ngram:
-            raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
-        if out.chunk_s != 0 and not out.chunk_s >= MIN_CHUNK_S:
-            raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {out.chunk_s}")
-        return out
-
-
 def _lae(a: float, b: float) -> float:
     """log(exp(a) + exp(b))."""
     if a < b:
@@ -195,7 +142,7 @@ def sentence_forms(text: str) -> list[str]:
     return [t] + [stem + e for e in _ENDS if stem + e != t]
 
 
-def choose(ctc: list[float], lm: list[float], n_words: list[int], cfg: Rescoring) -> int:
+def choose(ctc: list[float], lm: list[float], n_words: list[int], cfg: HearingOptions) -> int:
     """Index of the transcript with the best combined score (ties: the earlier, i.e. likelier under ctc)."""
     scores = [c + cfg.lm_weight * m + cfg.word_bonus * n for c, m, n in zip(ctc, lm, n_words, strict=True)]
     return max(range(len(scores)), key=lambda i: (scores[i], -i))

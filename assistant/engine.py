@@ -38,8 +38,9 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
-from .ctcbeam import Rescoring, choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
-from .encoder import load_encoder
+from .ctcbeam import choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
+from .encoder import CT2Encoder, load_encoder
+from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing
 from .llm import LlamaLM, LLMError, physical_cores
 from .ngram import HearingLM, NgramError
 from .prompt import AUDIO, Message, Text
@@ -91,7 +92,7 @@ class GenerationOptions:
 
 @dataclass(frozen=True)
 class Heard:
-    """What the adaptor itself heard (the ctc adaptor's transcript), before the answer starts."""
+    """What was heard (Whisper's or the ctc adaptor's transcript; empty: no speech), before the answer starts."""
 
     text: str
 
@@ -106,7 +107,9 @@ class Done:
     answer: str
     timings: dict[str, float]
     heard: str | None = None
-    stop_reason: str = "eos"  # eos | stop | length | loop (a transcript repeating itself) | cancelled
+    # eos | stop | length | loop (a transcript repeating itself) | cancelled | silence (no speech heard: no turn) |
+    # transcript (a --transcribe turn whose reply is Whisper's transcript)
+    stop_reason: str = "eos"
     cancelled: bool = False
 
 
@@ -196,17 +199,20 @@ class Engine:
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
                  n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
-                 expect_transcribe: bool = False) -> None:
+                 expect_transcribe: bool = False, mode: str | None = None, language: str | None = None) -> None:
         """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
         hearing.n_best; 1 = the greedy path alone); fusion: the LLM's weight inside the beam search that finds
         them (overrides hearing.fusion; 0 = off); ngram_fusion: the bundle's hearing n-gram's weight there
         (overrides hearing.ngram_fusion; 0 = off). See assistant/ctcbeam.py and assistant/ngram.py.
+        mode, language: how the audio is heard and in which language (override bundle.json's hearing.mode and
+        hearing.language; assistant/hearing.py `HearingOptions`).
         expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
         when only those turns run it), as a one-shot transcription wants; other turns then switch back."""
         self.bundle = bundle
         self.expect_transcribe = expect_transcribe
         try:
-            self.hearing = Rescoring.from_dict(bundle.manifest.get("hearing"))
+            self.hearing = HearingOptions.from_dict(bundle.manifest.get("hearing")).with_overrides(
+                mode=mode, language=language)
         except (TypeError, ValueError) as e:
             raise BundleError(f"{bundle.root / 'bundle.json'}: {e}") from None
         self.n_threads = n_threads or physical_cores()
@@ -225,6 +231,10 @@ class Engine:
         except LLMError as e:
             raise BundleError(str(e)) from None
         self.adaptor = self._load_adaptor()
+        self.whisper: WhisperHearing | None = None
+        self._stream: StreamingHearing | None = None  # the utterance being spoken (hear_partial)
+        self._hear_lock = threading.Lock()
+        self.set_mode(self.hearing.mode, self.hearing.language)
         self.set_n_best(self.hearing.n_best if n_best is None else n_best)
         self.set_fusion(self.hearing.fusion if fusion is None else fusion)
         self.ngram = self._load_ngram()
@@ -262,12 +272,37 @@ class Engine:
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
              warmup: bool = True, n_best: int | None = None, fusion: float | None = None,
-             ngram_fusion: float | None = None, expect_transcribe: bool = False) -> Engine:
+             ngram_fusion: float | None = None, expect_transcribe: bool = False, mode: str | None = None,
+             language: str | None = None) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
         return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion,
-                   expect_transcribe=expect_transcribe)
+                   expect_transcribe=expect_transcribe, mode=mode, language=language)
+
+    def set_mode(self, mode: str, language: str | None = None) -> None:
+        """Hear from now on with `mode` (whisper, adaptor or embeddings; see `HearingOptions`) and, for whisper,
+        in `language` (a code or auto)."""
+        try:
+            opts = self.hearing.with_overrides(mode=mode, language=language)
+        except ValueError as e:
+            raise BundleError(str(e)) from None
+        if opts.mode == "whisper":
+            if not isinstance(self.encoder, CT2Encoder):
+                raise BundleError(f"hearing with Whisper's decoder needs a CTranslate2 Whisper encoder, and this bundle's "
+                                  f"is {self.bundle.encoder.format} ({self.bundle.encoder.path}): use --hearing adaptor")
+            try:
+                if self.whisper is None:
+                    self.whisper = WhisperHearing(self.encoder.model, self.encoder.path, language=opts.language,
+                                                  pad_s=opts.pad_s, beam_size=opts.whisper_beam)
+                    self._stream = StreamingHearing(self.whisper)
+                self.whisper.language = self.whisper.check_language(opts.language)
+            except HearingError as e:
+                raise BundleError(str(e)) from None
+        elif opts.language not in ("en", self.hearing.language):
+            raise BundleError(f"--language applies to the whisper hearing; the bundle's adaptor hears as it was trained "
+                              f"(hearing mode {opts.mode}): use --hearing whisper")
+        self.hearing = opts
 
     def _load_adaptor(self) -> Adaptor:
         cfg = dict(self.bundle.adaptor)
@@ -422,9 +457,12 @@ class Engine:
         for seg in segments:
             if seg is AUDIO:
                 assert audio_emb is not None
-                pieces.append(audio_emb)
-                continue
-            ids = np.asarray(self.lm.tokenize(str(seg), special=not isinstance(seg, Text)), np.int32)
+                if audio_emb.ndim == 2:
+                    pieces.append(audio_emb)
+                    continue
+                ids = audio_emb  # a heard transcript's token ids: the same pieces as the question typed
+            else:
+                ids = np.asarray(self.lm.tokenize(str(seg), special=not isinstance(seg, Text)), np.int32)
             if not len(ids):
                 continue
             if pieces and pieces[-1].ndim == 1:
@@ -511,7 +549,10 @@ class Engine:
 
     # ---- the hot path ----------------------------------------------------------------------------------
     def encode_audio(self, audio: np.ndarray) -> tuple[np.ndarray, str | None, dict[str, float]]:
-        """Audio -> (LLM input embeddings, the ctc transcript or None, timings)."""
+        """Audio -> (what the LLM reads: input embeddings [n, n_embd] or a transcript's token ids [n], the
+        transcript or None, timings). An empty transcript means no speech was heard."""
+        if self.hearing.mode == "whisper":
+            return self._hear_whisper(audio)
         t0 = time.perf_counter()
         chunk = self.hearing.chunk_s if self.adaptor.config.type == "ctc" else 0.0
         pieces = quiet_cuts(audio, chunk) if chunk > 0 else [(0, len(audio))]
@@ -529,7 +570,7 @@ class Engine:
         heard = self._detok(out.heard, len(pieces)) if out.heard is not None else None
         timings = {"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3, "adaptor_ms": (t3 - t2) * 1e3}
         emb = np.asarray(out.embeddings, np.float32)
-        if heard and self.can_rescore:
+        if heard and self.can_rescore and self.hearing.mode == "adaptor":
             if self.hearing.n_best > 1 or self.hearing.sentence:
                 heard = self._hear_with_lm(out.logits, heard, seconds=audio.shape[0] / SAMPLE_RATE,
                                            pieces=len(pieces))
@@ -539,6 +580,30 @@ class Engine:
             # then answers a question it heard word for word differently from the typed one.
             emb = self._text_rows(heard)
         return emb, heard, timings
+
+    def _hear_whisper(self, audio: np.ndarray) -> tuple[np.ndarray, str, dict[str, float]]:
+        """Whisper's own decoder hears (assistant/hearing.py); the LLM reads the transcript's tokens, as it
+        reads the same question typed."""
+        assert self._stream is not None
+        with self._hear_lock, self._one_blas_thread():
+            heard = self._stream.hear(audio, commit=False)
+        ids = self.lm.tokenize(heard.text, special=False) if heard.text else []
+        timings = {"features_ms": 0.0, "encoder_ms": 0.0, "adaptor_ms": 0.0} | heard.timings
+        timings["no_speech_prob"] = heard.no_speech_prob
+        return np.asarray(ids, np.int32), heard.text, timings
+
+    def hear_partial(self, audio: np.ndarray) -> str:
+        """What is heard so far of an utterance still being spoken (hands-free shows it as the user speaks). With
+        Whisper's decoder, the pieces before a pause are heard once and kept, so each call, and the turn when the
+        utterance ends, decodes only what follows them (assistant/hearing.py `StreamingHearing`)."""
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim != 1 or audio.shape[0] < MIN_AUDIO_S * SAMPLE_RATE:
+            return ""
+        if self.hearing.mode == "whisper":
+            assert self._stream is not None
+            with self._hear_lock, self._one_blas_thread():
+                return self._stream.hear(audio).text
+        return self.encode_audio(audio)[1] or ""
 
     def _detok(self, tokens: Sequence[int], pieces: int = 1) -> str:
         """A transcript's text. Heard in pieces, each piece's first word comes as a sentence's first token, with
@@ -744,6 +809,12 @@ class Engine:
             timings["prepared"] = float(prepared is not None)  # encoded before the turn (Engine.prepare)
             if heard is not None:
                 yield Heard(heard)
+            if heard is not None and not heard.strip():  # silence or noise: no turn, nothing made up
+                yield self._finish_unheard(timings, t0)
+                return
+            if transcribe and self.hearing.mode == "whisper":  # the transcript is the answer
+                yield from self._transcript_turn(str(heard), emb, timings, t0)
+                return
             instruction = self.template.transcribe if transcribe else (text or "").strip()
         else:
             instruction = (text or "").strip()
@@ -843,6 +914,29 @@ class Engine:
         if answered:
             self._prime()
         yield Done(scanner.text, timings, heard, stop_reason, stop_reason == "cancelled")
+
+    @staticmethod
+    def _finish_unheard(timings: dict[str, float], t0: float) -> Done:
+        timings.update(n_tokens=0, ttft_ms=(time.perf_counter() - t0) * 1e3, prefill_ms=0.0, decode_tokens_per_s=0.0,
+                       total_ms=(time.perf_counter() - t0) * 1e3)
+        return Done("", timings, "", "silence")
+
+    def _transcript_turn(self, heard: str, ids: np.ndarray, timings: dict[str, float], t0: float) -> Iterator[Event]:
+        """A `--transcribe` turn heard by Whisper's decoder: the transcript is the reply, with no LLM call. The
+        turn joins the conversation (its positions are prefilled with the next turn)."""
+        turn = _Turn(self.template.transcribe, True, heard=heard, answer=heard)
+        turn.pieces = self._turn_pieces(self.template.transcribe, ids)
+        turn.pieces += [np.asarray(self.lm.tokenize(heard, special=False), np.int32), self._close_ids]
+        self._turns.append(turn)
+        try:
+            self._fit(1)
+        except EngineError:
+            self._turns.pop()  # a turn longer than the context: answered, but not kept
+        now = time.perf_counter()
+        yield Token(heard)
+        timings.update(n_tokens=len(turn.pieces[-2]), ttft_ms=(now - t0) * 1e3, prefill_ms=0.0,
+                       decode_tokens_per_s=0.0, total_ms=(time.perf_counter() - t0) * 1e3)
+        yield Done(heard, timings, heard, "transcript")
 
     def ask(self, audio: np.ndarray | str | os.PathLike[str] | None = None, text: str | None = None,
             **kwargs: Any) -> Done:

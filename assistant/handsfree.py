@@ -37,6 +37,7 @@ from assistant.vad import (
     Segmenter,
     SpeechDiscarded,
     SpeechPaused,
+    SpeechProgress,
     SpeechStarted,
     Utterance,
     VadOptions,
@@ -94,14 +95,9 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**values)
 
 
-# How hands-free mode hears (docs/default-model.md, "Hearing with the LLM's help", "Session 17"): the plain LLM
-# inside the ctc beam search (shallow fusion, weight HANDSFREE_FUSION, no label bonus; beam 16), then its pick
-# among the beam's HANDSFREE_N_BEST likeliest transcripts, all while the VAD waits out the end-of-speech silence
-# (Engine.prepare). On session 11's 231 free questions (the dev set) fusion heard 66-68 word for word against 48
-# rescoring 32 transcripts of the plain beam (session 16's hands-free default), and picking among 4 heard as many
-# as among 16; held out, 576 template questions agree 70.1 % (was 67.7 %) and 351 blind ones 29.6 % (was 26.5 %).
-# The LLM joins the beam for utterances up to `Rescoring.fusion_max_s` (4.5 s since session 23), longer ones hear
-# with the hearing 4-gram there: their hearing with the LLM took about 1 s, twice the VAD's wait.
+# How hands-free mode hears with a ctc adaptor (hearing mode adaptor): the plain LLM inside the ctc beam search
+# (shallow fusion, weight HANDSFREE_FUSION), then its pick among the beam's HANDSFREE_N_BEST likeliest transcripts,
+# all while the VAD waits out the end-of-speech silence (Engine.prepare); measured in docs/model-card.md.
 HANDSFREE_N_BEST = 4
 HANDSFREE_FUSION = 0.5
 
@@ -110,13 +106,13 @@ def load_engine(settings: Settings) -> EngineLike:
     from assistant.engine import Engine
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
-                         fusion=settings.fusion, ngram_fusion=settings.ngram_fusion)
+                         fusion=settings.fusion, ngram_fusion=settings.ngram_fusion, mode=settings.hearing,
+                         language=settings.language)
     if engine.can_rescore:
-        # Hands-free, the LLM's help runs while the VAD waits out the end-of-speech silence (Engine.prepare): the
-        # first token came 23 ms median after the VAD closed the utterance (session 8), so hear with it unless
-        # told otherwise. A bundle's hearing section is its one-shot default, where the LLM's help delays the
-        # first token; hands-free uses at least HANDSFREE_N_BEST transcripts, and fusion unless the bundle has
-        # its own weight.
+        # For the adaptor hearing: hands-free, the LLM's help runs while the VAD waits out the end-of-speech
+        # silence (Engine.prepare), so hear with it unless told otherwise. A bundle's hearing section is its
+        # one-shot default, where the LLM's help delays the first token; hands-free uses at least
+        # HANDSFREE_N_BEST transcripts, and fusion unless the bundle has its own weight.
         if settings.n_best is None:
             engine.set_n_best(max(engine.hearing.n_best, HANDSFREE_N_BEST))
         if settings.fusion is None and not engine.hearing.fusion:
@@ -147,7 +143,15 @@ class StreamEnded:
     name: str
 
 
-ListenerEvent = Level | DeviceStatus | StreamEnded | SpeechStarted | SpeechDiscarded | Utterance
+@dataclass
+class PartialHeard:
+    """What is heard so far of the utterance being spoken (`Engine.hear_partial` on a `SpeechProgress`)."""
+
+    text: str
+    end_s: float
+
+
+ListenerEvent = Level | DeviceStatus | StreamEnded | SpeechStarted | SpeechDiscarded | Utterance | PartialHeard
 
 
 class Listener:
@@ -164,6 +168,7 @@ class Listener:
         reconnect_s: float = 1.0,
         detector: Any = None,
         prepare: Callable[[Any], None] | None = None,
+        hear: Callable[[Any], str] | None = None,
     ) -> None:
         self.source = source
         self.on_event = on_event
@@ -177,8 +182,10 @@ class Listener:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
-        # SpeechPaused -> prepare(audio) on a worker thread, newest candidate first (Engine.prepare)
+        # SpeechPaused -> prepare(audio) and SpeechProgress -> hear(audio) (then a PartialHeard event) on a worker
+        # thread, the newest job only: an older one is stale once more audio has come (Engine.prepare, hear_partial)
         self.prepare = prepare
+        self.hear = hear
         self._prep_cv = threading.Lock()
         self._prep_next: Any = None
         self._prep_thread: threading.Thread | None = None
@@ -215,12 +222,16 @@ class Listener:
     def _emit(self, events: list[Any]) -> None:
         for ev in events:
             if isinstance(ev, SpeechPaused) and self.prepare is not None:
-                self._prepare_soon(ev.audio)
+                self._prepare_soon(("prepare", ev))
+            elif isinstance(ev, SpeechProgress):
+                if self.hear is not None:
+                    self._prepare_soon(("hear", ev))
+                continue  # the audio so far is for the hearing, not for the listener's consumer
             self.on_event(ev)
 
-    def _prepare_soon(self, audio: Any) -> None:
+    def _prepare_soon(self, job: tuple[str, Any]) -> None:
         with self._prep_cv:
-            self._prep_next = audio
+            self._prep_next = job
             if self._prep_thread is None:
                 self._prep_thread = threading.Thread(target=self._prepare_loop, name="prepare", daemon=True)
                 self._prep_thread.start()
@@ -228,13 +239,19 @@ class Listener:
     def _prepare_loop(self) -> None:
         while True:
             with self._prep_cv:
-                audio, self._prep_next = self._prep_next, None
-                if audio is None:
+                job, self._prep_next = self._prep_next, None
+                if job is None:
                     self._prep_thread = None
                     return
+            kind, ev = job
             try:
-                self.prepare(audio)  # type: ignore[misc]
-            except Exception:  # noqa: BLE001 - the turn encodes again and reports its own one-line error
+                if kind == "prepare":
+                    self.prepare(ev.audio)  # type: ignore[misc]
+                else:
+                    text = self.hear(ev.audio)  # type: ignore[misc]
+                    if text and self.detector.in_speech:
+                        self.on_event(PartialHeard(text, ev.end_s))
+            except Exception:  # noqa: BLE001 - the turn hears again and reports its own one-line error
                 pass
 
     def _run(self) -> None:
@@ -453,7 +470,7 @@ def run_headless(
         events.put(ev)
 
     listener = Listener(source, on_event, vad=settings.vad, ptt=settings.ptt, reopen=reopen,
-                        prepare=getattr(engine, "prepare", None))
+                        prepare=getattr(engine, "prepare", None), hear=getattr(engine, "hear_partial", None))
     if speech is not None:
         def on_speaking(active: bool) -> None:
             listener.ignore = active and not settings.barge_in

@@ -56,6 +56,8 @@ class Settings:
     stop: list[str] = field(default_factory=list)
     system: str | None = None
     threads: int | None = None
+    hearing: str | None = None  # whisper | adaptor | embeddings (assistant/hearing.py HearingOptions.mode)
+    language: str | None = None  # Whisper's language: a code (en, zh, ...) or auto
     n_best: int | None = None  # transcripts the LLM rescores (assistant/ctcbeam.py)
     fusion: float | None = None  # the LLM's weight inside the ctc beam search (0 = off; assistant/ctcbeam.py)
     ngram_fusion: float | None = None  # the bundle's hearing n-gram's weight there (0 = off; assistant/ngram.py)

@@ -40,13 +40,14 @@ class VadOptions:
     min_speech_ms: int = 250  # shorter bursts are discarded (coughs, clicks)
     max_utterance_s: float = 20.0  # longer speech is cut here
     energy_floor_dbfs: float = -55.0  # frames quieter than this are silence
+    progress_ms: int = 500  # while speech goes on, the audio so far every this often (SpeechProgress; 0 = off)
 
     def validate(self) -> VadOptions:
         if self.frame_ms not in FRAME_MS_CHOICES:
             raise VadError(f"vad frame_ms must be 10, 20 or 30, got {self.frame_ms}")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise VadError(f"vad aggressiveness must be 0..3, got {self.aggressiveness}")
-        for name in ("start_ms", "end_silence_ms", "pre_roll_ms", "tail_ms", "min_speech_ms"):
+        for name in ("start_ms", "end_silence_ms", "pre_roll_ms", "tail_ms", "min_speech_ms", "progress_ms"):
             if getattr(self, name) < 0:
                 raise VadError(f"vad {name} must be >= 0, got {getattr(self, name)}")
         if self.end_silence_ms < self.frame_ms:
@@ -92,7 +93,17 @@ class SpeechPaused:
     end_s: float
 
 
-VadEvent = SpeechStarted | SpeechDiscarded | SpeechPaused | Utterance
+@dataclass
+class SpeechProgress:
+    """The utterance so far while it is still being spoken (every `VadOptions.progress_ms` of speech), so a
+    consumer can hear it as it goes (the hands-free TUI shows what it hears so far)."""
+
+    audio: np.ndarray = field(repr=False)
+    start_s: float
+    end_s: float
+
+
+VadEvent = SpeechStarted | SpeechDiscarded | SpeechPaused | SpeechProgress | Utterance
 
 
 def level_dbfs(pcm: np.ndarray) -> float:
@@ -213,6 +224,7 @@ class Segmenter:
                     self._pre_roll = pre
                     self._speech = [(tt, ff, True) for tt, ff in self._onset]
                     self._speech_start = self._onset[0][0]
+                    self._progress_at = t + self.frame_len
                     self._last_voiced_end = t + self.frame_len
                     self._silence_run = 0
                     self._onset = []
@@ -239,6 +251,11 @@ class Segmenter:
             end = self._last_voiced_end
             if self._voiced_ms(end) >= self.options.min_speech_ms:
                 return [SpeechPaused(self._assemble(end), self._speech_start / SAMPLE_RATE, end / SAMPLE_RATE)]
+        now = t + self.frame_len
+        step = self.options.progress_ms * SAMPLE_RATE // 1000
+        if step and voiced and now - self._progress_at >= step:
+            self._progress_at = now
+            return [SpeechProgress(self._assemble(now), self._speech_start / SAMPLE_RATE, now / SAMPLE_RATE)]
         return None
 
     def _voiced_ms(self, end: int) -> float:

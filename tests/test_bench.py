@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.bench import BenchError, _byte_decoder, run_bench, summarize
+from assistant.bench import BenchError, run_bench, summarize
+from assistant.hearing import byte_decoder as _byte_decoder
 
 
 def test_summarize_median_p90():

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from assistant.ctcbeam import Rescoring, capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
+from assistant.ctcbeam import capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
+from assistant.hearing import HearingOptions
 
 
 def _collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def test_sure_blank_frames_change_nothing_but_time() -> None:
 
 
 def test_choose_weighs_ctc_lm_and_words() -> None:
-    cfg = Rescoring(lm_weight=0.5, word_bonus=2.0)
+    cfg = HearingOptions(lm_weight=0.5, word_bonus=2.0)
     # ctc prefers the first; the LM's 10 nats (x0.5) outweigh its 3
     assert choose([-1.0, -4.0], [-30.0, -20.0], [4, 4], cfg) == 1
     # one word more is worth 2
@@ -77,17 +78,17 @@ def test_choose_weighs_ctc_lm_and_words() -> None:
 
 
 def test_rescoring_settings_are_checked() -> None:
-    assert Rescoring.from_dict(None) == Rescoring() and Rescoring().n_best == 1  # off unless asked for
-    assert Rescoring.from_dict({"n_best": 4}).n_best == 4
+    assert HearingOptions.from_dict(None) == HearingOptions() and HearingOptions().n_best == 1  # off unless asked for
+    assert HearingOptions.from_dict({"n_best": 4}).n_best == 4
     with pytest.raises(ValueError, match="unknown 'hearing' setting"):
-        Rescoring.from_dict({"nbest": 4})
+        HearingOptions.from_dict({"nbest": 4})
     with pytest.raises(ValueError, match="beam >= n_best"):
-        Rescoring.from_dict({"n_best": 20, "beam": 8})
+        HearingOptions.from_dict({"n_best": 20, "beam": 8})
     # long utterances heard in pieces of at most chunk_s seconds; 0 hears them whole
-    assert Rescoring().chunk_s == 7.0 and Rescoring.from_dict({"chunk_s": 0}).chunk_s == 0.0
+    assert HearingOptions().chunk_s == 7.0 and HearingOptions.from_dict({"chunk_s": 0}).chunk_s == 0.0
     for bad in (3, -1, float("nan")):
         with pytest.raises(ValueError, match="chunk_s must be 0"):
-            Rescoring.from_dict({"chunk_s": bad})
+            HearingOptions.from_dict({"chunk_s": bad})
 
 
 def test_sentence_forms_capitalise_and_offer_each_end() -> None:
@@ -99,9 +100,9 @@ def test_sentence_forms_capitalise_and_offer_each_end() -> None:
                                                      "Turn off the lights."]
     assert sentence_forms("Hello there!?") == ["Hello there!?", "Hello there?", "Hello there."]
     assert sentence_forms("?") == ["?"] and sentence_forms("") == [""]  # no words: nothing to end
-    assert Rescoring().sentence and not Rescoring.from_dict({"sentence": False}).sentence
+    assert HearingOptions().sentence and not HearingOptions.from_dict({"sentence": False}).sentence
     with pytest.raises(ValueError, match="must be true or false"):
-        Rescoring.from_dict({"sentence": "no"})
+        HearingOptions.from_dict({"sentence": "no"})
 
 
 def test_candidates_share_the_rows_of_their_common_starts() -> None:

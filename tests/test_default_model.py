@@ -1,7 +1,9 @@
-"""The shipped default bundle hears: spoken questions generated at test time get on-topic answers.
+"""The shipped default bundle's trained adaptor hears (hearing mode adaptor, `--hearing adaptor`): spoken
+questions generated at test time get on-topic answers.
 
 Runs the real default model (whisper-base CT2 + SmolLM2 Q8_0 from the packages, the ctc adaptor and the LoRA
 shipped in assistant/default_model/) on espeak-ng speech made here, through the engine and the command line.
+The default hearing (Whisper's own decoder) is tested on real recordings in tests/test_hearing_engine.py.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def speak(text: str, path: Path, voice: str = "en-us") -> Path:
 def engine():  # noqa: ANN201
     from assistant.engine import Engine
 
-    eng = Engine.load(DEFAULT, n_threads=1)
+    eng = Engine.load(DEFAULT, n_threads=1, mode="adaptor")
     yield eng
     eng.close()
 
@@ -175,7 +177,7 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
     from assistant.engine import Engine, GenerationOptions
     from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
 
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION)
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
     try:
         opts = GenerationOptions(max_tokens=24)
         spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
@@ -208,7 +210,7 @@ def test_hands_free_hears_as_the_training_transcripts_spell(tmp_path: Path) -> N
     from assistant.engine import Engine, GenerationOptions
     from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
 
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION)
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
     try:
         assert eng.hearing.merge_spellings
         opts = GenerationOptions(max_tokens=24)
@@ -230,12 +232,12 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
 
     wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
     opts = GenerationOptions(max_tokens=24)
-    plain = Engine.load(None, n_threads=1, warmup=False)
+    plain = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
     try:
         unprimed = plain.ask(audio=load_audio(wav), transcribe=True, options=opts)
     finally:
         plain.close()
-    eng = Engine.load(None, n_threads=1, expect_transcribe=True)
+    eng = Engine.load(None, n_threads=1, expect_transcribe=True, mode="adaptor")
     try:
         assert eng.lm.lora_on and not eng.answers_with_lora
         d = eng.ask(audio=load_audio(wav), transcribe=True, options=opts)
@@ -260,7 +262,7 @@ def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path)
     questions = ["Why is the sky blue during the day?", "What color is grass?"]
     long = speak("Your daily dietary values may be higher or lower depending on your caloric needs, so ask your "
                  "doctor before you change what you eat.", tmp_path / "long.wav")
-    eng = Engine.load(None, n_threads=1)
+    eng = Engine.load(None, n_threads=1, mode="adaptor")
     try:
         assert eng.lm.has_lora and not eng.answers_with_lora
         fresh = []
@@ -299,12 +301,12 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     from assistant.engine import Engine
 
     clips = [load_audio(speak(s, tmp_path / f"r{i}.wav")) for i, s in enumerate(RESCORED)]
-    greedy = Engine.load(None, n_threads=1, warmup=False, n_best=1)
+    greedy = Engine.load(None, n_threads=1, warmup=False, n_best=1, mode="adaptor")
     try:
         first = [greedy.encode_audio(a) for a in clips]
     finally:
         greedy.close()
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=8)
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=8, mode="adaptor")
     try:
         picked = [eng.encode_audio(a) for a in clips]
         assert all("rescore_ms" in t for _, _, t in picked + first)  # greedy: the sentence's end only
@@ -331,7 +333,8 @@ def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()
     speak("What is the capital of France?", clips / "france.wav")
-    res = {n: run_bench(clips, out=tmp_path / f"nb{n}", max_tokens=2, threads=1, cascade=False, n_best=n)
+    res = {n: run_bench(clips, out=tmp_path / f"nb{n}", max_tokens=2, threads=1, cascade=False,
+                          hearing={"n_best": n, "mode": "adaptor"})
            for n in (1, 8)}
     assert res[8]["rows"][0]["rescore_ms"] > res[1]["rows"][0]["rescore_ms"] > 0
     assert res[8]["llasm"]["rescore_ms"]["median"] == res[8]["rows"][0]["rescore_ms"]
@@ -348,7 +351,7 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
     from assistant.engine import Engine
 
     clip = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5)
+    eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5, mode="adaptor")
     try:
         asked: list[int] = []
         real = eng.ngram.logprobs
@@ -378,7 +381,7 @@ def test_hands_free_hears_a_long_question_with_the_ngram_in_the_beam(tmp_path: P
     from assistant.handsfree import load_engine
     from assistant.settings import Settings
 
-    eng = load_engine(Settings(threads=1))
+    eng = load_engine(Settings(threads=1, hearing="adaptor"))
     try:
         made: list[int] = []
         real = eng.lm.beam_lm
@@ -401,7 +404,7 @@ def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
     from assistant.engine import Engine
 
     clip = load_audio(speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb"))
-    eng = Engine.load(None, n_threads=1, warmup=False)
+    eng = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
     try:
         assert eng.hearing.n_best == 3 and eng.hearing.ngram_fusion == 0.3 and eng.ngram is not None
         assert eng.ngram.order == 4 and eng.hearing.fusion == 0
@@ -422,7 +425,7 @@ def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> Non
     wav = speak("What is the capital of France?", tmp_path / "france.wav", "en-gb")
     cli = Path(sys.executable).with_name("llasm-assistant")
     r = subprocess.run([str(cli), "--file", str(wav), "--json", "--threads", "1", "--max-tokens", "4",
-                        "--n-best", "4", "--fusion", "0.5"], capture_output=True, text=True, timeout=300)
+                        "--n-best", "4", "--fusion", "0.5", "--hearing", "adaptor"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert "capital" in normalize(rec["heard"]) and rec["rescore_ms"] > 0, rec
@@ -434,7 +437,7 @@ def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> Non
     heard = {}
     for w in ("0", "0.3"):
         r = subprocess.run([str(cli), "--file", str(wav), "--json", "--threads", "1", "--max-tokens", "2",
-                            "--ngram-fusion", w], capture_output=True, text=True, timeout=300)
+                            "--ngram-fusion", w, "--hearing", "adaptor"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         heard[w] = json.loads(r.stdout.strip().splitlines()[-1])["heard"]
     assert heard["0.3"] == "Who invented the airplane?" != heard["0"], heard
@@ -456,7 +459,7 @@ def test_a_long_utterance_is_heard_in_pieces(tmp_path: Path) -> None:
             "What should I pack for a week in Japan?")
     clip = load_audio(speak(text, tmp_path / "long.wav", voice="en-us+m3"))
     assert len(clip) > 9 * 16000
-    eng = Engine.load(None, n_threads=1, warmup=False)
+    eng = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
     try:
         assert eng.hearing.chunk_s == 7.0
         pieces = eng.encode_audio(clip)[1]

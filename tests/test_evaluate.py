@@ -78,21 +78,29 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
         {"from": "human", "value": t, "audio": speak(t, f"q{i}.wav")}, {"from": "gpt", "value": "x"}]}) + "\n"
         for i, t in enumerate(["What is the capital of France?", "How old are you?"])))
     r = evaluate(None, asr=asr, questions=qs, out=tmp_path / "out", n_asr=2, n_questions=2, max_tokens=12,
-                 threads=1, latency=False)
-    assert r["n_asr"] == 2 and r["n_questions"] == 2
-    assert 0 <= r["wer_heard"] <= 1.5 and 0 <= r["wer_whisper"] <= 1.5 and r["wer_llm"] >= 0
-    rows = r["question_rows"]
-    assert r["agreement"] == sum(q["similarity"] >= AGREE_SIMILARITY for q in rows) / 2
-    assert r["agreement_cascade"] == sum(q["cascade_similarity"] >= AGREE_SIMILARITY for q in rows) / 2
-    assert list(r["agreement_ci95"]) == list(wilson_interval(round(r["agreement"] * 2), 2))
-    assert all(q["whisper"] and q["cascade_answer"] and q["typed_answer"] for q in rows)
-    assert "capital" in rows[0]["whisper"].lower()  # Whisper base hears this clean clip
-    questions = [q["question"] for q in rows]
-    assert r["questions_wer_heard"] == wer(questions, [q["heard"] for q in rows])
-    assert r["questions_wer_whisper"] == wer(questions, [q["whisper"] for q in rows]) < 0.5
+                 threads=1, latency=False, modes=["whisper", "adaptor", "embeddings"])
+    assert r["n_asr"] == 2 and r["n_questions"] == 2 and list(r["modes"]) == ["whisper", "adaptor", "embeddings"]
+    assert r["whisper"]["beam"] == 5 and 0 <= r["whisper"]["wer"] <= 1.5
+    whisper, adaptor = r["modes"]["whisper"], r["modes"]["adaptor"]
+    assert r["wer_llm"] == whisper["wer_llm"] and r["mode"] == "whisper"  # the first mode's figures at the top
+    # Whisper's decoder: the transcript is the reply; the spoken answer is the typed answer to what was heard
+    assert all(a["llm"] == a["heard"] for a in whisper["asr_rows"])
+    assert 0 <= adaptor["wer_heard"] <= 1.5 and adaptor["wer_ratio"] == adaptor["wer_llm"] / r["whisper"]["wer"]
+    for m in r["modes"].values():
+        rows = m["question_rows"]
+        assert m["agreement"] == sum(q["similarity"] >= AGREE_SIMILARITY for q in rows) / 2
+        assert m["agreement_cascade"] == sum(q["cascade_similarity"] >= AGREE_SIMILARITY for q in rows) / 2
+        assert list(m["agreement_ci95"]) == list(wilson_interval(round(m["agreement"] * 2), 2))
+        assert all(q["whisper"] and q["cascade_answer"] and q["typed_answer"] for q in rows)
+        questions = [q["question"] for q in rows]
+        assert m["questions_wer_heard"] == wer(questions, [q["heard"] for q in rows])
+        assert m["questions_wer_whisper"] == wer(questions, [q["whisper"] for q in rows]) < 0.5
+        agree = sum(similarity(a["spoken_answer"], a["typed_answer"]) >= AGREE_SIMILARITY for a in m["asr_rows"])
+        assert m["asr_agreement"] == agree / 2
+    assert "capital" in whisper["question_rows"][0]["whisper"].lower()  # Whisper base hears this clean clip
     for f in ("eval.json", "eval.png", "examples.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0
-    assert "answer to Whisper's transcript" in (tmp_path / "out" / "examples.md").read_text()
+    assert "adaptor's embeddings (LLaSM)" in (tmp_path / "out" / "examples.md").read_text()
 
 
 @pytest.mark.real

@@ -240,3 +240,42 @@ def test_cli_flags_reach_handsfree_and_keep_file_settings(tmp_path, monkeypatch,
     opts = engine.calls[0]["options"]
     # the file's temperature survives the flag's default; the flag given on the command line wins
     assert opts.temperature == 0.3 and opts.max_tokens == 40
+
+
+def test_listener_shows_what_it_hears_while_the_user_speaks(convo):
+    """SpeechProgress -> the engine's hear_partial on the worker thread -> PartialHeard events, at least every
+    0.6 s of speech, before the utterance is delivered; stale audio is skipped, never queued."""
+    import threading
+
+    from assistant.handsfree import Listener, PartialHeard
+    from assistant.vad import Utterance
+
+    audio, truth = convo
+    events: list = []
+    heard_lengths: list[int] = []
+    done = threading.Event()
+
+    def hear(clip: np.ndarray) -> str:
+        heard_lengths.append(len(clip))
+        return f"{len(clip) / SR:.1f} s so far"
+
+    def on_event(ev) -> None:
+        if isinstance(ev, (PartialHeard, Utterance)):
+            events.append((time.perf_counter(), ev))
+        if type(ev).__name__ == "StreamEnded":
+            done.set()
+
+    listener = Listener(ArraySource(audio, realtime=True, name="talk.wav"), on_event, hear=hear).start()
+    assert done.wait(60)
+    listener.stop()
+    utts = [i for i, (_, e) in enumerate(events) if isinstance(e, Utterance)]
+    assert len(utts) == len(truth)
+    start = 0
+    for i in utts:
+        partial = [(t, e) for t, e in events[start:i] if isinstance(e, PartialHeard)]
+        if events[i][1].duration_s > 1.5:
+            assert partial and partial[-1][1].text.endswith("s so far")
+            gaps = np.diff([e.end_s for _, e in partial])
+            assert all(g <= 0.6 + 1e-6 for g in gaps), gaps  # updated at least every 0.6 s of speech
+        start = i + 1
+    assert heard_lengths and heard_lengths[0] < max(heard_lengths)

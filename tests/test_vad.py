@@ -12,6 +12,7 @@ from assistant.vad import (
     Segmenter,
     SpeechDiscarded,
     SpeechPaused,
+    SpeechProgress,
     SpeechStarted,
     Utterance,
     VadError,
@@ -86,6 +87,28 @@ def test_speech_paused_carries_the_utterance_audio_early(convo):
             if key:
                 seen[key] = seg.stream_time_s
     assert seen["utt"] - seen["paused"] == pytest.approx(0.5, abs=0.011)
+
+
+def test_speech_progress_gives_the_audio_so_far_while_speech_goes_on(convo):
+    """Every progress_ms of speech the audio so far, each a prefix of the utterance's final audio, so the hearing
+    can follow the speech; none with progress_ms 0."""
+    audio, truth = convo
+    events = segment(audio, VadOptions(progress_ms=500))
+    utts = [i for i, e in enumerate(events) if isinstance(e, Utterance)]
+    start = 0
+    for i in utts:
+        progress = [e for e in events[start:i] if isinstance(e, SpeechProgress)]
+        final = events[i].audio
+        lengths = [len(p.audio) for p in progress]
+        assert lengths == sorted(lengths) and all(n < len(final) for n in lengths)
+        for p in progress:
+            np.testing.assert_array_equal(p.audio, final[: len(p.audio)])
+        gaps = np.diff([p.end_s for p in progress])
+        assert all(g >= 0.5 - 1e-6 for g in gaps)
+        if events[i].duration_s > 1.2:
+            assert progress, "a long utterance is followed while it is spoken"
+        start = i + 1
+    assert not [e for e in segment(audio, VadOptions(progress_ms=0)) if isinstance(e, SpeechProgress)]
 
 
 def test_chunk_size_does_not_change_segments(convo):

@@ -26,6 +26,7 @@ from assistant.handsfree import (
     EngineLike,
     Level,
     Listener,
+    PartialHeard,
     Responder,
     StreamEnded,
     TurnResult,
@@ -38,7 +39,7 @@ from assistant.tui.commands import assistant_commands
 from assistant.tui.history_screen import HistoryScreen
 from assistant.tui.level_meter import LevelMeter
 from assistant.tui.message import AssistantMessage, UserMessage
-from assistant.tui.state_indicator import StateIndicator
+from assistant.tui.state_indicator import HeardSoFar, StateIndicator
 from assistant.tui.transcript import Transcript
 from assistant.vad import SpeechDiscarded, SpeechStarted, Utterance
 
@@ -106,6 +107,7 @@ class AssistantApp(App[int]):
             yield StateIndicator(id="state")
             yield LevelMeter(id="level")
         yield Transcript(id="transcript")
+        yield HeardSoFar(id="heard")
         hint = "Type a question and press enter"
         hint += " — or just talk" if self.source is not None else " — ctrl+r turns the microphone on"
         yield Input(placeholder=hint, id="prompt")
@@ -123,6 +125,10 @@ class AssistantApp(App[int]):
     @property
     def state_indicator(self) -> StateIndicator:
         return self.screen_stack[0].query_one(StateIndicator)
+
+    @property
+    def heard_so_far(self) -> HeardSoFar:
+        return self.screen_stack[0].query_one(HeardSoFar)
 
     @property
     def level_meter(self) -> LevelMeter:
@@ -201,6 +207,7 @@ class AssistantApp(App[int]):
             ptt=self.settings.ptt,
             reopen=self.reopen,
             prepare=self._prepare_audio,
+            hear=self._hear_partial,
         ).start()
         self.level_meter.active = True
 
@@ -209,6 +216,11 @@ class AssistantApp(App[int]):
         prepare = getattr(self.engine, "prepare", None)
         if prepare is not None:
             prepare(audio)
+
+    def _hear_partial(self, audio: Any) -> str:
+        """Listener thread: what is heard so far of the utterance being spoken."""
+        hear = getattr(self.engine, "hear_partial", None)
+        return hear(audio) if hear is not None else ""
 
     # -- state ---------------------------------------------------------------------------------------
     def _refresh_state(self) -> None:
@@ -236,6 +248,12 @@ class AssistantApp(App[int]):
         if isinstance(ev, Level):
             self.level_meter.level = ev.dbfs
             return
+        if isinstance(ev, PartialHeard):
+            if self._hearing:
+                self.heard_so_far.text = ev.text
+            return
+        if not isinstance(ev, SpeechStarted):
+            self.heard_so_far.text = ""
         if isinstance(ev, SpeechStarted):
             self._hearing = True
             if self.settings.barge_in and (self.busy or self._speaking) and self.speech is not None:

@@ -26,6 +26,16 @@ class StateIndicator(Static):
         self.add_class(f"state-{new}")
         self.update(LABELS.get(new, new))
 
+
+class HeardSoFar(Static):
+    """What is heard of the utterance while the user is still speaking (hands-free); empty otherwise."""
+
+    text: reactive[str] = reactive("")
+
+    def watch_text(self, old: str, new: str) -> None:
+        self.set_class(bool(new), "active")
+        self.update(f"◉ {new}" if new else "")
+
     def on_mount(self) -> None:
         self.add_class(f"state-{self.state}")
         self.update(LABELS.get(self.state, self.state))

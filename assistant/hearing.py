@@ -1,0 +1,382 @@
+"""Whisper's own decoder as the assistant's hearing: audio -> transcript, on the clip's real length.
+
+Whisper was trained on 30-s windows; padding every utterance to 30 s costs about ten times the encoder work of
+a 2-6 s clip. On the real length alone its decoder hears the words but does not stop (it repeats the sentence
+until its length bound). Three things make the real length work:
+
+- a short silence pad after the speech (`pad_s`), so the decoder sees where the speech ends;
+- timestamp tokens on (no `<|notimestamps|>`): a segment's closing timestamp at or past the end of the speech
+  (found from the clip's energy, `speech_end`) ends the transcript, as does `<|endoftext|>` or a segment that
+  repeats an earlier one;
+- decoding in short runs (`first_tokens`, then `step_tokens` at a time, each continuing from the tokens so far),
+  so the decoder stops soon after the end rather than at a length bound.
+
+Whisper's no-speech probability (and the words' mean log-probability, as Whisper's own rule) turns silence and
+noise into an empty transcript instead of a made-up sentence. Utterances longer than `window_s` are heard in
+windows cut at pauses (`assistant.audio.quiet_cuts`), each decoded on its own, in order.
+
+The engine's LLM reads the transcript's tokens, as it reads a typed question (assistant/engine.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import quiet_cuts
+
+SAMPLE_RATE = 16000
+TIMESTAMP_S = 0.02  # one timestamp token step
+FRAME_S = 0.01  # one mel frame
+# When a window holds no speech (the first run's no-speech probability and mean log-probability a token, timestamps
+# included). Whisper's own rule (openai/whisper: no-speech > 0.6 and log-probability < -1) at -1.1, and a second one
+# for noise: on the real-speech dev set (docs/data.md) no clip scored under -1.42, and those under -1.1 had
+# no-speech 0.29 at most, while white, brown and pink noise, hum, clicks and alsa-utils' Noise.wav were heard as
+# made-up sentences ("I'm going to use the air gun.") at -1.76 to -2.41 with no-speech 0.50 to 0.91, and digital
+# silence as "you" at -1.29 with no-speech 0.91.
+NO_SPEECH_RULES = ((0.6, -1.1), (0.45, -1.5))  # (no-speech above, log-probability below): not speech
+SILENT_DBFS = -60.0  # a window this quiet at its loudest is not decoded at all
+
+
+HEARING_MODES = ("whisper", "adaptor", "embeddings")
+MIN_CHUNK_S = 5.0  # pieces are cut between 2 s and chunk_s into the utterance (assistant.audio.quiet_cuts)
+
+
+@dataclass(frozen=True)
+class HearingOptions:
+    """How the assistant hears: bundle.json's "hearing" (every key optional), which flags and settings.toml
+    override key by key (`with_overrides`). The one place for the hearing's defaults."""
+
+    # what turns the audio into what the LLM reads:
+    #   whisper     Whisper's own decoder writes the transcript and the LLM reads its tokens, as a typed question
+    #   adaptor     the bundle's trained adaptor hears (a ctc head's transcript, rescored by the LLM below)
+    #   embeddings  the adaptor's output embeddings go into the LLM as they are (LLaSM's continuous path)
+    # Bundles without the key keep the adaptor hearing they were exported with.
+    mode: str = "adaptor"
+    language: str = "en"  # Whisper's language for mode whisper: a code (en, zh, ...) or auto (detected per utterance)
+    pad_s: float = 2.0  # silence after the speech, so Whisper's decoder sees where it ends (assistant/hearing.py)
+    whisper_beam: int = 1  # Whisper's beam size on the real length (1 = greedy)
+    # the adaptor's hearing (mode adaptor; assistant/ctcbeam.py)
+    n_best: int = 1  # distinct transcripts the LLM scores (1 = the greedy path alone, no LLM)
+    beam: int = 16  # prefixes kept per frame
+    per_frame: int = 6  # tokens tried per frame
+    lm_weight: float = 0.5
+    word_bonus: float = 2.0
+    sentence: bool = True  # capitalise the chosen transcript; the LLM picks how it ends (see sentence_forms)
+    fusion: float = 0.0  # the LLM's weight inside the beam search (shallow fusion; 0 = the ctc beam alone)
+    fusion_bonus: float = 0.0  # ... and a bonus per label there (offsets the LM's preference for short prefixes)
+    # longer utterances hear without fusion (the hearing n-gram stands in): its cost grows with the length, and
+    # hands-free it runs in the 500 ms the VAD waits for the end of speech
+    fusion_max_s: float = 4.5
+    # the hearing n-gram (assistant/ngram.py): its file, relative to the bundle ("" = none), and its weight inside
+    # the beam search where the LLM is not in it (a cheap stand-in)
+    ngram: str = ""
+    ngram_fusion: float = 0.0
+    # a ctc adaptor hears utterances longer than this in pieces cut at quiet points, each through the encoder on
+    # its own (0 = whole): the head, trained on clips of a few seconds, misreads the encoder's later positions
+    chunk_s: float = 7.0
+    # transcripts with the same words are one hypothesis, spelt as the ctc head likes best (assistant/ctcbeam.py)
+    merge_spellings: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> HearingOptions:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown 'hearing' setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(cls.__dataclass_fields__)}")
+        for k, v in d.items():
+            kind = type(getattr(cls, k))
+            if kind is bool and not isinstance(v, bool):
+                raise ValueError(f"'hearing' setting {k} must be true or false, got {v!r}")
+            if kind in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"'hearing' setting {k} must be a number, got {v!r}")
+            if kind is str and not isinstance(v, str):
+                raise ValueError(f"'hearing' setting {k} must be a string, got {v!r}")
+        out = cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
+        out.check()
+        return out
+
+    def check(self) -> None:
+        if self.mode not in HEARING_MODES:
+            raise ValueError(f"'hearing' mode must be one of {', '.join(HEARING_MODES)}, got {self.mode!r}")
+        if self.n_best < 1 or self.beam < self.n_best or self.per_frame < 1 or self.fusion < 0 or self.ngram_fusion < 0:
+            raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1, fusion >= 0 and "
+                             "ngram_fusion >= 0")
+        if self.ngram_fusion > 0 and not self.ngram:
+            raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
+        if self.chunk_s != 0 and not self.chunk_s >= MIN_CHUNK_S:
+            raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {self.chunk_s}")
+        if not 0 <= self.pad_s <= 5 or self.whisper_beam < 1:
+            raise ValueError("'hearing' needs 0 <= pad_s <= 5 and whisper_beam >= 1")
+
+    def with_overrides(self, **given: Any) -> HearingOptions:
+        """These options with every given value that is not None replacing its key (flags, settings.toml)."""
+        out = dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
+        out.check()
+        return out
+
+
+class HearingError(RuntimeError):
+    """The hearing cannot run (no Whisper decoder, an unknown language); one line naming the fix."""
+
+
+def byte_decoder() -> dict[str, int]:
+    """GPT-2 byte-level BPE: the printable stand-in character of each byte (Whisper's tokenizer uses it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+def speech_end(audio: np.ndarray, *, floor_db: float = -35.0) -> float:
+    """Seconds from the start to the end of the last 20-ms frame within `floor_db` of the clip's loudest frames
+    (its 95th-percentile energy): where the speech stops, before any trailing silence."""
+    hop = SAMPLE_RATE // 50
+    n = len(audio) - len(audio) % hop
+    if n < hop:
+        return len(audio) / SAMPLE_RATE
+    energy = np.mean(np.asarray(audio[:n], np.float64).reshape(-1, hop) ** 2, axis=1) + 1e-12
+    loud = np.percentile(energy, 95)
+    above = np.nonzero(10 * np.log10(energy / loud) > floor_db)[0]
+    return float((above[-1] + 1) * hop / SAMPLE_RATE) if len(above) else len(audio) / SAMPLE_RATE
+
+
+@dataclass
+class Heard:
+    """One utterance heard: the text, its language, and how sure Whisper was there was speech at all."""
+
+    text: str
+    language: str
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    n_tokens: int = 0
+    decode_calls: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def silent(self) -> bool:
+        return not self.text
+
+
+class WhisperHearing:
+    """Transcripts from a CTranslate2 Whisper model's own decoder, on the real length (module docstring)."""
+
+    def __init__(self, model: Any, path: str | os.PathLike[str], *, language: str = "en", pad_s: float = 1.0,
+                 beam_size: int = 1, timestamps: bool = True, window_s: float = 25.0) -> None:
+        """model: a loaded `ctranslate2.models.Whisper` (shared with the encoder, so one encode serves both);
+        path: its folder (for vocabulary.*); language: a Whisper language code or "auto" (detected per
+        utterance)."""
+        self.model = model
+        self.path = Path(path)
+        self.vocab = _vocabulary(self.path)
+        self.index = {t: i for i, t in enumerate(self.vocab)}
+        for t in ("<|startoftranscript|>", "<|transcribe|>", "<|endoftext|>", "<|notimestamps|>"):
+            if t not in self.index:
+                raise HearingError(f"{self.path} is not a Whisper model with its decoder vocabulary ({t} missing): "
+                                   "hear with the bundle's adaptor (--hearing adaptor)")
+        self.eot = self.index["<|endoftext|>"]
+        self.ts0 = self.index["<|notimestamps|>"] + 1
+        self.multilingual = bool(getattr(model, "is_multilingual", True))
+        self.languages = [t[2:-2] for t in self.vocab[self.eot + 1:self.index["<|transcribe|>"]]
+                          if t.startswith("<|") and t.endswith("|>") and t[2:-2].isalpha()] if self.multilingual else ["en"]
+        self.language = self.check_language(language)
+        self.pad_s = pad_s
+        self.beam_size = beam_size
+        self.timestamps = timestamps
+        self.window_s = window_s
+        self._bytes = byte_decoder()
+
+    def check_language(self, language: str) -> str:
+        language = language.strip().lower()
+        if language == "auto" or language in self.languages:
+            return language
+        raise HearingError(f"unknown language {language!r}: use auto or one of {', '.join(self.languages[:12])}, ...")
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        pieces = "".join(self.vocab[i] for i in ids if i < self.eot)
+        return bytes(self._bytes.get(ch, 32) for ch in pieces).decode("utf-8", "replace").strip()
+
+    def _features(self, audio: np.ndarray) -> Any:
+        import ctranslate2
+
+        from .audio import log_mel
+
+        padded = np.concatenate([audio, np.zeros(int(self.pad_s * SAMPLE_RATE), np.float32)])
+        mel = log_mel(padded, n_mels=int(self.model.n_mels))
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
+
+    def transcribe(self, audio: np.ndarray) -> Heard:
+        """The words of `audio` (16 kHz mono float32), heard in windows of at most `window_s` seconds."""
+        audio = np.asarray(audio, np.float32)
+        pieces = quiet_cuts(audio, self.window_s, min_s=min(5.0, self.window_s / 2.5))
+        parts = [self._window(audio[a:b]) for a, b in pieces]
+        said = [p for p in parts if p.text]
+        timings: dict[str, float] = {}
+        for p in parts:
+            for k, v in p.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+        lang = said[0].language if said else parts[0].language
+        return Heard(" ".join(p.text for p in said), lang,
+                     no_speech_prob=min(p.no_speech_prob for p in parts),
+                     avg_logprob=float(np.mean([p.avg_logprob for p in said])) if said else 0.0,
+                     n_tokens=sum(p.n_tokens for p in parts), decode_calls=sum(p.decode_calls for p in parts),
+                     timings=timings)
+
+    def _window(self, audio: np.ndarray) -> Heard:
+        if not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS:
+            return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
+        t0 = time.perf_counter()
+        feats = self._features(audio)
+        t1 = time.perf_counter()
+        enc = self.model.encode(feats, to_cpu=False)
+        t2 = time.perf_counter()
+        lang = self.language
+        if lang == "auto":
+            lang = self.model.detect_language(enc)[0][0][0][2:-2]
+        prompt = [self.index["<|startoftranscript|>"]]
+        if self.multilingual:
+            prompt += [self.index[f"<|{lang}|>"], self.index["<|transcribe|>"]]
+        if not self.timestamps:
+            prompt.append(self.ts0 - 1)
+        end_s = speech_end(audio)
+        text_ids, avg, no_speech, calls = self._decode(enc, prompt, end_s)
+        t3 = time.perf_counter()
+        n = len(text_ids)
+        silent = n == 0 or any(no_speech > p and avg < lp for p, lp in NO_SPEECH_RULES)
+        return Heard("" if silent else self.text_of(text_ids), lang, no_speech_prob=no_speech, avg_logprob=avg,
+                     n_tokens=n, decode_calls=calls,
+                     timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
+                              "decoder_ms": (t3 - t2) * 1e3})
+
+    def _decode(self, enc: Any, prompt: list[int], end_s: float) -> tuple[list[int], float, float, int]:
+        """Decoding until the transcript ends (module docstring). Returns the text token ids, their mean
+        log-probability, the no-speech probability and the number of decoder calls."""
+        cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
+        # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
+        r = self.model.generate(enc, [prompt], beam_size=self.beam_size, max_length=2 * cap, return_scores=True,
+                                return_no_speech_prob=True)[0]
+        avg = float(r.scores[0]) if r.scores else 0.0
+        return self.cut(list(r.sequences_ids[0]), end_s), avg, float(r.no_speech_prob), 1
+
+    def cut(self, ids: Sequence[int], end_s: float) -> list[int]:
+        """The text tokens of a decoded sequence, up to where the speech ends: the end of text, a closing
+        timestamp at or past `end_s` - 0.4 s, a segment that repeats an earlier one, or a block of words said
+        over and over within a segment (kept once)."""
+        segments: list[tuple[int, ...]] = []
+        current: list[int] = []
+        for t in ids:
+            if t == self.eot:
+                break
+            if t >= self.ts0:
+                if current:  # a closing timestamp: the segment is complete
+                    seg = tuple(_unloop(current))
+                    current = []
+                    if seg in segments:  # the decoder started over
+                        break
+                    segments.append(seg)
+                    if (t - self.ts0) * TIMESTAMP_S >= end_s - 0.4:
+                        break
+            elif t < self.eot:
+                current.append(t)
+        if current:
+            segments.append(tuple(_unloop(current)))
+        return [t for seg in segments for t in seg]
+
+
+def _unloop(ids: list[int], max_block: int = 8) -> list[int]:
+    """`ids` with a trailing block of tokens that repeats (three times or more, or twice for blocks of 4+
+    tokens) kept once: a decoder past the end of its speech says the last words again ("5 5 5 5 ...")."""
+    for size in range(1, max_block + 1):
+        need = 3 if size < 4 else 2
+        for start in range(0, len(ids) - need * size + 1):
+            block = ids[start:start + size]
+            k = 1
+            while ids[start + k * size:start + (k + 1) * size] == block:
+                k += 1
+            if k >= need and start + k * size >= len(ids) - size:
+                return ids[:start + size]
+    return ids
+
+
+def _vocabulary(path: Path) -> list[str]:
+    import json
+
+    if (path / "vocabulary.json").is_file():
+        return list(json.loads((path / "vocabulary.json").read_text(encoding="utf-8")))
+    if (path / "vocabulary.txt").is_file():
+        return (path / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1] or []
+    raise HearingError(f"{path} has no vocabulary.txt or vocabulary.json: it is not a CTranslate2 Whisper model "
+                       "with its decoder; hear with the bundle's adaptor (--hearing adaptor)")
+
+
+class StreamingHearing:
+    """Hearing an utterance while it is spoken: the audio so far arrives again and again, each time longer.
+
+    Whenever the unheard rest is longer than `min_piece_s` + `keep_s` and has a pause (100 ms at least
+    `pause_db` under its loud frames) between its first `min_piece_s` / 2 and its last `keep_s` seconds, the
+    audio up to the quietest point is heard once and kept ("committed"); each call then decodes only what
+    follows. When the utterance ends, what remains to hear is its last piece, not the whole of it."""
+
+    def __init__(self, hearing: WhisperHearing, *, min_piece_s: float = 3.0, keep_s: float = 1.0,
+                 pause_db: float = -30.0) -> None:
+        self.hearing = hearing
+        self.min_piece_s = min_piece_s
+        self.keep_s = keep_s
+        self.pause_db = pause_db
+        self._audio = np.zeros(0, np.float32)  # the committed audio
+        self._texts: list[str] = []
+
+    def reset(self) -> None:
+        self._audio = np.zeros(0, np.float32)
+        self._texts = []
+
+    def hear(self, audio: np.ndarray, *, commit: bool = True) -> Heard:
+        """The transcript of `audio`, reusing the committed pieces when `audio` starts with them; with `commit`,
+        long enough unheard audio with a pause in it is committed first (the class docstring)."""
+        audio = np.asarray(audio, np.float32)
+        n = len(self._audio)
+        if not (n and len(audio) >= n and np.array_equal(audio[:n], self._audio)):
+            self.reset()
+            n = 0
+        t0 = time.perf_counter()
+        while commit:
+            cut = self._pause(audio[n:])
+            if cut is None:
+                break
+            piece = self.hearing.transcribe(audio[n:n + cut])
+            self._audio = audio[:n + cut].copy()
+            self._texts.append(piece.text)
+            n += cut
+        rest = audio[n:]
+        heard = self.hearing.transcribe(rest) if len(rest) >= 0.1 * SAMPLE_RATE else Heard("", self.hearing.language)
+        text = " ".join(t for t in [*self._texts, heard.text] if t)
+        heard.timings["hearing_ms"] = (time.perf_counter() - t0) * 1e3
+        heard.timings["committed_s"] = n / SAMPLE_RATE
+        return dataclasses.replace(heard, text=text)
+
+    def _pause(self, rest: np.ndarray) -> int | None:
+        """Where to cut `rest` (samples from its start), or None when it is short or has no pause."""
+        if len(rest) < (self.min_piece_s + self.keep_s) * SAMPLE_RATE:
+            return None
+        hop = SAMPLE_RATE // 100
+        frames = np.asarray(rest[: len(rest) - len(rest) % hop], np.float64).reshape(-1, hop)
+        energy = np.convolve(np.mean(frames**2, axis=1), np.ones(10) / 10, mode="same") + 1e-12
+        lo, hi = int(self.min_piece_s / 2 * 100), len(energy) - int(self.keep_s * 100)
+        if hi <= lo:
+            return None
+        i = lo + int(np.argmin(energy[lo:hi]))
+        loud = np.percentile(energy, 90)
+        return i * hop if 10 * np.log10(energy[i] / loud) < self.pause_db else None
