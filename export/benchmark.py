@@ -89,7 +89,7 @@ def speak(texts: list[str], out_dir: Path) -> list[str]:
 
 
 def run(checkpoint: Path, work: Path, clips: list[str], threads: int = 2) -> list[dict]:
-    from export.bundle import export_bundle
+    from export.bundle import ExportOptions, export_bundle
     from export.verify import verify_bundle
 
     work.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def run(checkpoint: Path, work: Path, clips: list[str], threads: int = 2) -> lis
         out = work / name
         t0 = time.perf_counter()
         if not (out / "bundle.json").is_file():  # ct2 reuses the packaged whisper-base (float16 weights)
-            export_bundle(checkpoint, out, encoder=enc, encoder_dtype=dtype, llm_quant=quant,
+            export_bundle(checkpoint, out, ExportOptions(encoder=enc, encoder_dtype=dtype, llm_quant=quant),
                           progress=lambda m, n=name: print(f"[{n}] {m}", file=sys.stderr))
         export_s = time.perf_counter() - t0
         cached = out / "verify.json"
