@@ -15,11 +15,12 @@ import typer
 
 def errors() -> tuple[type[Exception], ...]:
     """The exceptions a training command reports as a one-line error."""
+    from assistant.plotting import PlotUnavailable
     from training.data import DataError
     from training.model import ModelError
     from training.train import TrainError
 
-    return (TrainError, DataError, ModelError, FileNotFoundError)
+    return (TrainError, DataError, ModelError, PlotUnavailable, FileNotFoundError)
 
 
 def _fail(e: Exception) -> None:

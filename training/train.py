@@ -20,15 +20,16 @@ import random
 import shutil
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import torch
 
+from assistant.plotting import pyplot
 from assistant.textmetrics import wer
 from training.data import (
     HeardCache,
@@ -607,11 +608,7 @@ def trim_metrics(path: Path, step: int) -> int:
 
 
 def plot_metrics(out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     tr = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     ev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
