@@ -38,6 +38,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .llamacpp import init_backend, last_error
+
 DEFAULT_PREFIX = "default:"
 CACHE_ENV = "LLASM_CACHE_DIR"
 _CHUNK = 1 << 22  # 4 MiB
@@ -347,9 +349,7 @@ def _requantize(model: DefaultModel, src: Path, tmp: Path, progress: Callable[[i
         raise ModelResolutionError(
             f"{src} failed its sha256 check: reinstall it with {model.reinstall_command}"
         )
-    from assistant.llm import _init_backend, _last_error  # llama.cpp's log: silent, errors kept
-
-    _init_backend()
+    init_backend()  # llama.cpp's log: silent, errors kept
     ftypes = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[model.requant]
@@ -360,7 +360,7 @@ def _requantize(model: DefaultModel, src: Path, tmp: Path, progress: Callable[[i
     rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(main), ctypes.byref(params))
     if rc != 0 or not main.is_file():
         raise ModelResolutionError(
-            f"llama.cpp could not requantize {src} to {model.requant} ({_last_error() or f'code {rc}'}): "
+            f"llama.cpp could not requantize {src} to {model.requant} ({last_error() or f'code {rc}'}): "
             f"check that llama-cpp-python loads, or reinstall it"
         )
     with open(main, "rb+") as fh:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .ctcbeam import log_softmax
+from .llamacpp import init_backend, last_error
 
 DEFAULT_N_BATCH = 512
 BEAM_LM_CELLS = 1024  # KV cells a beam LM's sequences share past the prefix (about 23 MB for SmolLM2-135M)
@@ -32,39 +32,6 @@ BEAM_LM_CELLS = 1024  # KV cells a beam LM's sequences share past the prefix (ab
 
 class LLMError(RuntimeError):
     """The GGUF could not be loaded or llama.cpp refused a batch; the message names the fix."""
-
-
-# ---- llama.cpp logging: silent, but remember the last error lines for our messages --------------------
-_log_lock = threading.Lock()
-_recent_errors: list[str] = []
-_log_callback = None  # keep the ctypes callback alive
-_backend_ready = False
-GGML_LOG_LEVEL_ERROR = 4
-
-
-def _init_backend() -> None:
-    global _backend_ready, _log_callback
-    if _backend_ready:
-        return
-    import llama_cpp
-
-    def _on_log(level: int, text: bytes, _user: object) -> None:
-        if level == GGML_LOG_LEVEL_ERROR and text:
-            with _log_lock:
-                _recent_errors.append(text.decode("utf-8", "replace").strip())
-                del _recent_errors[:-8]
-
-    _log_callback = llama_cpp.llama_log_callback(_on_log)
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-    llama_cpp.llama_backend_init()
-    _backend_ready = True
-
-
-def _last_error() -> str:
-    with _log_lock:
-        msg = "; ".join(e for e in _recent_errors if e)
-        _recent_errors.clear()
-    return msg
 
 
 def physical_cores() -> int:
@@ -105,7 +72,7 @@ class LlamaLM:
                  lora_scale: float = 1.0) -> None:
         import llama_cpp
 
-        _init_backend()
+        init_backend()
         self._c = llama_cpp
         self.path = Path(path)
         self.n_threads = n_threads or physical_cores()
@@ -118,7 +85,7 @@ class LlamaLM:
         mparams.n_gpu_layers = 0
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
-            detail = _last_error() or "not a valid GGUF model"
+            detail = last_error() or "not a valid GGUF model"
             raise LLMError(f"llama.cpp cannot load {self.path}: {detail}; re-export or re-download the GGUF")
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
@@ -129,7 +96,7 @@ class LlamaLM:
         if lora is not None:
             adapter = llama_cpp.llama_adapter_lora_init(model, str(lora).encode())
             if not adapter:
-                detail = _last_error() or "not a LoRA GGUF for this model"
+                detail = last_error() or "not a LoRA GGUF for this model"
                 self.close()
                 raise LLMError(f"llama.cpp cannot load the LoRA {lora}: {detail}; re-export the bundle")
             self._lora = adapter
@@ -143,7 +110,7 @@ class LlamaLM:
         cparams.n_threads_batch = self.n_threads
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
-            detail = _last_error() or "out of memory?"
+            detail = last_error() or "out of memory?"
             self.close()
             raise LLMError(f"llama.cpp cannot create a context of {n_ctx} tokens for {self.path}: {detail}")
         self._ctx = ctx
@@ -264,7 +231,7 @@ class LlamaLM:
                 c.llama_batch_free(batch)
             if rc != 0:
                 self.truncate(pos)
-                detail = _last_error()
+                detail = last_error()
                 raise LLMError(f"llama_decode failed (code {rc}) at position {pos + start}"
                                + (f": {detail}" if detail else ""))
         if want_logits:
@@ -357,7 +324,7 @@ class LlamaLM:
         cparams.n_threads = cparams.n_threads_batch = self.n_threads
         ctx = c.llama_init_from_model(self._model, cparams)
         if not ctx:
-            raise LLMError(f"llama.cpp cannot create a scoring context: {_last_error() or 'out of memory?'}")
+            raise LLMError(f"llama.cpp cannot create a scoring context: {last_error() or 'out of memory?'}")
         try:
             first = self._batch_decode(ctx, [(t, i, 0, i == len(prefix) - 1) for i, t in enumerate(prefix)])[0]
         except LLMError:
@@ -381,7 +348,7 @@ class LlamaLM:
         finally:
             c.llama_batch_free(batch)
         if rc != 0:
-            raise LLMError(f"llama_decode failed (code {rc}) while scoring: {_last_error()}")
+            raise LLMError(f"llama_decode failed (code {rc}) while scoring: {last_error()}")
         return [np.ctypeslib.as_array(c.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,)).copy()
                 for i, row in enumerate(rows) if row[3]]
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from assistant.basemodels import resolve
+from assistant.plotting import PlotUnavailable, pyplot
 
 ENCODER_VARIANTS = [("ct2", "int8"), ("ct2", "float32"), ("onnx", "int8"), ("onnx", "float32")]
 LLM_VARIANTS = [None, "f16", "q8_0", "q4_k_m", "q4_0"]  # None: reuse default:smollm2 (Q4_1)
@@ -89,7 +90,7 @@ def speak(texts: list[str], out_dir: Path) -> list[str]:
 
 
 def run(checkpoint: Path, work: Path, clips: list[str], threads: int = 2) -> list[dict]:
-    from export.bundle import export_bundle
+    from export.bundle import ExportOptions, export_bundle
     from export.verify import verify_bundle
 
     work.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,7 @@ def run(checkpoint: Path, work: Path, clips: list[str], threads: int = 2) -> lis
         out = work / name
         t0 = time.perf_counter()
         if not (out / "bundle.json").is_file():  # ct2 reuses the packaged whisper-base (float16 weights)
-            export_bundle(checkpoint, out, encoder=enc, encoder_dtype=dtype, llm_quant=quant,
+            export_bundle(checkpoint, out, ExportOptions(encoder=enc, encoder_dtype=dtype, llm_quant=quant),
                           progress=lambda m, n=name: print(f"[{n}] {m}", file=sys.stderr))
         export_s = time.perf_counter() - t0
         cached = out / "verify.json"
@@ -140,11 +141,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     names = [f"{r['encoder']}\n{r['llm']}" for r in rows]
     size = [(r["sizes"]["encoder"] + r["sizes"]["llm"]) / 1e6 for r in rows]
@@ -175,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
+    if a.plot:
+        try:
+            pyplot()  # before the exports: a missing plot extra costs nothing
+        except PlotUnavailable as e:
+            sys.exit(f"export.benchmark: {e}")
     clips = a.audio or speak(["What is the capital of France?", "Tell me a short joke about cats.",
                               "How many legs does a spider have?"], a.work / "clips")
     rows = run(a.checkpoint, a.work, clips, a.threads)

@@ -1,6 +1,6 @@
 """Checkpoint -> bundle (docs/architecture.md, "Bundle directory"), atomically.
 
-    export_bundle("runs/stage2", "bundles/mine", encoder="ct2", encoder_dtype="int8", llm_quant="q4_0")
+    export_bundle("runs/stage2", "bundles/mine", ExportOptions(encoder="ct2", encoder_dtype="int8", llm_quant="q4_0"))
 
 Everything is built in a temporary directory next to OUT and renamed into place at the very end, after the
 result has been read back with the runtime's own loader (`assistant.bundle.Bundle.load`); any failure removes
@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,10 @@ from export.gguf_llm import (
     write_llama_gguf,
     write_lora_gguf,
 )
+from export.options import DEFAULT_LLM_QUANT, ExportOptions
 
 BUNDLE_FORMAT = "llasm-bundle"
 BUNDLE_VERSION = 1
-DEFAULT_LLM_QUANT = "q8_0"
-DEFAULT_N_CTX = 2048
 ENCODER_FORMATS = ("ct2", "onnx")
 HEARING_NGRAM = "hearing_lm.npz"  # the hearing n-gram (assistant/ngram.py) in a bundle
 # every top-level file and folder an export writes, besides what bundle.json's checksums list
@@ -72,59 +71,25 @@ def _say(progress: Callable[[str], None] | None, msg: str) -> None:
         progress(msg)
 
 
-def export_bundle(
-    checkpoint: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    encoder: str = "ct2",
-    encoder_dtype: str = "int8",
-    llm_quant: str | None = None,
-    lora_adapter: bool = False,
-    lora_turns: str = "all",
-    reuse_defaults: bool = True,
-    mmproj: bool = False,
-    n_ctx: int = DEFAULT_N_CTX,
-    force: bool = False,
-    tokenizer_pre: str | None = None,
-    system_prompt: str | None = None,
-    transcribe_instruction: str | None = None,
-    ctc_topk: int | None = None,
-    ctc_vocab: Sequence[str | Path] = (),
-    hearing_n_best: int | None = None,
-    hearing_ngram: int | None = None,
-    hearing_ngram_fusion: float | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ExportReport:
-    """Write a bundle for `checkpoint` at `out` (see the module docstring).
+def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
+                  options: ExportOptions | None = None, *, progress: Callable[[str], None] | None = None,
+                  **fields: Any) -> ExportReport:
+    """Write a bundle for `checkpoint` at `out` (see the module docstring) as `options` say (ExportOptions).
 
-    `llm_quant` None (or q4_1) means: reuse `default:smollm2` when the LLM is the unchanged packaged base model (and
-    `reuse_defaults`), else quantize to DEFAULT_LLM_QUANT; q8_0 of the unchanged base reuses
-    `default:smollm2-q8_0`, requantized from the packaged Q4_1 at install. `lora_adapter` keeps a LoRA checkpoint's adapter
-    as `lora.gguf` over an unchanged base GGUF instead of merging it; `lora_turns` says which turns the runtime
-    runs it for: "all", or "transcribe" (answers come from the plain LLM). `mmproj` (ultravox adaptors) also writes
-    `mmproj.gguf` for stock llama.cpp tools. `tokenizer_pre` names llama.cpp's pre-tokenizer for a BPE
-    tokenizer it cannot identify (e.g. "gpt-2" for a plain byte-level BPE). `system_prompt` replaces the
-    chat template's default system prompt in the bundle ("" for none). `transcribe_instruction` replaces what
-    the runtime's `--transcribe` asks (default: the checkpoint's, "Transcribe the audio."). `ctc_topk` sets how
-    many tokens a ctc adaptor mixes per segment at run time (1: the most likely token's own embedding, so the
-    LLM reads the adaptor's transcript as if it were typed). `ctc_vocab` (JSON-lines manifests, normally the
-    training data) restricts a ctc head to the tokens their transcripts use: the head scores only those
-    (`vocab.ids`), a few times less work than the whole vocabulary, and it was never trained to emit others.
-    `hearing_n_best` (a top-1 ctc adaptor) writes bundle.json's `hearing` section: how many of the beam's
-    transcripts the plain LLM rescores by default (assistant/ctcbeam.py; hands-free mode rescores more).
-    `hearing_ngram` (an order, 1 to 4; needs `ctc_vocab` and topk 1) also counts the `ctc_vocab` transcripts into
-    a token n-gram over the head's labels (`hearing_lm.npz`, assistant/ngram.py) that the beam search weighs
-    by `hearing_ngram_fusion` (bundle.json's `hearing.ngram` and `hearing.ngram_fusion`).
+    `fields` are ExportOptions fields that override `options`, for short calls:
+    `export_bundle(ck, out, encoder="onnx", llm_quant="f32")`; an unknown one is a TypeError. `progress` gets
+    one line per step.
     """
-    if encoder not in ENCODER_FORMATS:
-        raise ExportError(f"unknown encoder format {encoder!r}: use ct2 or onnx")
-    if encoder_dtype not in ENCODER_DTYPES:
-        raise ExportError(f"unknown encoder dtype {encoder_dtype!r}: use one of {', '.join(ENCODER_DTYPES)}")
-    if llm_quant is not None and llm_quant.lower() not in LLM_QUANTS:
-        raise ExportError(f"unknown LLM quantization {llm_quant!r}: use one of {', '.join(LLM_QUANTS)}")
+    o = replace(options if options is not None else ExportOptions(), **fields)
+    if o.encoder not in ENCODER_FORMATS:
+        raise ExportError(f"unknown encoder format {o.encoder!r}: use ct2 or onnx")
+    if o.encoder_dtype not in ENCODER_DTYPES:
+        raise ExportError(f"unknown encoder dtype {o.encoder_dtype!r}: use one of {', '.join(ENCODER_DTYPES)}")
+    if o.llm_quant is not None and o.llm_quant.lower() not in LLM_QUANTS:
+        raise ExportError(f"unknown LLM quantization {o.llm_quant!r}: use one of {', '.join(LLM_QUANTS)}")
     out = Path(out).expanduser().absolute()
     exists = out.exists() or out.is_symlink()
-    if exists and not force:
+    if exists and not o.force:
         raise ExportError(f"{out} already exists: choose another OUT or pass --force to replace it")
     if exists:
         check_replaceable(out, checkpoint)  # before anything is built: a refusal costs nothing
@@ -132,49 +97,43 @@ def export_bundle(
 
     quiet_transformers()
     ck = Checkpoint.load(checkpoint)
-    if lora_adapter and ck.llm_weights != "lora":
+    if o.lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
     from assistant.bundle import LORA_TURNS
 
-    if lora_turns not in LORA_TURNS:
-        raise ExportError(f"unknown --lora-turns {lora_turns!r}: use one of {', '.join(LORA_TURNS)}")
-    if lora_turns != "all" and not lora_adapter:
-        raise ExportError(f"--lora-turns {lora_turns} needs --lora-adapter (a merged LoRA runs for every turn)")
-    if ctc_vocab and ck.adaptor.type != "ctc":
+    if o.lora_turns not in LORA_TURNS:
+        raise ExportError(f"unknown --lora-turns {o.lora_turns!r}: use one of {', '.join(LORA_TURNS)}")
+    if o.lora_turns != "all" and not o.lora_adapter:
+        raise ExportError(f"--lora-turns {o.lora_turns} needs --lora-adapter (a merged LoRA runs for every turn)")
+    if o.ctc_vocab and ck.adaptor.type != "ctc":
         raise ExportError(f"--ctc-vocab needs a ctc adaptor; this one is {ck.adaptor.type!r}")
-    if ctc_topk is not None and (ck.adaptor.type != "ctc" or ctc_topk < 1):
+    if o.ctc_topk is not None and (ck.adaptor.type != "ctc" or o.ctc_topk < 1):
         raise ExportError(f"--ctc-topk needs a ctc adaptor and a value >= 1 (adaptor {ck.adaptor.type!r}, "
-                          f"value {ctc_topk})")
-    topk = ctc_topk if ctc_topk is not None else getattr(ck.adaptor, "topk", None)  # what the runtime mixes
-    if hearing_n_best is not None:
-        if ck.adaptor.type != "ctc" or topk != 1 or hearing_n_best < 1:
+                          f"value {o.ctc_topk})")
+    topk = o.ctc_topk if o.ctc_topk is not None else getattr(ck.adaptor, "topk", None)  # what the runtime mixes
+    if o.hearing_n_best is not None:
+        if ck.adaptor.type != "ctc" or topk != 1 or o.hearing_n_best < 1:
             raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
-                              f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {hearing_n_best})")
-    if hearing_ngram is not None or hearing_ngram_fusion is not None:
+                              f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {o.hearing_n_best})")
+    if o.hearing_ngram is not None or o.hearing_ngram_fusion is not None:
         from assistant.ngram import MAX_ORDER
 
-        if hearing_ngram is None or not ctc_vocab or topk != 1 or not 1 <= hearing_ngram <= MAX_ORDER:
+        if o.hearing_ngram is None or not o.ctc_vocab or topk != 1 or not 1 <= o.hearing_ngram <= MAX_ORDER:
             raise ExportError(f"--hearing-ngram needs --ctc-vocab (the transcripts it counts), a ctc adaptor with "
-                              f"topk 1 and an order from 1 to {MAX_ORDER} (topk {topk}, order {hearing_ngram}); "
+                              f"topk 1 and an order from 1 to {MAX_ORDER} (topk {topk}, order {o.hearing_ngram}); "
                               "--hearing-ngram-fusion needs --hearing-ngram")
-        if hearing_ngram_fusion is not None and not hearing_ngram_fusion >= 0:
-            raise ExportError(f"--hearing-ngram-fusion must be 0 or more, got {hearing_ngram_fusion}")
-    if transcribe_instruction is not None and not transcribe_instruction.strip():
+        if o.hearing_ngram_fusion is not None and not o.hearing_ngram_fusion >= 0:
+            raise ExportError(f"--hearing-ngram-fusion must be 0 or more, got {o.hearing_ngram_fusion}")
+    if o.transcribe_instruction is not None and not o.transcribe_instruction.strip():
         raise ExportError("--transcribe-instruction is empty: give the words --transcribe should ask")
-    if mmproj and ck.adaptor.type != "ultravox":
+    if o.mmproj and ck.adaptor.type != "ultravox":
         raise ExportError(f"an mmproj GGUF exists only for the ultravox adaptor; this one is {ck.adaptor.type!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     report = ExportReport(out=out, manifest={})
     try:
-        manifest = _build(ck, tmp, report, encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
-                          lora_adapter=lora_adapter, lora_turns=lora_turns, reuse_defaults=reuse_defaults,
-                          mmproj=mmproj, n_ctx=n_ctx, tokenizer_pre=tokenizer_pre, system_prompt=system_prompt,
-                          transcribe_instruction=transcribe_instruction, ctc_topk=ctc_topk,
-                          ctc_vocab=[Path(v) for v in ctc_vocab], hearing_n_best=hearing_n_best,
-                          hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion,
-                          progress=progress)
+        manifest = _build(ck, tmp, report, o, progress)
         _say(progress, "checking the bundle with the runtime's loader")
         from assistant.bundle import Bundle, BundleError
 
@@ -184,7 +143,7 @@ def export_bundle(
             raise ExportError(f"the exported bundle does not load: {e}") from None
         _normal_permissions(tmp)
         if out.exists() or out.is_symlink():
-            if not force:
+            if not o.force:
                 raise ExportError(f"{out} appeared during the export: choose another OUT or pass --force")
             check_replaceable(out, checkpoint)  # again: OUT may have changed during the export
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -351,25 +310,22 @@ def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: s
     return prompt
 
 
-def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, encoder_dtype: str,
-           llm_quant: str | None, lora_adapter: bool, lora_turns: str, reuse_defaults: bool, mmproj: bool,
-           n_ctx: int, tokenizer_pre: str | None, system_prompt: str | None, transcribe_instruction: str | None,
-           ctc_topk: int | None, ctc_vocab: list[Path], hearing_n_best: int | None,
-           hearing_ngram: int | None, hearing_ngram_fusion: float | None,
+def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
            progress: Callable[[str], None] | None) -> dict[str, Any]:
+    ctc_vocab = [Path(v) for v in o.ctc_vocab]
     t = time.perf_counter()
     # ---- encoder ----
     enc_src = ck.encoder_source()
-    if reuse_defaults and encoder == "ct2" and enc_src is not None:
+    if o.reuse_defaults and o.encoder == "ct2" and enc_src is not None:
         enc_ref = enc_src  # the runtime converts the packaged CT2 weights to encoder_dtype at load
-        _say(progress, f"encoder: reusing {enc_src} (CTranslate2, computed as {encoder_dtype})")
-    elif encoder == "ct2":
-        _say(progress, f"encoder: CTranslate2 {encoder_dtype} from {ck.encoder_dir}")
-        export_ct2(ck.encoder_dir, tmp / "encoder", encoder_dtype)
+        _say(progress, f"encoder: reusing {enc_src} (CTranslate2, computed as {o.encoder_dtype})")
+    elif o.encoder == "ct2":
+        _say(progress, f"encoder: CTranslate2 {o.encoder_dtype} from {ck.encoder_dir}")
+        export_ct2(ck.encoder_dir, tmp / "encoder", o.encoder_dtype)
         enc_ref = "encoder"
     else:
-        _say(progress, f"encoder: ONNX {encoder_dtype} from {ck.encoder_dir}")
-        export_onnx(ck.encoder_dir, tmp / "encoder.onnx", encoder_dtype)
+        _say(progress, f"encoder: ONNX {o.encoder_dtype} from {ck.encoder_dir}")
+        export_onnx(ck.encoder_dir, tmp / "encoder.onnx", o.encoder_dtype)
         enc_ref = "encoder.onnx"
     report.seconds["encoder"] = time.perf_counter() - t
 
@@ -385,19 +341,19 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
         adaptor_cfg["shortlist"] = len(ids)
         _say(progress, f"ctc head: scores the {len(ids):,} tokens of {len(ctc_vocab)} manifest(s)' transcripts "
                        f"(of {ck.adaptor.vocab_size:,})")
-        if hearing_ngram is not None:
+        if o.hearing_ngram is not None:
             from assistant.ngram import count_ngrams, save_ngram
 
-            keys, counts = count_ngrams((np.searchsorted(ids, s).tolist() for s in seqs), hearing_ngram)
-            save_ngram(tmp / HEARING_NGRAM, keys, counts, hearing_ngram, ids)
+            keys, counts = count_ngrams((np.searchsorted(ids, s).tolist() for s in seqs), o.hearing_ngram)
+            save_ngram(tmp / HEARING_NGRAM, keys, counts, o.hearing_ngram, ids)
             hearing["ngram"] = HEARING_NGRAM
-            if hearing_ngram_fusion is not None:
-                hearing["ngram_fusion"] = float(hearing_ngram_fusion)
-            _say(progress, f"hearing n-gram: {len(keys):,} {hearing_ngram}-grams of {len(seqs):,} transcripts")
+            if o.hearing_ngram_fusion is not None:
+                hearing["ngram_fusion"] = float(o.hearing_ngram_fusion)
+            _say(progress, f"hearing n-gram: {len(keys):,} {o.hearing_ngram}-grams of {len(seqs):,} transcripts")
     save_adaptor(tmp / "adaptor.safetensors", tensors)
-    if ctc_topk is not None:
-        adaptor_cfg["topk"] = int(ctc_topk)
-    if mmproj:
+    if o.ctc_topk is not None:
+        adaptor_cfg["topk"] = int(o.ctc_topk)
+    if o.mmproj:
         from export.mmproj import write_ultravox_mmproj
 
         _say(progress, "mmproj: Whisper encoder + ultravox projector for llama.cpp's mtmd")
@@ -406,8 +362,8 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
 
     # ---- LLM ----
     t = time.perf_counter()
-    llm_ref, quant, lora_ref = _export_llm(ck, tmp, llm_quant=llm_quant, lora_adapter=lora_adapter,
-                                           reuse_defaults=reuse_defaults, tokenizer_pre=tokenizer_pre,
+    llm_ref, quant, lora_ref = _export_llm(ck, tmp, llm_quant=o.llm_quant, lora_adapter=o.lora_adapter,
+                                           reuse_defaults=o.reuse_defaults, tokenizer_pre=o.tokenizer_pre,
                                            progress=progress)
     report.seconds["llm"] = time.perf_counter() - t
 
@@ -415,22 +371,22 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, *, encoder: str, enc
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "audio": {"sample_rate": 16000, "n_mels": int(ck.config["encoder"].get("n_mels", 80))},
-        "encoder": {"format": encoder, "path": enc_ref, "dtype": encoder_dtype,
+        "encoder": {"format": o.encoder, "path": enc_ref, "dtype": o.encoder_dtype,
                     "d_model": int(ck.adaptor.d_model)},
         "adaptor": adaptor_cfg,
-        "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(n_ctx),
-                **({"lora_turns": lora_turns} if lora_ref else {})},
-        "prompt": _prompt(ck, system_prompt, transcribe_instruction),
+        "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(o.n_ctx),
+                **({"lora_turns": o.lora_turns} if lora_ref else {})},
+        "prompt": _prompt(ck, o.system_prompt, o.transcribe_instruction),
         "stop": list(ck.prompt.stop),
         "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),
                    "step": ck.config.get("step"), "llm_weights": ck.llm_weights},
         "checksums": {},
     }
-    if hearing_n_best is not None:
-        hearing = {"n_best": int(hearing_n_best), **hearing}
+    if o.hearing_n_best is not None:
+        hearing = {"n_best": int(o.hearing_n_best), **hearing}
     if hearing:
         manifest["hearing"] = hearing
-    if mmproj:
+    if o.mmproj:
         manifest["mmproj"] = {"path": "mmproj.gguf"}
     _say(progress, "checksums")
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):

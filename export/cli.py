@@ -13,9 +13,11 @@ from pathlib import Path
 
 import typer
 
+from export.options import ExportOptions
 from export.verify import Thresholds
 
 _T = Thresholds()
+_E = ExportOptions()  # the defaults of `bundle`
 
 app = typer.Typer(
     name="llasm-export",
@@ -23,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help, as llasm-assistant's: help text is never read as markup
 )
 
 
@@ -46,53 +49,63 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def bundle(
     checkpoint: Path = typer.Argument(..., help="checkpoint directory (llasm.json) written by llasm-train"),
     out: Path = typer.Argument(..., help="bundle directory to create"),
-    encoder: str = typer.Option("ct2", help="encoder format: ct2 or onnx"),
-    encoder_dtype: str = typer.Option("int8", help="encoder weights: int8, float16 or float32"),
-    llm_quant: str = typer.Option(None, help="LLM GGUF type: f16, q8_0, q4_k_m, q4_0 ... (default: reuse "
-                                             "default:smollm2 when the LLM is unchanged, else q8_0; "
-                                             "q8_0 of an unchanged LLM: default:smollm2-q8_0)"),
-    lora_adapter: bool = typer.Option(False, "--lora-adapter", help="keep a LoRA as lora.gguf over the base GGUF"),
-    lora_turns: str = typer.Option("all", help="with --lora-adapter: the turns the LoRA runs for, all or transcribe "
-                                               "(answers from the plain LLM)"),
-    mmproj: bool = typer.Option(False, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
-    reuse_defaults: bool = typer.Option(True, help="reference default:... base models instead of copying them"),
-    n_ctx: int = typer.Option(2048, help="llama.cpp context length recorded in bundle.json"),
-    force: bool = typer.Option(False, "--force", help="replace OUT if it is a bundle an export wrote (a folder "
-                                                  "with a checkpoint or any other file is refused)"),
-    tokenizer_pre: str = typer.Option(None, help="llama.cpp pre-tokenizer name for a BPE tokenizer it cannot "
-                                                 "identify (e.g. gpt-2)"),
-    system_prompt: str = typer.Option(None, help="system prompt the assistant starts every chat with "
-                                                 "(default: the chat template's own; \"\" for none)"),
-    transcribe_instruction: str = typer.Option(None, help="what --transcribe asks the LLM after the audio "
-                                                          "(default: the checkpoint's, \"Transcribe the audio.\")"),
-    ctc_topk: int = typer.Option(None, help="ctc adaptor: tokens mixed per segment at run time (1: the LLM reads "
-                                            "the adaptor's transcript as typed tokens)"),
-    ctc_vocab: list[Path] = typer.Option(None, help="ctc adaptor: score only the tokens of these JSON-lines "
-                                                    "manifests' transcripts (the training data); repeatable"),
-    hearing_n_best: int = typer.Option(None, help="ctc adaptor with topk 1: transcripts the plain LLM rescores "
-                                                  "by default (bundle.json's hearing.n_best; 1 = greedy)"),
-    hearing_ngram: int = typer.Option(None, help="ctc adaptor with topk 1: also count the --ctc-vocab transcripts "
-                                                 "into a token n-gram of this order (1-4) for the beam search "
-                                                 "(bundle.json's hearing.ngram)"),
-    hearing_ngram_fusion: float = typer.Option(None, help="the hearing n-gram's weight in the beam search by "
-                                                          "default (bundle.json's hearing.ngram_fusion; 0 = off)"),
+    encoder: str = typer.Option(_E.encoder, help="encoder format: ct2 or onnx"),
+    encoder_dtype: str = typer.Option(_E.encoder_dtype, help="encoder weights: int8, float16 or float32"),
+    llm_quant: str = typer.Option(
+        _E.llm_quant, help="LLM GGUF type: f16, q8_0, q4_k_m, q4_0 ... (default: reuse default:smollm2 when the "
+                           "LLM is unchanged, else q8_0; q8_0 of an unchanged LLM: default:smollm2-q8_0)"),
+    lora_adapter: bool = typer.Option(
+        _E.lora_adapter, "--lora-adapter", help="keep a LoRA as lora.gguf over the base GGUF"),
+    lora_turns: str = typer.Option(
+        _E.lora_turns, help="with --lora-adapter: the turns the LoRA runs for, all or transcribe (answers from the "
+                            "plain LLM)"),
+    mmproj: bool = typer.Option(
+        _E.mmproj, "--mmproj", help="ultravox adaptor: also write mmproj.gguf for llama.cpp mtmd"),
+    reuse_defaults: bool = typer.Option(
+        _E.reuse_defaults, help="reference default:... base models instead of copying them"),
+    n_ctx: int = typer.Option(_E.n_ctx, help="llama.cpp context length recorded in bundle.json"),
+    force: bool = typer.Option(
+        _E.force, "--force", help="replace OUT if it is a bundle an export wrote (a folder with a checkpoint or "
+                                  "any other file is refused)"),
+    tokenizer_pre: str = typer.Option(
+        _E.tokenizer_pre, help="llama.cpp pre-tokenizer name for a BPE tokenizer it cannot identify (e.g. gpt-2)"),
+    system_prompt: str = typer.Option(
+        _E.system_prompt, help="system prompt the assistant starts every chat with (default: the chat template's "
+                               "own; \"\" for none)"),
+    transcribe_instruction: str = typer.Option(
+        _E.transcribe_instruction, help="what --transcribe asks the LLM after the audio (default: the "
+                                        "checkpoint's, \"Transcribe the audio.\")"),
+    ctc_topk: int = typer.Option(
+        _E.ctc_topk, help="ctc adaptor: tokens mixed per segment at run time (1: the LLM reads the adaptor's "
+                          "transcript as typed tokens)"),
+    ctc_vocab: list[Path] = typer.Option(
+        None, metavar="MANIFEST", help="ctc adaptor: score only the tokens of these JSON-lines manifests' transcripts (the training "
+                   "data); repeatable"),
+    hearing_n_best: int = typer.Option(
+        _E.hearing_n_best, help="ctc adaptor with topk 1: transcripts the plain LLM rescores by default "
+                                "(bundle.json's hearing.n_best; 1 = greedy)"),
+    hearing_ngram: int = typer.Option(
+        _E.hearing_ngram, help="ctc adaptor with topk 1: also count the --ctc-vocab transcripts into a token "
+                               "n-gram of this order (1-4) for the beam search (bundle.json's hearing.ngram)"),
+    hearing_ngram_fusion: float = typer.Option(
+        _E.hearing_ngram_fusion, help="the hearing n-gram's weight in the beam search by default (bundle.json's "
+                                      "hearing.ngram_fusion; 0 = off)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
     from rich.console import Console
 
     from export.bundle import export_bundle
 
+    options = ExportOptions(encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
+                            lora_adapter=lora_adapter, lora_turns=lora_turns, reuse_defaults=reuse_defaults,
+                            mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
+                            system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
+                            ctc_topk=ctc_topk, ctc_vocab=tuple(ctc_vocab or ()), hearing_n_best=hearing_n_best,
+                            hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion)
     console = Console(stderr=True)
     try:
         with console.status("exporting") as status:
-            report = export_bundle(checkpoint, out, encoder=encoder, encoder_dtype=encoder_dtype,
-                                   llm_quant=llm_quant, lora_adapter=lora_adapter, lora_turns=lora_turns,
-                                   reuse_defaults=reuse_defaults, mmproj=mmproj, n_ctx=n_ctx, force=force,
-                                   tokenizer_pre=tokenizer_pre,
-                                   system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
-                                   ctc_topk=ctc_topk, ctc_vocab=ctc_vocab or (), hearing_n_best=hearing_n_best,
-                                   hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion,
-                                   progress=lambda m: (console.log(m), status.update(m)))
+            report = export_bundle(checkpoint, out, options, progress=lambda m: (console.log(m), status.update(m)))
     except _known_errors() as e:
         _fail(str(e))
         return

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-stop set-up for llasm on a fresh Debian/Ubuntu-like machine.
 #   scripts/setup.sh runtime   -> system packages + .venv with the assistant runtime
-#   scripts/setup.sh dev       -> the above + training, export and test extras
+#   scripts/setup.sh dev       -> the above + training, export, test and plot extras
 # Idempotent: a second run with unchanged pyproject.toml returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ fi
 if [ "$profile" = dev ] || [ "$profile" = train ]; then
   # The CPU build of torch (a CUDA build is several GB); CUDA users install their own torch first.
   "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
-  "${pip[@]}" install -e ".[train,export,dev]"
+  "${pip[@]}" install -e ".[train,export,dev,plot]"
   # the two-speaker call in pyannote.audio's wheel is part of the real-speech dev set; only the wheel file is kept
   ls "$venv"/share/llasm/pyannote_audio-*.whl >/dev/null 2>&1 || \
     "${pip[@]}" download --no-deps -d "$venv/share/llasm" "pyannote.audio==4.0.7"

@@ -162,3 +162,32 @@ def test_token_embeddings_from_tiny_gguf(tmp_path):
     table = read_token_embeddings(path)
     assert table.shape == (16, 8)
     assert np.array_equal(table, np.arange(128, dtype=np.float32).reshape(16, 8))
+
+
+def _assert_gguf_parity(path: Path) -> None:
+    """read_gguf_index and gguf.GGUFReader agree on every metadata key and every tensor of `path`."""
+    from gguf import GGUFReader, GGUFValueType
+
+    meta, tensors = read_gguf_index(path)
+    reader = GGUFReader(str(path))
+    theirs = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}  # GGUF.*: header, not keys
+    arrays = {k for k, f in theirs.items() if f.types[0] == GGUFValueType.ARRAY}
+    assert set(meta) == set(theirs) - arrays  # the runtime never reads arrays: they are skipped
+    for key, value in meta.items():
+        assert value == theirs[key].contents(), key
+    assert list(tensors) == [t.name for t in reader.tensors]
+    for t in reader.tensors:
+        info = tensors[t.name]
+        assert (info.shape, info.ggml_type, info.offset, info.nbytes) == (
+            tuple(int(d) for d in t.shape), int(t.tensor_type), int(t.data_offset), int(t.n_bytes)), t.name
+
+
+def test_gguf_index_agrees_with_gguf_reader_on_the_shipped_lora():
+    _assert_gguf_parity(Path(__file__).resolve().parents[1] / "assistant" / "default_model" / "lora.gguf")
+
+
+@pytest.mark.real
+def test_gguf_index_agrees_with_gguf_reader_on_smollm2():
+    from assistant.basemodels import resolve
+
+    _assert_gguf_parity(resolve("default:smollm2"))

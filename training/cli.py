@@ -6,12 +6,16 @@ import importlib.util
 
 import typer
 
+from training import commands_models, commands_train
+from training.datagen import cli as datagen_cli
+
 app = typer.Typer(
     name="llasm-train",
     help="Build datasets and train LLaSM models: stage 1 (adaptor on ASR data), stage 2 (instructions).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help, as llasm-assistant's: help text is never read as markup
 )
 
 
@@ -24,24 +28,12 @@ def _have(packages: tuple[str, ...]) -> bool:
     return all(importlib.util.find_spec(p) is not None for p in packages)
 
 
-def _register() -> None:
-    # Each command group lives next to the code it drives; they only add commands here.
-    from training import commands_models
-
-    commands_models.register(app)
-    for name in ("training.commands_train", "training.datagen.cli"):
-        if name == "training.commands_train" and not _have(TRAIN_EXTRA):
-            continue
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ModuleNotFoundError as e:  # a group whose optional dependency is missing
-            if e.name and e.name.split(".")[0] in TRAIN_EXTRA:
-                continue
-            raise
-        module.register(app)
-
-
-_register()
+# Each command group lives next to the code it drives; they only add commands here. Their modules import
+# nothing beyond the base install at module level.
+commands_models.register(app)
+if _have(TRAIN_EXTRA):
+    commands_train.register(app)
+datagen_cli.register(app)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
-from training.model import Sample, Turn
+from training.samples import Sample, Turn
 
 SAMPLE_RATE = 16000
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from assistant.adaptor import DEFAULT_CTC_TOPK, DEFAULT_STACK, NORM_EPS, AdaptorConfig, ctc_segments
 from assistant.prompt import AUDIO, Message, PromptTemplate
+from training.samples import Sample, Turn
 
 IGNORE = -100
 CTC_VOCAB = "ctc_vocab.json"  # in a checkpoint: the token ids a --ctc-shortlist head scores
@@ -232,24 +233,6 @@ def init_adaptor_config(spec: dict[str, Any], d_model: int, n_embd: int, vocab_s
 
 
 # ---- prompt pieces ----------------------------------------------------------------------------------
-@dataclass
-class Turn:
-    role: str  # "system" | "user" | "assistant"
-    text: str = ""  # user: the typed text or the instruction around the audio; assistant: the reply
-    audio: int | None = None  # index of the clip (in the sample's clip list) when spoken
-    audio_first: bool = False
-    transcript: str = ""  # spoken turn: what was said (used by the KL teacher)
-
-
-@dataclass
-class Sample:
-    """One training sequence: token pieces and audio slots, with the positions that carry loss."""
-
-    ids: list[int] = field(default_factory=list)  # -1 marks an audio slot (one per clip, expanded later)
-    train: list[bool] = field(default_factory=list)
-    clips: list[int] = field(default_factory=list)  # clip index for each -1 in `ids`, in order
-
-
 def template_for(tokenizer: Any) -> PromptTemplate:
     """The prompt template from the tokenizer's own chat template (BOS kept only if it is not a turn opener)."""
     if not getattr(tokenizer, "chat_template", None):

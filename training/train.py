@@ -20,15 +20,17 @@ import random
 import shutil
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import torch
 
+from assistant.plotting import pyplot
+from assistant.textmetrics import wer
 from training.data import (
     HeardCache,
     Manifest,
@@ -525,9 +527,8 @@ def gather_state(module: torch.nn.Module, keep: bool, select: str = "") -> dict[
 def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCache | None = None,
              max_examples: int | None = None, n_generate: int | None = None,
              heard: HeardCache | None = None) -> dict[str, float]:
-    """Held-out loss (fixed instruction, audio after) and WER of greedy transcriptions."""
-    import jiwer
-
+    """Held-out loss (fixed instruction, audio after) and WER of greedy transcriptions (the WER
+    `llasm-assistant evaluate` reports: assistant/textmetrics.py)."""
     was_training = model.training
     model.eval()
     exs = manifest.examples[: max_examples or cfg.eval_max]
@@ -548,8 +549,7 @@ def evaluate(model: LLaSM, manifest: Manifest, cfg: TrainConfig, cache: StateCac
     model.train(was_training)
     out = {"eval_loss": sum(losses) / max(1, sum(weights))}
     if hyps:
-        norm = [_norm(r) for r in refs], [_norm(h) for h in hyps]
-        out["wer"] = float(jiwer.wer(*norm)) if all(norm[0]) else float("nan")
+        out["wer"] = wer(refs, hyps)
         out["example"] = f"{refs[0]!r} -> {hyps[0]!r}"
     return out
 
@@ -560,15 +560,6 @@ def _reference(ex: Any) -> str:
         return ex.text
     replies = [t.get("value", "") for t in ex.turns if t.get("from") in ("gpt", "assistant")]
     return replies[-1] if replies else ""
-
-
-def _norm(s: str) -> str:
-    import re
-
-    s = re.sub(r"[^\w\s]", " ", s.lower())
-    if re.search(r"[\u4e00-\u9fff]", s):  # Chinese: character error rate through jiwer's word rate
-        s = " ".join(ch for ch in s if not ch.isspace())
-    return " ".join(s.split()) or "<empty>"
 
 
 def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -> list[str]:
@@ -617,11 +608,7 @@ def trim_metrics(path: Path, step: int) -> int:
 
 
 def plot_metrics(out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     tr = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     ev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
