@@ -239,15 +239,21 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
 
 
 def plot_bench(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """bench.png; with no matplotlib (the `plot` extra), one line says so and the numbers stand alone."""
+    import sys
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import PlotUnavailable, pyplot
+
+    try:
+        plt = pyplot()
+    except PlotUnavailable as e:
+        print(f"no {path.name}: {e}", file=sys.stderr)
+        return
 
     s, c = result["llasm"], result.get("cascade") or {}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    stages = [("encoder_ms", "encoder"), ("adaptor_ms", "adaptor"), ("rescore_ms", "LLM rescoring"),
-              ("prefill_ms", "prefill")]
+    stages = [("encoder_ms", "encoder"), ("decoder_ms", "Whisper decoder"), ("adaptor_ms", "adaptor"),
+              ("rescore_ms", "LLM rescoring"), ("prefill_ms", "prefill")]
     left = 0.0
     for key, label in stages:
         v = s[key]["median"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AudioError, load_audio
-from .ctcbeam import spoken_words
+from .textmetrics import edit_distance, normalize, wer  # noqa: F401 - edit_distance: evaluate's public API
 
 AGREE_SIMILARITY = 0.8  # word-sequence similarity at which two answers count as the same answer
 LATENCY_SECONDS = (2.0, 6.0)  # the question lengths the latency targets are stated for
@@ -38,27 +38,7 @@ class EvalError(RuntimeError):
     """A bad evaluation setup; the message names the fix."""
 
 
-# ---- text metrics --------------------------------------------------------------------------------------
-normalize = spoken_words  # lower-case words without punctuation, small numbers as digits (assistant/ctcbeam.py)
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error rate: total edits over total reference words."""
-    n = sum(len(normalize(r)) for r in refs)
-    e = sum(edit_distance(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True))
-    return e / max(n, 1)
-
-
+# ---- text metrics (one WER for training, evaluate and the docs: assistant/textmetrics.py) ------------------------
 def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, normalize(a), normalize(b)).ratio()
 
@@ -390,10 +370,16 @@ def _examples(r: dict[str, Any], path: Path) -> None:
 
 
 def _plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """eval.png; with no matplotlib (the `plot` extra), one line says so and eval.json stands alone."""
+    import sys
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import PlotUnavailable, pyplot
+
+    try:
+        plt = pyplot()
+    except PlotUnavailable as e:
+        print(f"no {path.name}: {e}", file=sys.stderr)
+        return
 
     modes = r["modes"]
     names = [MODE_NAMES.get(m, m).replace(" -> ", "\n-> ") for m in modes]

@@ -23,11 +23,10 @@ the built-in default (the generation settings: the engine's `GenerationOptions`)
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from assistant.vad import VadError, VadOptions
 
