@@ -1,6 +1,6 @@
 """Does the answer name the right thing? Spoken, typed and Whisper-transcript answers against key words.
 
-    python scripts/answer_keywords.py --questions docs/default-model/free-questions.jsonl EVAL_JSON ...
+    python scripts/answer_keywords.py --questions docs/model-card/blind-questions.jsonl EVAL_JSON ...
 
 QUESTIONS is a JSON-lines file whose records carry `instruction` (the question) and, for clear-cut questions,
 `keys`: words any right answer names ("8", "eight"). Each EVAL_JSON (from `llasm-assistant evaluate`) is

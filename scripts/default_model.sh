@@ -12,9 +12,9 @@ clips="${CLIPS:-8000}"
 wide="${WIDE_CLIPS:-6000}"
 q_asr="${QUESTION_CLIPS:-3000}"      # spoken training questions for stage 1b
 q_wide="${WIDE_QUESTION_CLIPS:-9000}"  # ... and more of them in the wide voice set
-q_wide2="${WIDE_QUESTION_CLIPS_2:-12000}"  # ... and 12,000 more (session 11)
-q_wide3="${WIDE_QUESTION_CLIPS_3:-24000}"  # ... and 24,000 more (session 12)
-q_everyday="${EVERYDAY_QUESTION_CLIPS:-24000}"  # ... and 24,000 from the everyday template set (session 14)
+q_wide2="${WIDE_QUESTION_CLIPS_2:-12000}"  # ... and 12,000 more
+q_wide3="${WIDE_QUESTION_CLIPS_3:-24000}"  # ... and 24,000 more
+q_everyday="${EVERYDAY_QUESTION_CLIPS:-24000}"  # ... and 24,000 from the everyday template set
 steps1b="${STAGE1B_STEPS:-8000}"
 steps1c="${STAGE1C_STEPS:-4000}"
 steps1d="${STAGE1D_STEPS:-4000}"
@@ -52,25 +52,21 @@ $bin/llasm-train data instructions --out "$work/questions-clean" --count 120 --e
 #     stage 1b: the ASR sentences lack many words people ask with ("Hi", "recipe", "Suggest").
 $bin/llasm-train data instructions --out "$work/questions-asr" --count "$q_asr" --eval-fraction 0 --multi-turn 0 \
   --no-replies --seed 31 --quiet
-# 2e. 9,000 more, in the wide voice set (session 9): with 12,000 spoken questions in stage 1b the ctc head hears
-#     held-out questions word for word 6x as often as with 3,000 (docs/default-model.md).
+# 2e-2g. 45,000 more in the wide voice set: the ctc head hears a word about as often as its training transcripts
+#     say it, so more spoken questions make it hear more questions word for word (docs/model-card.md). Three
+#     seeded builds, so that the recipe reproduces the shipped adaptor bit for bit.
 $bin/llasm-train data instructions --out "$work/questions-asr-wide" --count "$q_wide" --eval-fraction 0 \
   --multi-turn 0 --no-replies --seed 41 --voice-set wide --quiet
-# 2f. 12,000 more, in the wide voice set (session 11): with 24,000 spoken questions (and 3,000 steps) the ctc head
-#     hears held-out questions word for word 1.6x as often as with 12,000 (docs/default-model.md).
 $bin/llasm-train data instructions --out "$work/questions-asr-wide2" --count "$q_wide2" --eval-fraction 0 \
   --multi-turn 0 --no-replies --seed 51 --voice-set wide --quiet
-# 2g. 24,000 more, in the wide voice set (session 12): with 48,000 spoken questions (and 5,000 steps) the ctc head
-#     hears held-out questions word for word 1.46x as often as with 24,000 (docs/default-model.md).
 $bin/llasm-train data instructions --out "$work/questions-asr-wide3" --count "$q_wide3" --eval-fraction 0 \
   --multi-turn 0 --no-replies --seed 61 --voice-set wide --quiet
-# 2h. 24,000 from the everyday template set (session 14): other kinds of request (numbers, words, time, the
-#     computer, the home, talk with the assistant, ...) in other phrasings. Blind-written questions that no
-#     template says are heard word for word 2.6x as often (41 of 312 against 16), template ones as often
-#     (docs/default-model.md).
+# 2h. 24,000 from the everyday template set: other kinds of request (numbers, words, time, the computer, the
+#     home, talk with the assistant, ...) in other phrasings, so the head hears questions no base template says
+#     (docs/model-card.md).
 $bin/llasm-train data instructions --out "$work/questions-everyday" --count "$q_everyday" --eval-fraction 0 \
   --multi-turn 0 --no-replies --seed 71 --voice-set wide --templates everyday --quiet
-# 2i. Generated accents and speakers (session 19, `--voice-set random`): 16,000 questions, 8,000 everyday ones and
+# 2i. Generated accents and speakers (`--voice-set random`): 16,000 questions, 8,000 everyday ones and
 #     4,000 ASR sentences spoken in 60 generated English accents (one training accent's pronunciation rules, another's
 #     phoneme table, consistent pronunciation changes) by espeak-ng variants and 300 generated speakers; and, so
 #     stage 1c keeps what it knows, 6,000 + 3,000 questions and 2,000 sentences more in the wide voice set.
@@ -86,7 +82,7 @@ $bin/llasm-train data instructions --out "$work/replay-everyday" --count 3000 --
   --no-replies --seed 111 --voice-set wide --templates everyday --quiet
 $bin/llasm-train data asr --out "$work/replay-asr" --count 2000 --eval-fraction 0 --seed 4 --hibari-fraction 0.05 \
   --voice-set wide --quiet
-# 2j. Foreign accents (session 20, `--voice-set foreign`): 12,000 questions and 6,000 everyday ones in the random
+# 2j. Foreign accents (`--voice-set foreign`): 12,000 questions and 6,000 everyday ones in the random
 #     set plus 60 foreign accents (a training accent's pronunciation rules, spoken through one of 23 other
 #     languages' phoneme tables with English vowels mapped to the table's own). No ASR sentences: theirs would add
 #     768 tokens to the ctc shortlist, 3 MB past the 25 MB the trained parts may take.
@@ -107,7 +103,7 @@ $bin/llasm-train cache-states \
   --out "$work/states" --engine ct2
 # 4. Stage 1 of the default recipe: the ctc adaptor, trained without the LLM in the loop. --ctc-shortlist: the
 #    training softmax runs over the training transcripts' tokens only, the ones the bundle's head scores (2.4x
-#    faster steps; held-out hearing and agreement the same, docs/default-model.md).
+#    faster steps; held-out hearing and agreement the same, docs/training.md).
 $bin/llasm-train stage1 --recipe cpu --adaptor ctc --objective ctc --stack 4 --ctc-shortlist \
   --data "$work/asr/train.jsonl,$work/asr-wide/train.jsonl" --eval-data "$work/asr/eval.jsonl" \
   --state-cache "$work/states" --out "$work/stage1" --max-steps "$steps" --batch-size 16 --lr 2e-3 \
@@ -118,16 +114,14 @@ $bin/llasm-train stage1 --recipe cpu --init "$work/stage1/final" --adaptor ctc -
   --data "$asr_train,$questions_asr" \
   --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" --out "$work/stage1b" --max-steps "$steps1b" \
   --batch-size 16 --lr 1e-3 --warmup-steps 20 --log-every 10 --eval-every 500 --save-every 50 --seed 0
-# 4c. Stage 1c (session 19): 4,000 steps more from stage 1b on the generated accents and the replay, at 3e-4. On
-#     dev sets: held-out template questions heard word for word one-shot 94 -> 99-100 of 140, free ones 40 -> 45
-#     of 231 (docs/default-model.md).
+# 4c. Stage 1c: 4,000 steps more from stage 1b on the generated accents and the replay, at 3e-4, because the
+#     held-out accents are what the head mishears most (docs/model-card.md).
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1b/final" --adaptor ctc --objective ctc --stack 4 \
   --hidden 2048 --ctc-shortlist --data "$accents" --eval-data "$work/asr/eval.jsonl" --state-cache "$work/states" \
   --out "$work/stage1c" --max-steps "$steps1c" --batch-size 16 --lr 3e-4 --warmup-steps 20 --log-every 10 \
   --eval-every 500 --save-every 50 --seed 0
-# 4d. Stage 1d (session 20): 4,000 steps more from stage 1c on the foreign accents and stage 1c's clips, at 3e-4.
-#     On dev sets: held-out template questions heard word for word one-shot 99 -> 107 of 140, free ones 45 -> 46
-#     of 231 (docs/default-model.md).
+# 4d. Stage 1d: 4,000 steps more from stage 1c on the foreign accents and stage 1c's clips, at 3e-4: every English
+#     vowel said through another language's table, which the generated accents of 1c never do.
 $bin/llasm-train stage1 --recipe cpu --init "$work/stage1c/final" --adaptor ctc --objective ctc --stack 4 \
   --hidden 2048 --ctc-shortlist --data "$foreign,$accents" --eval-data "$work/asr/eval.jsonl" \
   --state-cache "$work/states" --out "$work/stage1d" --max-steps "$steps1d" --batch-size 16 --lr 3e-4 \
@@ -165,15 +159,15 @@ $bin/llasm-train stage2 --recipe cpu --init "$work/stage1d/final" --topk 1 --llm
   --eval-data "$work/mix/eval.jsonl" --heard-cache "$work/stage2-heard.json" --out "$work/stage2" --batch-size 8 \
   --max-steps "${STAGE2_STEPS:-480}" --lr 5e-4 --warmup-steps 30 --log-every 10 --eval-every 160 \
   --save-every 40 --seed 0
-#    The cpu recipe's mixed_precision "auto" runs bf16 autocast where the CPU has AMX (session 11: 480 steps in 11.6
-#    min, 6.2 samples/s, where float32 took 19.8 min; elsewhere it stays float32).
+#    The cpu recipe's mixed_precision "auto" runs bf16 autocast where the CPU has it (about 1.8x float32's speed
+#    there, docs/training.md); elsewhere it stays float32, since emulated bf16 is far slower.
 # 6. The bundle: the adaptor and the LoRA (lora.gguf over the base GGUF), which runs for --transcribe turns only:
 #    answers, spoken or typed, come from the plain LLM, whose typed answers stage 2 taught the spoken ones to match
-#    (session 10: as many spoken answers agree without it, and typed ones are SmolLM2's own).
-#    One-shot answers hear with the LLM's help: it rescores the beam's 3 likeliest transcripts (session 17; 576
-#    template questions agree 57.6 % against 48.3 % greedy, the first token 139 ms median); hands-free the LLM also
-#    joins the beam search. A 4-gram of the stage-1 transcripts' tokens joins the beam search where the LLM does
-#    not (weight 0.3, session 18: held-out template questions heard word for word 75 -> 94 of 140 on a dev set).
+#    (as many spoken answers agree without it, and typed ones stay SmolLM2's own).
+#    One-shot answers hear with the LLM's help: it picks among the beam's 3 likeliest transcripts, the most that
+#    keeps the first token under 150 ms; hands-free the LLM also joins the beam search. A 4-gram of the stage-1
+#    transcripts' tokens joins the beam search where the LLM does not (weight 0.3, chosen on the dev sets;
+#    docs/model-card.md).
 export_bundle "$work/stage2/final" "$work/bundle" --lora-adapter --lora-turns transcribe --hearing-n-best 3 \
   --hearing-ngram 4 --hearing-ngram-fusion 0.3
 # 7. Held-out evaluation (WER vs Whisper, spoken-vs-typed agreement, latency vs the cascade): unseen acoustics
