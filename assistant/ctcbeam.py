@@ -9,18 +9,16 @@ LLM (without the bundle's LoRA: the plain SmolLM2) says which of them reads as a
 (the word bonus offsets the LM's preference for short transcripts). The chosen transcript (the greedy one when
 n_best is 1) is then made a sentence (`sentence_forms`, `sentence` in the settings): its first letter
 capitalised, and its end ('?' or '.') picked by the LLM alone, because the ctc head hears a question's words far
-better than its intonation ("How is Portugal different from Ireland."). Measured in docs/default-model.md
-("Hearing with the LLM's help", "Session 10").
+better than its intonation ("How is Portugal different from Ireland."). Measured in docs/model-card.md.
 
 With `fusion` > 0 the LLM also takes part in the beam search (shallow fusion: `prefix_beam_search(lm=...)`, its
 next-token log-probs from `assistant.llm.BeamLM`), so the beam keeps the prefixes that read as language before the
-pick; hands-free mode hears this way ("Session 17").
+pick; hands-free mode hears this way.
 
 Transcripts that say the same words (`spoken_words`) and differ only in spelling (case, punctuation: "Hello! plan"
 and "Hello! Plan") are one hypothesis (`merge_spellings`): the ctc head cannot hear a capital, and each spelling
 took a place among the n best from other words. Their paths' probabilities are summed, and the hypothesis is
-spelt as the head likes it best, i.e. as its training transcripts spell it, rather than as the LLM does
-("Session 22").
+spelt as the head likes it best, i.e. as its training transcripts spell it, rather than as the LLM does.
 """
 
 from __future__ import annotations

@@ -257,7 +257,7 @@ class Engine:
         user_open, user_close = self.template.user.split("{content}")
         self._hear_prefix = self.lm.tokenize(self.template.prefix + system + user_open)
         # up to the end-of-turn token: the whitespace after it is the same for every transcript (log P about 0),
-        # and leaving it out spares a scoring row per transcript (session 16: 32 transcripts 245 -> 194 ms)
+        # and leaving it out spares a scoring row per transcript (a fifth of the scoring time for 32 transcripts)
         self._hear_close = self.lm.tokenize(user_close.rstrip() or user_close)
         self.speculate = True  # prepare() also prefills the spoken turn (False: encoder and adaptor only)
         self._prepared: tuple[np.ndarray, tuple[np.ndarray, str | None, dict[str, float]]] | None = None
@@ -680,7 +680,7 @@ class Engine:
         among the beam's n_best distinct transcripts (with `merge_spellings`, transcripts that say the same words
         are one, spelt as the ctc head likes best; with `fusion` > 0 it also ranks the beam's prefixes, for
         utterances up to `fusion_max_s` seconds; where it does not, the hearing n-gram does with `ngram_fusion`
-        > 0, a cheap stand-in: with both, free questions were heard worse, session 18); with `sentence` it then
+        > 0, a cheap stand-in: with both, free questions were heard worse); with `sentence` it then
         capitalises the pick and chooses how it ends. Returns the chosen transcript (the greedy one when it wins)."""
         cfg = self.hearing
         best = heard
@@ -715,8 +715,8 @@ class Engine:
         forms = {t: sentence_forms(t) if cfg.sentence and t else [t] for t in order}
         # The transcripts and, of those already capitalised, the sentences they make, in one scoring batch: such a
         # sentence differs from its transcript in the end mark only, a leaf never decoded, so it costs no row where
-        # a second scoring after the pick cost a decode of its own (session 17: the LLM's pick among 3 transcripts
-        # and the sentence's end 74 -> 48 ms). The sentences of a transcript that starts in lower case would cost a
+        # a second scoring after the pick cost a decode of its own (a third of the pick's time among 3 transcripts).
+        # The sentences of a transcript that starts in lower case would cost a
         # branch of rows each, so the chosen one's are scored after the pick.
         todo = (order if len(order) >= 2 else []) + [f for t in order if t[:1] == t[:1].upper() and len(forms[t]) > 1
                                                      for f in forms[t]]

@@ -335,13 +335,13 @@ def test_template_sets_from_the_command_line(tmp_path: Path, templates: str, see
 
 def test_convert_speaks_the_free_form_questions_with_held_out_voices_and_chosen_acoustics(tmp_path: Path) -> None:
     """`data convert --eval-acoustics clean` on the repository's out-of-template evaluation questions
-    (docs/default-model/free-questions.jsonl): held-out voices, no room, microphone or noise."""
+    (docs/model-card/free-questions.jsonl): held-out voices, no room, microphone or noise."""
     from typer.testing import CliRunner
 
     from training.cli import app
     from training.datagen.tts import Voice
 
-    src = Path(__file__).resolve().parents[1] / "docs" / "default-model" / "free-questions.jsonl"
+    src = Path(__file__).resolve().parents[1] / "docs" / "model-card" / "free-questions.jsonl"
     res = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(tmp_path / "f"), "--limit", "8",
                                    "--eval-fraction", "0.9", "--eval-acoustics", "clean", "--tts", "espeak",
                                    "--workers", "1", "--quiet", "--seed", "8"])

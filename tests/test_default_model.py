@@ -50,26 +50,17 @@ def test_default_bundle_is_shipped_and_small() -> None:
 
 SENTENCES = ["What is the capital of France?", "Please open the window.", "How old are you?",
              "Turn off the lights in the kitchen."]
-# Measured on these clips with the shipped adaptor (session 14, everyday questions in stage 1b): 0.33 greedy and
-# rescored (0.33 rescoring 3, the one-shot default since session 17, on a Xeon with AMX; session 13's: 0.43, 0.38; session 12's: 0.38 both; session 9's: 0.43, rescored 0.29; session 7's: 0.43;
-# session 5's: 0.33). The bound
-# catches a broken adaptor, encoder or token table (an untrained ctc head scores above 1.0).
-# Held-out hearing is measured on 576 questions (docs/default-model.md), not on four clips.
+# The shipped adaptor hears these clips at WER 0.33 greedy and rescored; the bound catches a broken adaptor, encoder or
+# token table (an untrained ctc head scores above 1.0). Held-out hearing is measured on 576 questions
+# (docs/model-card.md), not on four clips.
 MAX_HEARD_WER = 0.5
-# The LLM's pick among the beam's transcripts is checked on more questions: on these eight (en-us, session 14's
-# bundle, on the Xeon) greedy hears 0.341 and the pick 0.244: "Tell me a joke about cats." found, "Is the sky
-# blues?" made "Is the sky blue?"; on the four above alone it trades "Be" for "C" and "NT turn" for "Turn turn".
+# The LLM's pick among the beam's transcripts is checked on more questions: on these eight (en-us) the pick hears
+# better than the greedy path ("Tell me a joke about cats." found, "Is the sky blues?" made "Is the sky blue?").
 RESCORED = SENTENCES + ["What color is grass?", "How do I bake bread?", "Tell me a joke about cats.",
                         "Why is the sky blue?"]
-# "What color is grass?" is heard by voice (24 espeak-ng voices: 8 variants each of en-gb, en-us and en-gb-x-rp;
-# docs/default-model.md, "Session 14"). en-us's default voice is heard "Cauliflower is grasp." greedy and "What
-# cauliflower is grass?" rescoring 16 transcripts (session 13's head: "What can is grass?"); rescoring 32 (the
-# hands-free default in session 16), and with the LLM inside the beam search (hands-free since session 17), it is
-# heard word for word; rescoring 3, the one-shot default since session 17, "Cauliflower is grass."; with the
-# hearing 4-gram in the beam as well (one-shot since session 18), "What continent is Brazil?", a trained phrasing;
-# session 19's adaptor (stage 1c, generated accents) and session 20's (stage 1d, foreign accents): "What color is
-# Brazil?" one-shot, "Color is grass." without the 4-gram, "Color is grasp." greedy, word for word with the LLM
-# inside the beam.
+# "What color is grass?" is heard word for word in every en-gb espeak-ng voice; en-us's default voice is heard
+# "What color is Brazil?" one-shot (the 4-gram in the beam pulls it to a trained phrasing; without it "Color is
+# grass.", greedy "Color is grasp."), and word for word with the LLM inside the beam (hands-free).
 # strict: the day en-us is heard one-shot, this test fails until the xfail mark is removed.
 NOT_YET = pytest.mark.xfail(strict=True, reason="one-shot (the 4-gram in the beam, the LLM rescoring 3 transcripts), "
                             "the shipped ctc head hears espeak-ng en-us's 'What color is grass?' as 'What color "
@@ -98,9 +89,8 @@ def test_the_adaptor_hears_most_spoken_words(engine, tmp_path: Path) -> None:  #
 
 
 def test_transcription_prompt_returns_the_spoken_words(engine, tmp_path: Path) -> None:  # noqa: ANN001
-    # Stage 2 taught the LLM to read back what the adaptor hears: measured 0.33, exactly what it heard (session
-    # 14; session 13's bundle 0.43; session 5's 0.33 = its heard; session 4's 0.29); before stage 2, the LLM
-    # rewrote it (1.19: 'is the capital of friends?' -> 'The capital of friends is Paris.').
+    # Stage 2 taught the LLM to read back what the adaptor hears (0.33, exactly what it heard); without stage 2
+    # the LLM rewrote it (1.19: 'is the capital of friends?' -> 'The capital of friends is Paris.').
     ds = _ask_all(engine, tmp_path, transcribe=True)
     answers = [d.answer for d in ds]
     assert wer(SENTENCES, answers) <= 0.45, list(zip(SENTENCES, answers, strict=True))
@@ -146,7 +136,7 @@ def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path, voice: 
 def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """A ctc head may spell a transcript in other tokens than the tokenizer would (' What' for 'What' at the
     start of a turn); the LLM then answered a question heard word for word unlike the typed one ("The answer is
-    "green"" against "The answer to this question is "green"", session 11). It reads the tokenizer's tokens."""
+    "green"" against "The answer to this question is "green""). It reads the tokenizer's tokens."""
     from assistant.adaptor import AdaptorOutput
     from assistant.engine import GenerationOptions
 
@@ -198,7 +188,7 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
 
 
 # Spoken with espeak-ng en-gb, hands-free hearing hears these word for word; unmerged, the LLM in the beam spelt
-# them "Hello! How ...", "Hello! What ..." (session 22, like 9 held-out questions, answered otherwise).
+# them "Hello! How ...", "Hello! What ..." (as 9 held-out questions, which the LLM then answered otherwise).
 HELLO = ["Hello! how are dogs different from camels?", "Hello! what do I need to plant tomatoes?"]
 
 
@@ -243,8 +233,7 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
         d = eng.ask(audio=load_audio(wav), transcribe=True, options=opts)
         assert d.timings["prefill_positions"] < d.timings["prompt_positions"]  # no system prompt again
         assert d.heard == unprimed.heard and d.answer == unprimed.answer  # ... and the same turn as without
-        # the words it heard, read back; the end mark is the LoRA's own (session 14's reads 'Do opened the
-        # windowo.' back with '?', primed or not; session 13's kept it)
+        # the words it heard, read back; the end mark is the LoRA's own, so only the words are compared
         assert d.heard and normalize(d.answer) == normalize(d.heard), (d.heard, d.answer)
     finally:
         eng.close()
@@ -255,7 +244,7 @@ def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path)
     The system prompt's KV must come out as a new engine's: llama.cpp multiplies a batch of 64 rows or more with
     other kernels, so decoded together with the long transcription turn it differed, and `llasm-assistant
     evaluate` (one transcription, then the questions) got other typed answers ("a process called Rayleigh
-    scattering" for "a phenomenon known as ..."; session 14)."""
+    scattering" for "a phenomenon known as ...")."""
     from assistant.engine import Engine, GenerationOptions
 
     opts = GenerationOptions(max_tokens=24)
@@ -294,8 +283,7 @@ def test_cli_answers_a_file_with_the_default_bundle(tmp_path: Path) -> None:
 
 def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     """Real models: the LLM's pick among the beam's transcripts hears eight questions better than the greedy
-    path, or as well with a word it missed (on 576 held-out questions: docs/default-model.md, "Hearing with the
-    LLM's help"). Which words greedy misses depends on the CPU's int8 and Q8_0 kernels ('whatever is the capital
+    path, or as well with a word it missed (on 576 held-out questions: docs/model-card.md). Which words greedy misses depends on the CPU's int8 and Q8_0 kernels ('whatever is the capital
     of France' on an AMD EPYC, 'nt off the light in the.' on a Xeon with AMX), so the test compares the sum, then
     checks each changed transcript."""
     from assistant.engine import Engine
@@ -313,7 +301,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
         heard1, heard = [h or "" for _, h, _ in first], [h or "" for _, h, _ in picked]
         pairs = list(zip(heard1, heard, strict=True))
         assert wer(RESCORED, heard) <= wer(RESCORED, heard1), pairs  # no worse in sum (0.244 against 0.341) ...
-        # ... and a missed word found ('Tell me ...' on AMX; '... of France?' on the EPYC with session 9's bundle)
+        # ... and a missed word found ('Tell me ...' on a Xeon with AMX; '... of France?' on an AMD EPYC)
         assert any(wer([s], [h]) < wer([s], [h1]) for s, h1, h in zip(RESCORED, heard1, heard, strict=True)), pairs
         rows = eng.adaptor.token_embeddings
         for emb, h, _ in picked + first:  # the LLM reads each transcript as the tokenizer writes it
@@ -373,8 +361,8 @@ LONG_QUESTION = "Hello! tell me a short story about a talking tree who wins a ba
 
 
 def test_hands_free_hears_a_long_question_with_the_ngram_in_the_beam(tmp_path: Path) -> None:
-    """Hands-free, the LLM joins the beam search for utterances up to the default `fusion_max_s` only (4.5 s since
-    session 23: hearing with it takes about 1 s for a 6 s question on 2 threads, past the 500 ms the VAD waits
+    """Hands-free, the LLM joins the beam search for utterances up to the default `fusion_max_s` only (4.5 s:
+    hearing with it takes about 1 s for a 6 s question on 2 threads, past the 500 ms the VAD waits
     for the end of speech). Longer ones are heard by the beam with the hearing 4-gram and the LLM's pick, as
     one-shot: en-gb's 5.9 s template question letter for letter (with the LLM in the beam: the same, 11x the
     time), while a short question still has the LLM in the beam."""
@@ -400,7 +388,8 @@ def test_hands_free_hears_a_long_question_with_the_ngram_in_the_beam(tmp_path: P
 def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
     """One-shot, the shipped bundle's 4-gram of the stage-1 transcripts joins the beam search (weight 0.3,
     bundle.json): en-gb's "Who invented the airplane?" (a held-out text of a trained template) is heard word for
-    word with it and "You invented the airplane." without it (session 18)."""
+    word with it. Without it the head alone hears "You invented the airplane." on a Xeon with AMX and the right
+    words on an AMD EPYC (the int8 kernels differ), so only the phrasing with the 4-gram is checked."""
     from assistant.engine import Engine
 
     clip = load_audio(speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb"))
@@ -413,8 +402,7 @@ def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
         plain = eng.encode_audio(clip)[1]
     finally:
         eng.close()
-    assert heard == "Who invented the airplane?", heard
-    assert normalize(plain) != normalize(heard), plain
+    assert heard == "Who invented the airplane?", (heard, plain)
 
 
 def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> None:  # noqa: ANN001
@@ -440,7 +428,7 @@ def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> Non
                             "--ngram-fusion", w, "--hearing", "adaptor"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         heard[w] = json.loads(r.stdout.strip().splitlines()[-1])["heard"]
-    assert heard["0.3"] == "Who invented the airplane?" != heard["0"], heard
+    assert heard["0.3"] == "Who invented the airplane?", heard  # without the 4-gram: CPU-dependent (see above)
     r = subprocess.run([str(cli), "--bundle", str(bundle_factory()), "--text", "Hi", "--ngram-fusion", "0.5"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == EXIT_BAD_BUNDLE and "needs a bundle with a hearing n-gram" in \
@@ -449,7 +437,7 @@ def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> Non
 
 def test_a_long_utterance_is_heard_in_pieces(tmp_path: Path) -> None:
     """Over `chunk_s` (7 s) the encoder hears the utterance in pieces cut at pauses: the head, trained on clips of
-    a few seconds, misreads the encoder's later positions (session 19: 10 s of joined training-voice questions,
+    a few seconds, misreads the encoder's later positions (10 s of joined training-voice questions:
     WER 0.39 whole, 0.09 in pieces). Each piece's first word comes back with its space."""
     import dataclasses
 

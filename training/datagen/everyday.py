@@ -2,7 +2,7 @@
 
 The base templates (`prompts.TEMPLATES`, 96 of them) cover facts about countries and animals, how-tos, advice and
 creative requests, each in a few fixed phrasings. Spoken questions outside them are heard far worse (free
-phrasing: docs/default-model.md), so this set adds other kinds of request and other ways of asking: quick
+phrasing: docs/model-card.md), so this set adds other kinds of request and other ways of asking: quick
 knowledge questions, numbers and units, words and languages, time and calendar, computers and phones, the home,
 food, health habits, travel, shopping and talk with the assistant itself. Its slot lists are its own, so building
 it leaves the base set's seeds untouched (`llasm-train data instructions --templates everyday`).
