@@ -508,9 +508,9 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
 def _base_only(ck: Checkpoint) -> Any:
     """The base LLM of a LoRA checkpoint (the adapter ships separately)."""
     import torch
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     if ck.base_gguf is not None:
-        return LlamaForCausalLM.from_pretrained(str(ck.base_gguf.parent), gguf_file=ck.base_gguf.name,
-                                                dtype=torch.float32).eval()
-    return LlamaForCausalLM.from_pretrained(str(ck.llm_dir), dtype=torch.float32).eval()
+        return AutoModelForCausalLM.from_pretrained(str(ck.base_gguf.parent), gguf_file=ck.base_gguf.name,
+                                                    dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(str(ck.llm_dir), dtype=torch.float32).eval()
