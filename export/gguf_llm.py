@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -388,11 +388,19 @@ def write_llama_gguf(
     dtype: str = "f16",
     name: str = "llasm",
     chat_template: str | None = None,
+    rope_freqs: np.ndarray | None = None,
 ) -> Path:
-    """Write a LLaMA / Qwen2 GGUF (f16 or f32) from a HF state dict and config; returns the path."""
+    """Write a LLaMA / Qwen2 GGUF (f16 or f32) from a HF state dict and config; returns the path.
+
+    `rope_freqs`: Llama-3 rope factors for a model whose config lost them (transformers loaded it from a
+    GGUF: see `gguf_rope_freqs`); used only when the config has no llama3 rope of its own."""
     if dtype not in ("f16", "f32"):
         raise ExportError(f"unquantized GGUF dtype must be f16 or f32, not {dtype!r}")
     hp = LlamaHParams.from_config(config)
+    if rope_freqs is not None and hp.rope_freqs is None and hp.arch == "llama":
+        if np.asarray(rope_freqs).shape != (hp.head_dim // 2,):
+            raise ExportError(f"rope_freqs has shape {np.asarray(rope_freqs).shape}; the heads need {hp.head_dim // 2}")
+        hp = replace(hp, rope_freqs=tuple(float(x) for x in np.asarray(rope_freqs, dtype=np.float32)))
     if tokenizer.n_vocab != hp.n_vocab:
         raise ExportError(
             f"the tokenizer ({tokenizer.source}) has {tokenizer.n_vocab} tokens but the LLM has {hp.n_vocab} "
@@ -569,6 +577,23 @@ def _reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
         raise ExportError(f"GGUF file {path} does not exist") from e
     except Exception as e:  # gguf raises ValueError/IndexError/struct errors on damaged files
         raise ExportError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e}): re-create or re-download it") from e
+
+
+def gguf_rope_freqs(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """A GGUF's `rope_freqs.weight` (Llama-3 rope factors, float32), or None. transformers' GGUF loader ignores
+    this tensor, so an export that loaded its LLM from a GGUF passes it on to `write_llama_gguf`."""
+    from assistant.bundle import BundleError, read_gguf_index
+
+    try:
+        _, tensors = read_gguf_index(path)
+    except BundleError as e:
+        raise ExportError(str(e)) from None
+    info = tensors.get("rope_freqs.weight")
+    if info is None:
+        return None
+    if info.ggml_type != gguf.GGMLQuantizationType.F32:
+        raise ExportError(f"{path}: rope_freqs is not F32 (type {info.ggml_type}): re-convert the base model")
+    return np.fromfile(path, dtype=np.float32, count=info.nbytes // 4, offset=info.offset)
 
 
 def gguf_metadata(path: str | os.PathLike[str], keys: Iterable[str]) -> dict[str, Any]:

@@ -238,6 +238,15 @@ def test_gguf_to_hf_round_trip_per_architecture(arch, tmp_path, tiny_tok_dir):
         want, got = m(ids).logits, back(ids).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
     assert (out / "chat_template.jinja").is_file()
+    # training straight from the GGUF (llm_gguf) passes the recovered rope to transformers' loader
+    rope = convert.gguf_llama3_rope(path)
+    assert (rope is not None) == (arch == "llama3-rope")
+    if rope is not None:
+        assert rope == back.config.rope_parameters
+        cfg = transformers.AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+        cfg.rope_parameters = rope
+        direct = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", config=cfg)
+        torch.testing.assert_close(direct.model.rotary_emb.inv_freq, m.model.rotary_emb.inv_freq, rtol=1e-5, atol=0)
 
 
 def _cli() -> typer.Typer:

@@ -213,6 +213,33 @@ def test_llama3_rope_freqs_carry_the_scaling(tmp_path: Path, smol_tok) -> None:
     assert rel > 10 * TOLERANCE["f32"]["rel"]
 
 
+def test_llama3_rope_freqs_survive_a_model_loaded_from_gguf(tmp_path: Path) -> None:
+    """transformers' GGUF loader drops rope_freqs; an export that loaded its LLM from a base GGUF passes the
+    base's factors on (export.bundle does), so the re-written GGUF still equals the original model. (The
+    400-token tokenizer of training.tiny: transformers converts a 49k-token GGUF tokenizer for half a minute.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from export.gguf_llm import gguf_rope_freqs, tokenizer_from_hf
+    from training.tiny import make_tokenizer
+
+    tok_dir = make_tokenizer(tmp_path / "tok")
+    n_vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
+    smol_tok = tokenizer_from_hf(tok_dir, n_vocab, pre="gpt-2")
+    m = make_tiny_llm("llama3-rope", vocab_size=n_vocab)
+    ids = LONG_IDS[:1] + [i % n_vocab for i in LONG_IDS[1:]]
+    base = write_llama_gguf(tmp_path / "base.gguf", m.state_dict(), m.config, smol_tok, dtype="f32")
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="base.gguf", dtype=torch.float32)
+    assert loaded.config.rope_parameters["rope_type"] == "default"  # what the loader makes of it
+    factors = gguf_rope_freqs(base)
+    np.testing.assert_array_equal(factors, np.array(LlamaHParams.from_config(m.config).rope_freqs, dtype=np.float32))
+    again = write_llama_gguf(tmp_path / "again.gguf", loaded.state_dict(), loaded.config, smol_tok, dtype="f32",
+                             rope_freqs=factors)
+    lt = torch_logits(m, ids)
+    rel = np.abs(llama_logits(again, ids, n_ctx=128, n_threads=2) - lt).max() / np.abs(lt).max()
+    assert rel < TOLERANCE["f32"]["rel"]
+    assert gguf_rope_freqs(tmp_path / "again.gguf") is not None
+
+
 def test_unsupported_architectures_are_one_line_errors() -> None:
     from transformers import MistralConfig
 

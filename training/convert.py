@@ -474,6 +474,22 @@ def _gguf_rope_freqs(gguf_path: Path, tensors: dict[str, Any]) -> np.ndarray | N
     return np.fromfile(gguf_path, dtype=np.float32, count=info.nbytes // 4, offset=info.offset)
 
 
+def gguf_llama3_rope(gguf_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The Llama-3 ``rope_parameters`` of a llama GGUF with a ``rope_freqs`` tensor (None otherwise), for
+    loading it with transformers, whose GGUF loader drops them."""
+    gguf_path = Path(gguf_path)
+    meta, tensors = _gguf_header(gguf_path)
+    if meta.get("general.architecture") != "llama":
+        return None
+    factors = _gguf_rope_freqs(gguf_path, tensors)
+    if factors is None:
+        return None
+    n_head = int(meta["llama.attention.head_count"])
+    head_dim = int(meta.get("llama.rope.dimension_count") or int(meta["llama.embedding_length"]) // n_head)
+    theta = float(meta.get("llama.rope.freq_base") or 10000.0)
+    return llama3_rope_from_factors(factors, theta, head_dim, int(meta.get("llama.context_length") or 8192))
+
+
 def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Dequantize a LLaMA- or Qwen2-architecture GGUF into a float32 ``LlamaForCausalLM`` /
     ``Qwen2ForCausalLM`` + tokenizer directory.
@@ -520,13 +536,9 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     # tensors; rebuild a plain model around them so that save_pretrained writes ordinary safetensors.
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
-    factors = _gguf_rope_freqs(gguf_path, tensors) if arch == "llama" else None
-    if factors is not None:
-        theta = float((cfg.get("rope_parameters") or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0)
-        head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
-        rope = llama3_rope_from_factors(factors, theta, head_dim, int(cfg.get("max_position_embeddings") or 8192))
-        if rope is not None:
-            cfg["rope_parameters"] = rope
+    rope = gguf_llama3_rope(gguf_path)
+    if rope is not None:
+        cfg["rope_parameters"] = rope
     config = type(model.config).from_dict(cfg)
     with torch.device("meta"):
         plain = type(model)(config)
