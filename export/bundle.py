@@ -37,6 +37,7 @@ from export.errors import ExportError
 from export.gguf_llm import (
     LLM_QUANTS,
     TokenizerMetadata,
+    gguf_rope_freqs,
     quantize_gguf,
     tokenizer_from_gguf,
     tokenizer_from_hf,
@@ -446,8 +447,11 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
     inter = tmp / ("llm.gguf" if quant in ("f16", "f32") else "llm-unquantized.gguf")
     dtype = quant if quant in ("f16", "f32") else "f32"  # quantize from full precision
     _say(progress, f"LLM: writing {dtype} GGUF")
+    # a model transformers loaded from the base GGUF has lost its Llama-3 rope factors: carry them over
+    from_gguf = ck.base_gguf is not None and (ck.llm_weights != "full" or lora_adapter)
+    rope_freqs = gguf_rope_freqs(ck.base_gguf) if from_gguf else None
     write_llama_gguf(inter, model.state_dict(), model.config, tok, dtype=dtype, chat_template=template,
-                     name=f"llasm {ck.root.name}")
+                     name=f"llasm {ck.root.name}", rope_freqs=rope_freqs)
     del model
     if quant not in ("f16", "f32"):
         _say(progress, f"LLM: quantizing to {quant} with llama.cpp")
@@ -464,9 +468,9 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
 def _base_only(ck: Checkpoint) -> Any:
     """The base LLM of a LoRA checkpoint (the adapter ships separately)."""
     import torch
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     if ck.base_gguf is not None:
-        return LlamaForCausalLM.from_pretrained(str(ck.base_gguf.parent), gguf_file=ck.base_gguf.name,
-                                                dtype=torch.float32).eval()
-    return LlamaForCausalLM.from_pretrained(str(ck.llm_dir), dtype=torch.float32).eval()
+        return AutoModelForCausalLM.from_pretrained(str(ck.base_gguf.parent), gguf_file=ck.base_gguf.name,
+                                                    dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(str(ck.llm_dir), dtype=torch.float32).eval()

@@ -30,7 +30,7 @@ class Checkpoint:
     root: Path
     config: dict[str, Any]
     encoder_dir: Path
-    llm_dir: Path  # HF LLaMA dir, or the directory holding `base_gguf` when the LLM loads from a GGUF
+    llm_dir: Path  # HF LLaMA / Qwen2 dir, or the directory holding `base_gguf` when the LLM loads from a GGUF
     base_gguf: Path | None  # the base LLM as GGUF (tokenizer source; reusable when llm_weights == "base")
     llm_weights: str
     adaptor: AdaptorConfig
@@ -139,7 +139,7 @@ class Checkpoint:
         """The checkpoint's LLM in torch (float32, eval): base, full fine-tune, or base + LoRA (merged when
         `merge`, else a PEFT model)."""
         import torch
-        from transformers import LlamaForCausalLM
+        from transformers import AutoModelForCausalLM
 
         kw: dict[str, Any] = {"dtype": torch.float32}
         if self.llm_weights == "full":
@@ -150,7 +150,7 @@ class Checkpoint:
         else:
             src = self.llm_dir
         try:
-            model = LlamaForCausalLM.from_pretrained(str(src), **kw)
+            model = AutoModelForCausalLM.from_pretrained(str(src), **kw)
         except (OSError, ValueError, KeyError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ExportError(f"transformers cannot load the LLM from {src} ({first})") from None

@@ -1,10 +1,14 @@
-"""LLaMA weights (Hugging Face layout) -> GGUF that llama.cpp loads, and a PEFT LoRA -> GGUF LoRA adapter.
+"""LLaMA-family / Qwen2 weights (Hugging Face layout) -> GGUF that llama.cpp loads, and a PEFT LoRA -> GGUF
+LoRA adapter.
 
-The writer follows llama.cpp's own converter (``convert_hf_to_gguf.py``, LLaMA class): hparams under the
-``llama.*`` keys, tensor names from ``gguf.get_tensor_name_map``, and the rows of ``q_proj``/``k_proj`` permuted
-into llama.cpp's rotary layout (per head, the two rotary halves interleaved). Tokenizer metadata comes either
-from an existing GGUF of the same base model (copied verbatim: the runtime tokenizes exactly as the shipped
-model does) or from a Hugging Face tokenizer directory (gpt2-style BPE with a pre-tokenizer name, or
+The writer follows llama.cpp's own converter (``convert_hf_to_gguf.py``: ``LlamaModel`` and ``Qwen2Model``):
+hparams under the ``<arch>.*`` keys, tensor names from ``gguf.get_tensor_name_map``, and, for the ``llama``
+architecture only, the rows of ``q_proj``/``k_proj`` permuted into llama.cpp's rotary layout (per head, the
+two rotary halves interleaved). Llama-3.x rope scaling (``rope_type: llama3``) is stored as the
+``rope_freqs`` tensor of per-frequency factors, as ``LlamaModel.generate_extra_tensors`` computes it.
+Tied embeddings write no ``output`` tensor (llama.cpp then reuses ``token_embd``). Tokenizer metadata comes
+either from an existing GGUF of the same base model (copied verbatim: the runtime tokenizes exactly as the
+shipped model does) or from a Hugging Face tokenizer directory (gpt2-style BPE with a pre-tokenizer name, or
 SentencePiece). Quantization is llama.cpp's own (``llama_model_quantize``), so K-quants are available.
 """
 
@@ -15,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -47,14 +51,50 @@ LLM_QUANTS: dict[str, int] = {
 _ARCH = gguf.MODEL_ARCH.LLAMA
 _ARCH_NAME = gguf.MODEL_ARCH_NAMES[_ARCH]
 
+# transformers architecture -> (model_type, GGUF architecture); what the writer handles
+SUPPORTED_ARCHS: dict[str, tuple[str, gguf.MODEL_ARCH]] = {
+    "LlamaForCausalLM": ("llama", gguf.MODEL_ARCH.LLAMA),
+    "Qwen2ForCausalLM": ("qwen2", gguf.MODEL_ARCH.QWEN2),
+}
+_BY_MODEL_TYPE = {mt: arch for arch, (mt, _) in SUPPORTED_ARCHS.items()}
+SUPPORTED_TEXT = "LlamaForCausalLM (rope default or llama3, tied or untied embeddings) and Qwen2ForCausalLM"
+
 
 # --------------------------------------------------------------------------------------------------------
 # hparams
 
 
+def llama3_rope_factors(rope: Mapping[str, Any], head_dim: int, theta: float,
+                        original_ctx: int | None = None) -> np.ndarray:
+    """Per-frequency divisors of Llama-3.x rope scaling (llama.cpp's ``rope_freqs`` tensor, float32 [head_dim/2]).
+
+    As ``LlamaModel.generate_extra_tensors`` in llama.cpp's converter; the original context length comes
+    from the rope parameters (where transformers reads it), else the config's top level, else 8192.
+    """
+    freqs = 1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
+    factor = float(rope.get("factor", 8.0))
+    low_freq_factor = float(rope.get("low_freq_factor", 1.0))
+    high_freq_factor = float(rope.get("high_freq_factor", 4.0))
+    old_context_len = float(rope.get("original_max_position_embeddings") or original_ctx or 8192)
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < high_freq_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class LlamaHParams:
-    """The LLaMA hyper-parameters a GGUF stores, read from a transformers `LlamaConfig` (or its dict)."""
+    """The hyper-parameters a GGUF stores, read from a transformers `LlamaConfig` / `Qwen2Config` (or its
+    dict). `arch` is the GGUF architecture (`llama` or `qwen2`); `rope_freqs` the Llama-3 rope factors."""
 
     n_vocab: int
     n_embd: int
@@ -67,25 +107,52 @@ class LlamaHParams:
     rms_eps: float
     rope_theta: float
     tie_embeddings: bool
+    arch: str = "llama"
+    rope_freqs: tuple[float, ...] | None = None
+
+    @property
+    def gguf_arch(self) -> gguf.MODEL_ARCH:
+        return next(a for _, a in SUPPORTED_ARCHS.values() if gguf.MODEL_ARCH_NAMES[a] == self.arch)
+
+    @property
+    def permutes_qk(self) -> bool:
+        """llama.cpp's converter permutes q/k rows for the llama architecture only (`LlamaModel.undo_permute`)."""
+        return self.arch == "llama"
 
     @classmethod
     def from_config(cls, config: Any) -> LlamaHParams:
         c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        arch = (c.get("architectures") or ["LlamaForCausalLM"])[0]
-        if c.get("model_type", "llama") != "llama" or arch != "LlamaForCausalLM":
+        model_type = c.get("model_type", "llama")
+        arch = (c.get("architectures") or [_BY_MODEL_TYPE.get(model_type, "")])[0]
+        if arch not in SUPPORTED_ARCHS or SUPPORTED_ARCHS[arch][0] != model_type:
+            what = f"{arch!r} ({model_type!r})" if arch else f"{model_type!r} model"
             raise ExportError(
-                f"the LLM is a {arch!r} ({c.get('model_type')!r}); the GGUF writer handles LlamaForCausalLM only: "
-                f"train on a LLaMA-family model (e.g. SmolLM2)"
+                f"the LLM is a {what}; the GGUF writer handles {SUPPORTED_TEXT}: "
+                f"train on one of those (e.g. SmolLM2, Llama-3.x, Qwen2.5)"
             )
+        gguf_arch = gguf.MODEL_ARCH_NAMES[SUPPORTED_ARCHS[arch][1]]
         rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-        if rope_type not in ("default", None):
+        if not isinstance(rope, dict):
+            rope = {}
+        if "full_attention" in rope:  # per-layer-type rope parameters
+            rope = rope["full_attention"]
+        rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
+        supported_rope = ("default", "llama3") if gguf_arch == "llama" else ("default",)
+        if rope_type not in supported_rope:
             raise ExportError(
-                f"rope scaling {rope_type!r} is not supported by the GGUF writer: use a model with plain RoPE"
+                f"rope scaling {rope_type!r} of the {arch} is not supported by the GGUF writer "
+                f"(it writes rope {' or '.join(supported_rope)} for {arch}): use a model with those"
             )
-        theta = (rope.get("rope_theta") if isinstance(rope, dict) else None) or c.get("rope_theta") or 10000.0
+        if c.get("use_sliding_window"):
+            raise ExportError(f"the {arch} uses sliding-window attention, which llama.cpp's {gguf_arch} does not: "
+                              f"set use_sliding_window to false")
+        theta = rope.get("rope_theta") or c.get("rope_theta") or 10000.0
         n_head = int(c["num_attention_heads"])
         head_dim = int(c.get("head_dim") or c["hidden_size"] // n_head)
+        freqs = None
+        if rope_type == "llama3":
+            freqs = tuple(float(x) for x in llama3_rope_factors(rope, head_dim, float(theta),
+                                                                  c.get("original_max_position_embeddings")))
         return cls(
             n_vocab=int(c["vocab_size"]),
             n_embd=int(c["hidden_size"]),
@@ -98,6 +165,8 @@ class LlamaHParams:
             rms_eps=float(c.get("rms_norm_eps", 1e-6)),
             rope_theta=float(theta),
             tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+            arch=gguf_arch,
+            rope_freqs=freqs,
         )
 
     def add_to(self, w: gguf.GGUFWriter) -> None:
@@ -109,11 +178,12 @@ class LlamaHParams:
         w.add_head_count_kv(self.n_head_kv)
         w.add_layer_norm_rms_eps(self.rms_eps)
         w.add_rope_freq_base(self.rope_theta)
-        w.add_rope_dimension_count(self.head_dim)
         if self.head_dim * self.n_head != self.n_embd:
             w.add_key_length(self.head_dim)
             w.add_value_length(self.head_dim)
-        w.add_vocab_size(self.n_vocab)
+        if self.arch == "llama":  # LlamaModel.set_gguf_parameters adds these two; Qwen2Model does not
+            w.add_rope_dimension_count(self.head_dim)
+            w.add_vocab_size(self.n_vocab)
 
 
 def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -280,11 +350,13 @@ def _np(t: Any) -> np.ndarray:
 
 
 def llama_tensors(state_dict: Mapping[str, Any], hp: LlamaHParams, *, dtype: str = "f16") -> Iterable[tuple[str, np.ndarray]]:
-    """(GGUF name, array) for every tensor of a HF LLaMA state dict, Q/K permuted, in the GGUF dtype.
+    """(GGUF name, array) for every tensor of a HF LLaMA / Qwen2 state dict, in the GGUF dtype.
 
-    2-D weights are stored as `dtype` (f16 or f32); norms and biases stay f32 (as llama.cpp expects).
+    Q/K rows are permuted for the llama architecture (not for qwen2, as in llama.cpp's converter); a tied
+    `lm_head` is skipped; Llama-3 rope scaling adds `rope_freqs.weight`. 2-D weights are stored as `dtype`
+    (f16 or f32); norms, biases and `rope_freqs` stay f32 (as llama.cpp expects).
     """
-    tmap = gguf.get_tensor_name_map(_ARCH, hp.n_layer)
+    tmap = gguf.get_tensor_name_map(hp.gguf_arch, hp.n_layer)
     for name, tensor in state_dict.items():
         if name.endswith("rotary_emb.inv_freq"):
             continue
@@ -292,17 +364,19 @@ def llama_tensors(state_dict: Mapping[str, Any], hp: LlamaHParams, *, dtype: str
             continue
         new = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is None:
-            raise ExportError(f"tensor {name!r} has no llama.cpp name: the LLM is not a plain LlamaForCausalLM")
+            raise ExportError(f"tensor {name!r} has no llama.cpp {hp.arch} name: the LLM is not one of {SUPPORTED_TEXT}")
         arr = _np(tensor)
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
+        if hp.permutes_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
             arr = permute_rows(arr, hp.n_head)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
+        elif hp.permutes_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
             arr = permute_rows(arr, hp.n_head_kv)
         if arr.ndim >= 2 and dtype == "f16":
             arr = arr.astype(np.float16)
         else:
             arr = arr.astype(np.float32)
         yield new, np.ascontiguousarray(arr)
+    if hp.rope_freqs is not None:
+        yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", np.asarray(hp.rope_freqs, dtype=np.float32)
 
 
 def write_llama_gguf(
@@ -314,18 +388,26 @@ def write_llama_gguf(
     dtype: str = "f16",
     name: str = "llasm",
     chat_template: str | None = None,
+    rope_freqs: np.ndarray | None = None,
 ) -> Path:
-    """Write a LLaMA GGUF (f16 or f32) from a HF state dict and config; returns the path."""
+    """Write a LLaMA / Qwen2 GGUF (f16 or f32) from a HF state dict and config; returns the path.
+
+    `rope_freqs`: Llama-3 rope factors for a model whose config lost them (transformers loaded it from a
+    GGUF: see `gguf_rope_freqs`); used only when the config has no llama3 rope of its own."""
     if dtype not in ("f16", "f32"):
         raise ExportError(f"unquantized GGUF dtype must be f16 or f32, not {dtype!r}")
     hp = LlamaHParams.from_config(config)
+    if rope_freqs is not None and hp.rope_freqs is None and hp.arch == "llama":
+        if np.asarray(rope_freqs).shape != (hp.head_dim // 2,):
+            raise ExportError(f"rope_freqs has shape {np.asarray(rope_freqs).shape}; the heads need {hp.head_dim // 2}")
+        hp = replace(hp, rope_freqs=tuple(float(x) for x in np.asarray(rope_freqs, dtype=np.float32)))
     if tokenizer.n_vocab != hp.n_vocab:
         raise ExportError(
             f"the tokenizer ({tokenizer.source}) has {tokenizer.n_vocab} tokens but the LLM has {hp.n_vocab} "
             f"embedding rows: export with the tokenizer the model was trained with"
         )
     out_path = Path(out_path)
-    w = gguf.GGUFWriter(str(out_path), _ARCH_NAME)
+    w = gguf.GGUFWriter(str(out_path), hp.arch)
     try:
         w.add_type(gguf.GGUFType.MODEL)
         w.add_name(name)
@@ -435,8 +517,8 @@ def write_lora_gguf(
             pairs.setdefault(base, {})[ab] = arr.astype(np.float32)
         else:
             raise ExportError(f"unexpected tensor {key!r} in {weights}: only lora_A/lora_B pairs export to GGUF")
-    tmap = gguf.get_tensor_name_map(_ARCH, hp.n_layer)
-    w = gguf.GGUFWriter(str(out_path), _ARCH_NAME)
+    tmap = gguf.get_tensor_name_map(hp.gguf_arch, hp.n_layer)
+    w = gguf.GGUFWriter(str(out_path), hp.arch)  # llama.cpp refuses an adapter of another architecture
     try:
         w.add_type(gguf.GGUFType.ADAPTER)
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -459,9 +541,9 @@ def write_lora_gguf(
             factor = want / (alpha / r)
             if abs(factor - 1.0) > 1e-7:
                 b = b * np.float32(factor)
-            if suffix == "q_proj":
+            if hp.permutes_qk and suffix == "q_proj":
                 b = permute_rows(b, hp.n_head)
-            elif suffix == "k_proj":
+            elif hp.permutes_qk and suffix == "k_proj":
                 b = permute_rows(b, hp.n_head_kv)
             stem = new.removesuffix(".weight") + ".weight"
             # float16, as llama.cpp's own LoRA converter writes them: half the bytes, and the rank-r factors
@@ -495,6 +577,23 @@ def _reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
         raise ExportError(f"GGUF file {path} does not exist") from e
     except Exception as e:  # gguf raises ValueError/IndexError/struct errors on damaged files
         raise ExportError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e}): re-create or re-download it") from e
+
+
+def gguf_rope_freqs(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """A GGUF's `rope_freqs.weight` (Llama-3 rope factors, float32), or None. transformers' GGUF loader ignores
+    this tensor, so an export that loaded its LLM from a GGUF passes it on to `write_llama_gguf`."""
+    from assistant.bundle import BundleError, read_gguf_index
+
+    try:
+        _, tensors = read_gguf_index(path)
+    except BundleError as e:
+        raise ExportError(str(e)) from None
+    info = tensors.get("rope_freqs.weight")
+    if info is None:
+        return None
+    if info.ggml_type != gguf.GGMLQuantizationType.F32:
+        raise ExportError(f"{path}: rope_freqs is not F32 (type {info.ggml_type}): re-convert the base model")
+    return np.fromfile(path, dtype=np.float32, count=info.nbytes // 4, offset=info.offset)
 
 
 def gguf_metadata(path: str | os.PathLike[str], keys: Iterable[str]) -> dict[str, Any]:

@@ -80,6 +80,44 @@ def make_tiny_llama(out: Path, tok_dir: Path, seed: int = 0) -> Any:
     return model
 
 
+# Every LLM architecture the GGUF writer supports, as a tiny config (vocabulary: SmolLM2's 49152 tokens).
+# llama3-rope: theta 100 and an original context of 64, so that all three bands of Llama-3 rope scaling
+# (unscaled, smoothed, divided by `factor`) occur in a head of 16 dims and matter within 64 positions.
+TINY_ARCHS: dict[str, dict[str, Any]] = {
+    "llama": {"model_type": "llama", "tie_word_embeddings": False},
+    "llama3-rope": {"model_type": "llama", "tie_word_embeddings": False, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 100.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    "llama-tied": {"model_type": "llama", "tie_word_embeddings": True},
+    "qwen2": {"model_type": "qwen2", "tie_word_embeddings": True},  # q/k/v biases; tied like Qwen2.5-0.5B
+}
+
+
+def tiny_llm_config(arch: str, *, vocab_size: int = SMOL_VOCAB, n_embd: int = TINY_N_EMBD) -> Any:
+    """A transformers config of one of `TINY_ARCHS` (2 layers, 4 heads of 16 dims, 2 KV heads)."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    spec = dict(TINY_ARCHS[arch])
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[spec.pop("model_type")]
+    return cls(vocab_size=vocab_size, hidden_size=n_embd, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+               bos_token_id=1, eos_token_id=2, **spec)
+
+
+def make_tiny_llm(arch: str, seed: int = 0, *, std: float = 0.2, **kw: Any) -> Any:
+    """A random `LlamaForCausalLM` / `Qwen2ForCausalLM` of `tiny_llm_config(arch)`, every parameter (norms and
+    biases too) drawn from N(0, std), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_llm_config(arch, **kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model
+
+
 def make_tiny_checkpoint(root: str | Path, *, adaptor: str = "linear", llm_weights: str = "base",
                          seed: int = 0, cache_root: str | Path | None = None) -> Path:
     """A checkpoint directory (llasm.json, adaptor.safetensors, tokenizer/, llm/ or lora/) with tiny

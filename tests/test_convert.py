@@ -1,4 +1,4 @@
-"""training.convert: CT2 Whisper -> HF Whisper, GGUF -> HF LLaMA, cache, CLI, and parity with the engines."""
+"""training.convert: CT2 Whisper -> HF Whisper, GGUF -> HF LLaMA / Qwen2, cache, CLI, and parity with the engines."""
 
 from __future__ import annotations
 
@@ -162,6 +162,91 @@ def test_bad_gguf_inputs(tmp_path):
     fake.write_bytes(b"PK\x03\x04 not a gguf")
     with pytest.raises(ConversionError, match="not a GGUF file"):
         convert.gguf_to_hf(fake, tmp_path / "out")
+
+
+def test_gguf_of_another_architecture_is_one_line(tmp_path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "phi.gguf"), "phi2")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ConversionError) as e:
+        convert.gguf_to_hf(tmp_path / "phi.gguf", tmp_path / "out")
+    msg = str(e.value)
+    assert "'phi2'" in msg and "llama (LlamaForCausalLM), qwen2 (Qwen2ForCausalLM)" in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("factor", "low", "high", "ctx", "theta", "dim"), [
+    (8.0, 1.0, 4.0, 8192, 500000.0, 128),   # Llama-3.1
+    (32.0, 1.0, 4.0, 8192, 500000.0, 128),  # Llama-3.2
+    (8.0, 1.0, 4.0, 64, 100.0, 16),         # the tiny test model (only the band edges ctx/low, ctx/high matter)
+    (4.0, 2.0, 3.0, 1024, 10000.0, 64),
+])
+def test_llama3_rope_is_recovered_from_rope_freqs(factor, low, high, ctx, theta, dim):
+    from export.gguf_llm import llama3_rope_factors
+
+    rope = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+            "original_max_position_embeddings": ctx}
+    factors = llama3_rope_factors(rope, dim, theta)
+    got = convert.llama3_rope_from_factors(factors, theta, dim)
+    assert got["rope_type"] == "llama3" and got["rope_theta"] == theta and got["factor"] == factor
+    assert got["original_max_position_embeddings"] == 8192
+    assert got["low_freq_factor"] * ctx / 8192 == pytest.approx(low, rel=1e-5)
+    assert got["high_freq_factor"] * ctx / 8192 == pytest.approx(high, rel=1e-5)
+    assert convert.llama3_rope_from_factors(factors, theta, dim, n_ctx=256)["original_max_position_embeddings"] == 256
+    np.testing.assert_allclose(llama3_rope_factors(got, dim, theta), factors, rtol=1e-5)
+    assert convert.llama3_rope_from_factors(np.ones(dim // 2), theta, dim) is None
+    with pytest.raises(ConversionError, match="not Llama-3 rope scaling"):
+        convert.llama3_rope_from_factors(np.linspace(1, 5, dim // 2)[::-1], theta, dim)
+
+
+@pytest.fixture(scope="module")
+def tiny_tok_dir(tmp_path_factory) -> Path:
+    """training.tiny's 400-token byte-level BPE (a 49152-token vocabulary makes transformers' GGUF tokenizer
+    conversion take half a minute)."""
+    from training.tiny import make_tokenizer
+
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama3-rope", "llama-tied", "qwen2"])
+def test_gguf_to_hf_round_trip_per_architecture(arch, tmp_path, tiny_tok_dir):
+    """A tiny random model of each architecture the export writes -> f32 GGUF -> gguf_to_hf: the same class,
+    tying, rope and logits (so stage 1/2 can start from such a GGUF)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from export.gguf_llm import tokenizer_from_hf, write_llama_gguf
+    from export.testing import make_tiny_llm
+
+    n_vocab = len(AutoTokenizer.from_pretrained(str(tiny_tok_dir)))
+    tok = tokenizer_from_hf(tiny_tok_dir, n_vocab, pre="qwen2" if arch == "qwen2" else "gpt-2")
+    m = make_tiny_llm(arch, vocab_size=n_vocab)
+    path = write_llama_gguf(tmp_path / "m.gguf", m.state_dict(), m.config, tok, dtype="f32")
+    out = convert.gguf_to_hf(path, tmp_path / "hf")
+    back = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    assert type(back).__name__ == type(m).__name__
+    assert back.config.tie_word_embeddings == m.config.tie_word_embeddings
+    assert back.config.rope_parameters["rope_type"] == m.config.rope_parameters["rope_type"]
+    torch.testing.assert_close(back.model.rotary_emb.inv_freq, m.model.rotary_emb.inv_freq, rtol=1e-5, atol=0)
+    ids = torch.tensor([[1] + np.random.default_rng(1).integers(3, n_vocab, 59).tolist()])
+    with torch.no_grad():
+        want, got = m(ids).logits, back(ids).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+    assert (out / "chat_template.jinja").is_file()
+    # training straight from the GGUF (llm_gguf) passes the recovered rope to transformers' loader
+    rope = convert.gguf_llama3_rope(path)
+    assert (rope is not None) == (arch == "llama3-rope")
+    if rope is not None:
+        assert rope == back.config.rope_parameters
+        cfg = transformers.AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+        cfg.rope_parameters = rope
+        direct = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", config=cfg)
+        torch.testing.assert_close(direct.model.rotary_emb.inv_freq, m.model.rotary_emb.inv_freq, rtol=1e-5, atol=0)
 
 
 def _cli() -> typer.Typer:

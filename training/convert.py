@@ -2,7 +2,8 @@
 
 - CTranslate2 Whisper directory -> transformers ``WhisperForConditionalGeneration`` + tokenizer, feature
   extractor and generation config (``model.bin`` is read here: it is a flat list of named arrays).
-- GGUF LLaMA -> transformers ``LlamaForCausalLM`` + tokenizer with its chat template.
+- GGUF LLaMA / Qwen2 -> transformers ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` + tokenizer with its chat
+  template (Llama-3 rope scaling recovered from the GGUF's ``rope_freqs`` tensor).
 
 Both are written once under ``<llasm cache>/hf/`` (a temp directory renamed into place) and reused:
 a second call only checks a stamp file. ``base_models()`` materializes the defaults and returns their paths.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -392,19 +394,109 @@ def whisper_encode(encoder: Any, input_features: torch.Tensor) -> torch.Tensor:
 # GGUF -> HF LLaMA
 
 
-def _gguf_chat_template(gguf_path: Path) -> str | None:
+def _gguf_header(gguf_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scalar/string metadata and the tensor table of a GGUF (the runtime's header reader: milliseconds, where
+    gguf-py's reader parses every tokenizer array)."""
+    from assistant.bundle import BundleError, read_gguf_index
+
     try:
-        from gguf import GGUFReader
-    except ImportError:
+        return read_gguf_index(gguf_path)
+    except BundleError as e:
+        raise ConversionError(str(e)) from None
+
+
+def _gguf_chat_template(gguf_path: Path) -> str | None:
+    template = _gguf_header(gguf_path)[0].get("tokenizer.chat_template")
+    return template if isinstance(template, str) else None
+
+
+GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+"""GGUF architecture -> the transformers class ``gguf_to_hf`` builds (the ones the export writes back)."""
+
+
+def llama3_rope_from_factors(factors: np.ndarray, theta: float, head_dim: int,
+                             n_ctx: int = 8192) -> dict[str, Any] | None:
+    """Llama-3 ``rope_parameters`` that reproduce llama.cpp's ``rope_freqs`` tensor (per-frequency divisors).
+
+    The GGUF keeps only the factors, not ``factor``/``low_freq_factor``/``high_freq_factor``/
+    ``original_max_position_embeddings``; only the wavelength band edges ``L/low`` and ``L/high`` matter, so
+    ``L`` is llama.cpp's default 8192 (or the model's context ``n_ctx`` when shorter) and the edges are fitted
+    to the smoothed band. The result is checked against the tensor. None when every factor is 1."""
+    f = np.asarray(factors, dtype=np.float64).reshape(-1)
+    inv = 1.0 / (float(theta) ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if f.shape != inv.shape:
+        raise ConversionError(f"rope_freqs has {f.size} factors but the heads have {inv.size} rotary frequencies")
+    if np.allclose(f, 1.0, rtol=0, atol=1e-6):
         return None
-    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.chat_template")
-    if field is None:
+    x = inv / (2 * math.pi)  # 1 / wavelength
+    big = float(f.max())
+    ones, flat = np.isclose(f, 1.0, rtol=1e-5), np.isclose(f, big, rtol=1e-5)
+    mid = ~(ones | flat)
+    s = (1.0 / f - 1.0 / big) / (1.0 - 1.0 / big)  # 0 on the plateau, 1 where unscaled
+    x_floor = float(x[flat].max()) if flat.any() else 0.0
+    x_ceil = float(x[ones].min()) if ones.any() else float(x.max()) * 2
+    if mid.sum() >= 2:
+        slope, x_lo = np.polyfit(s[mid], x[mid], 1)
+        x_hi = x_lo + slope
+    elif mid.sum() == 1:
+        x1, s1 = float(x[mid][0]), float(s[mid][0])
+        x_lo = x_floor
+        x_hi = x_lo + (x1 - x_lo) / s1
+        if x_hi > x_ceil:
+            x_hi = x_ceil
+            x_lo = (x1 - s1 * x_hi) / (1 - s1)
+    else:
+        x_lo, x_hi = x_floor, x_ceil
+    ctx = min(8192, int(n_ctx))
+    rope = {"rope_type": "llama3", "rope_theta": float(theta), "factor": round(big, 6),
+            "low_freq_factor": round(float(x_lo) * ctx, 6), "high_freq_factor": round(float(x_hi) * ctx, 6),
+            "original_max_position_embeddings": ctx}
+    wavelen = 2 * math.pi / inv
+    lo_w, hi_w = ctx / rope["low_freq_factor"], ctx / rope["high_freq_factor"]
+    smooth = (ctx / wavelen - rope["low_freq_factor"]) / (rope["high_freq_factor"] - rope["low_freq_factor"])
+    again = np.where(wavelen < hi_w, 1.0, np.where(wavelen > lo_w, big, 1 / ((1 - smooth) / big + smooth)))
+    if not np.allclose(again, f, rtol=1e-4, atol=0):
+        raise ConversionError(
+            f"rope_freqs {np.round(f, 4).tolist()} is not Llama-3 rope scaling: transformers cannot represent it"
+        )
+    return rope
+
+
+def _gguf_rope_freqs(gguf_path: Path, tensors: dict[str, Any]) -> np.ndarray | None:
+    info = tensors.get("rope_freqs.weight")
+    if info is None:
         return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    from gguf import GGMLQuantizationType
+
+    if info.ggml_type != GGMLQuantizationType.F32:
+        kind = GGMLQuantizationType(info.ggml_type).name
+        raise ConversionError(f"{gguf_path.name}: rope_freqs is {kind}, not F32: re-convert the model")
+    return np.fromfile(gguf_path, dtype=np.float32, count=info.nbytes // 4, offset=info.offset)
+
+
+def gguf_llama3_rope(gguf_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The Llama-3 ``rope_parameters`` of a llama GGUF with a ``rope_freqs`` tensor (None otherwise), for
+    loading it with transformers, whose GGUF loader drops them."""
+    gguf_path = Path(gguf_path)
+    meta, tensors = _gguf_header(gguf_path)
+    if meta.get("general.architecture") != "llama":
+        return None
+    factors = _gguf_rope_freqs(gguf_path, tensors)
+    if factors is None:
+        return None
+    n_head = int(meta["llama.attention.head_count"])
+    head_dim = int(meta.get("llama.rope.dimension_count") or int(meta["llama.embedding_length"]) // n_head)
+    theta = float(meta.get("llama.rope.freq_base") or 10000.0)
+    return llama3_rope_from_factors(factors, theta, head_dim, int(meta.get("llama.context_length") or 8192))
 
 
 def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """Dequantize a LLaMA-architecture GGUF into a float32 ``LlamaForCausalLM`` + tokenizer directory."""
+    """Dequantize a LLaMA- or Qwen2-architecture GGUF into a float32 ``LlamaForCausalLM`` /
+    ``Qwen2ForCausalLM`` + tokenizer directory.
+
+    transformers' GGUF loader reads the hparams (tied embeddings: no ``output`` tensor) and undoes llama's
+    q/k row permutation; it ignores ``rope_freqs``, so Llama-3 rope scaling is recovered here
+    (:func:`llama3_rope_from_factors`) and written into the config."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -414,6 +506,13 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     with open(gguf_path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise ConversionError(f"{gguf_path} is not a GGUF file: pass a .gguf model file")
+    supported = ", ".join(f"{a} ({c})" for a, c in GGUF_ARCHS.items())
+    meta, tensors = _gguf_header(gguf_path)
+    arch = meta.get("general.architecture")
+    if arch is None:
+        raise ConversionError(f"{gguf_path.name} has no general.architecture: it is not a llama.cpp model GGUF")
+    if arch not in GGUF_ARCHS:
+        raise ConversionError(f"{gguf_path.name} is a {arch!r} GGUF; training handles {supported}: pass one of those")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -422,10 +521,10 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     except (ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(
-            f"transformers cannot load {gguf_path.name} ({first}): pass a LLaMA-family GGUF"
+            f"transformers cannot load {gguf_path.name} ({first}): pass a GGUF of {supported}"
         ) from None
-    if type(model).__name__ != "LlamaForCausalLM":
-        raise ConversionError(f"{gguf_path.name} loads as {type(model).__name__}, not LlamaForCausalLM")
+    if type(model).__name__ != GGUF_ARCHS[arch]:
+        raise ConversionError(f"{gguf_path.name} loads as {type(model).__name__}, not {GGUF_ARCHS[arch]}")
     if not getattr(tokenizer, "chat_template", None):
         template = _gguf_chat_template(gguf_path)
         if template is None:
@@ -437,6 +536,9 @@ def gguf_to_hf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     # tensors; rebuild a plain model around them so that save_pretrained writes ordinary safetensors.
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
+    rope = gguf_llama3_rope(gguf_path)
+    if rope is not None:
+        cfg["rope_parameters"] = rope
     config = type(model.config).from_dict(cfg)
     with torch.device("meta"):
         plain = type(model)(config)

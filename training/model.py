@@ -338,6 +338,18 @@ class LLaSM(nn.Module):
             kw["gguf_file"] = tok_kw["gguf_file"] = spec.llm_gguf
         if not Path(llm_src).is_dir():
             raise ModelError(f"LLM directory {llm_src} not found; give a Hugging Face LLaMA dir")
+        if "gguf_file" in kw:  # transformers' GGUF loader drops Llama-3 rope scaling (the rope_freqs tensor)
+            from transformers import AutoConfig
+
+            from training.convert import ConversionError, gguf_llama3_rope
+
+            try:
+                rope = gguf_llama3_rope(Path(llm_src) / spec.llm_gguf)
+            except ConversionError as e:
+                raise ModelError(str(e)) from None
+            if rope is not None:
+                kw["config"] = AutoConfig.from_pretrained(llm_src, gguf_file=spec.llm_gguf)
+                kw["config"].rope_parameters = rope
         llm = AutoModelForCausalLM.from_pretrained(llm_src, **kw).float()
         tok_src = full_llm_dir if (full_llm_dir and (Path(full_llm_dir) / "tokenizer_config.json").exists()) else spec.llm
         tokenizer = AutoTokenizer.from_pretrained(tok_src, **({} if tok_src == full_llm_dir else tok_kw))
