@@ -116,6 +116,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
         if ck.adaptor.type != "ctc" or topk != 1 or o.hearing_n_best < 1:
             raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
                               f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {o.hearing_n_best})")
+    if o.hearing_mode is not None:
+        from assistant.hearing import HEARING_MODES
+
+        if o.hearing_mode not in HEARING_MODES or (o.hearing_mode == "whisper" and o.encoder != "ct2"):
+            raise ExportError(f"--hearing-mode must be one of {', '.join(HEARING_MODES)}, and whisper needs "
+                              f"--encoder ct2 (got {o.hearing_mode!r} with encoder {o.encoder})")
     if o.hearing_ngram is not None or o.hearing_ngram_fusion is not None:
         from assistant.ngram import MAX_ORDER
 
@@ -311,6 +317,20 @@ def _prompt(ck: Checkpoint, system_prompt: str | None, transcribe_instruction: s
     return prompt
 
 
+def _default_hearing_mode(encoder: str, enc_ref: str, tmp: Path) -> str | None:
+    """whisper where the bundle's encoder is a CTranslate2 Whisper with its decoder's vocabulary, else None (the
+    adaptor hears, the runtime's default)."""
+    if encoder != "ct2":
+        return None
+    if enc_ref.startswith("default:"):
+        from assistant.basemodels import resolve
+
+        folder = Path(resolve(enc_ref))
+    else:
+        folder = tmp / enc_ref
+    return "whisper" if any((folder / f).is_file() for f in ("vocabulary.json", "vocabulary.txt")) else None
+
+
 def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
            progress: Callable[[str], None] | None) -> dict[str, Any]:
     ctc_vocab = [Path(v) for v in o.ctc_vocab]
@@ -385,6 +405,9 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
     }
     if o.hearing_n_best is not None:
         hearing = {"n_best": int(o.hearing_n_best), **hearing}
+    mode = o.hearing_mode if o.hearing_mode is not None else _default_hearing_mode(o.encoder, enc_ref, tmp)
+    if mode:
+        hearing = {"mode": mode, **hearing}
     if hearing:
         manifest["hearing"] = hearing
     if o.mmproj:

@@ -87,6 +87,10 @@ def bundle(
     hearing_ngram: int = typer.Option(
         _E.hearing_ngram, help="ctc adaptor with topk 1: also count the --ctc-vocab transcripts into a token "
                                "n-gram of this order (1-4) for the beam search (bundle.json's hearing.ngram)"),
+    hearing_mode: str = typer.Option(
+        _E.hearing_mode, help="how the bundle hears by default (bundle.json's hearing.mode): whisper (Whisper's own "
+                              "decoder; needs --encoder ct2), adaptor or embeddings; default: whisper for a "
+                              "CTranslate2 Whisper encoder, else adaptor"),
     hearing_ngram_fusion: float = typer.Option(
         _E.hearing_ngram_fusion, help="the hearing n-gram's weight in the beam search by default (bundle.json's "
                                       "hearing.ngram_fusion; 0 = off)"),
@@ -101,7 +105,8 @@ def bundle(
                             mmproj=mmproj, n_ctx=n_ctx, force=force, tokenizer_pre=tokenizer_pre,
                             system_prompt=system_prompt, transcribe_instruction=transcribe_instruction,
                             ctc_topk=ctc_topk, ctc_vocab=tuple(ctc_vocab or ()), hearing_n_best=hearing_n_best,
-                            hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion)
+                            hearing_ngram=hearing_ngram, hearing_ngram_fusion=hearing_ngram_fusion,
+                            hearing_mode=hearing_mode)
     console = Console(stderr=True)
     try:
         with console.status("exporting") as status:

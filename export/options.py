@@ -49,3 +49,7 @@ class ExportOptions:
     # the head's labels (`hearing_lm.npz`, assistant/ngram.py) for the beam search (bundle.json's `hearing.ngram`)
     hearing_ngram: int | None = None
     hearing_ngram_fusion: float | None = None  # the n-gram's weight in the beam search (`hearing.ngram_fusion`)
+    # bundle.json's `hearing.mode` (whisper, adaptor or embeddings; assistant/hearing.py). None: whisper where the
+    # encoder is a CTranslate2 Whisper with its decoder, since it hears real speech far better than a trained
+    # adaptor (docs/model-card.md), else the adaptor
+    hearing_mode: str | None = None

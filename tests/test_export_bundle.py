@@ -213,7 +213,13 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h3"), "--ctc-topk", "1",
                                  "--hearing-n-best", "3"])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "h3" / "bundle.json").read_text())["hearing"] == {"n_best": 3}
+    # a CTranslate2 Whisper encoder with its decoder: the bundle hears with Whisper's decoder unless told otherwise
+    assert json.loads((tmp_path / "h3" / "bundle.json").read_text())["hearing"] == {"mode": "whisper", "n_best": 3}
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h4"), "--hearing-mode", "adaptor"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "h4" / "bundle.json").read_text())["hearing"] == {"mode": "adaptor"}
+    r = CliRunner().invoke(app, ["bundle", str(ck_ctc), str(tmp_path / "h5"), "--hearing-mode", "ears"])
+    assert r.exit_code != 0 and "--hearing-mode must be one of" in r.output and not (tmp_path / "h5").exists()
     eng = Engine.load(tmp_path / "h3", n_threads=1, warmup=False)
     try:
         assert eng.hearing.n_best == 3
