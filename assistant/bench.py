@@ -57,10 +57,14 @@ class WhisperCascadeASR:
     """CTranslate2 Whisper transcription with its own decoder on a 30-s window (greedy, or a beam of `beam_size`),
     as a cascade's first stage and as the reference the hearing is measured against."""
 
-    def __init__(self, path: str | Path, *, n_threads: int = 1, compute_type: str = "int8", beam_size: int = 1) -> None:
+    def __init__(self, path: str | Path, *, n_threads: int = 1, compute_type: str = "int8", beam_size: int = 1,
+                 device: str = "cpu") -> None:
         import ctranslate2
 
-        self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
+        from .encoder import _ct2_compute_type
+
+        self.model = ctranslate2.models.Whisper(str(path), device=device,
+                                                compute_type=_ct2_compute_type(compute_type, device),
                                                 intra_threads=n_threads)
         self.prompt = (["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
                        if self.model.is_multilingual else ["<|startoftranscript|>", "<|notimestamps|>"])
@@ -86,11 +90,14 @@ class LlamaCppReference:
 
     PROMPT = b"<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n"
 
-    def __init__(self, gguf: Path, *, n_threads: int, lora: Path | None = None) -> None:
+    def __init__(self, gguf: Path, *, n_threads: int, lora: Path | None = None, device: str = "cpu") -> None:
         import llama_cpp
+
+        from .llm import GPU_ALL_LAYERS
 
         self._lib = llama_cpp
         self.llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                                   n_gpu_layers=GPU_ALL_LAYERS if device == "cuda" else 0,
                                    lora_path=str(lora) if lora else None, verbose=False)
         self.prompt = self.llm.tokenize(self.PROMPT, add_bos=False, special=True)
 
@@ -128,7 +135,7 @@ def interleaved_decode_ratio(engine: Any, ref: LlamaCppReference, clips: list[np
 def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: str | Path = "bench",
               max_tokens: int = 32, threads: int | None = None, repeats: int = 1,
               cascade: bool = True, hearing: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`hearing`: Engine.load's hearing keywords (mode, language, n_best, fusion, ngram_fusion)."""
+    """`hearing`: Engine.load's hearing keywords (mode, language, n_best, fusion, ngram_fusion) and llm, device."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -178,7 +185,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
         enc = engine.bundle.encoder
         whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
             resolve("default:whisper-base")
-        asr = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads)
+        asr = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, device=engine.devices.ct2)
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("cascade", total=len(clips) * repeats)
             for _ in range(repeats):
@@ -197,11 +204,12 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
                            for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s")}
         cascade_summary["whisper"] = str(whisper_dir)
 
-    gguf, n_threads = engine.bundle.llm.path, engine.n_threads
+    gguf, n_threads = engine.lm.path, engine.n_threads  # the GGUF that answered (--llm's, else the bundle's)
     # llama.cpp's reference is loaded after the peak RSS is taken, then timed in turns with spoken turns
     # ... with the LoRA when the engine answers with it (bundle.json llm.lora_turns "all")
     ref = LlamaCppReference(gguf, n_threads=n_threads,
-                            lora=engine.bundle.llm.lora if engine.answers_with_lora else None)
+                            lora=engine.bundle.llm.lora if engine.answers_with_lora else None,
+                            device=engine.devices.llm)
     try:
         pairs = interleaved_decode_ratio(engine, ref, [a for _, a in clips[:PAIRS]], max_tokens=max_tokens)
     finally:
@@ -211,7 +219,8 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
     ratio = float(np.median([p["ratio"] for p in pairs])) if pairs else float("nan")
 
     result = {
-        "bundle": str(engine.bundle.root), "clips": str(clips_dir), "n_clips": len(clips), "repeats": repeats,
+        "bundle": str(engine.bundle.root), "llm": engine.llm_name, "devices": engine.devices.describe(),
+        "clips": str(clips_dir), "n_clips": len(clips), "repeats": repeats,
         "threads": n_threads, "max_tokens": max_tokens, "load_s": load_s, "peak_rss_mb": rss_mb,
         "llasm": summary, "cascade": cascade_summary, "llama_cpp_decode_tokens_per_s": ref_tps,
         "decode_vs_llama_cpp": ratio, "decode_pairs": pairs,
@@ -221,7 +230,8 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
     (out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot_bench(result, out / "bench.png")
 
-    table = Table(title=f"llasm bench: {len(clips)} clips x {repeats}, {n_threads} threads, "
+    table = Table(title=f"llasm bench: {engine.llm_name} ({engine.devices.describe()}), {len(clips)} clips x "
+                        f"{repeats}, {n_threads} threads, "
                         f"peak RSS {rss_mb:.0f} MB (before the cascade)")
     table.add_column("metric")
     table.add_column("median", justify="right")

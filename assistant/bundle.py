@@ -537,10 +537,12 @@ def prompt_from_gguf(path: str | os.PathLike[str], *, bos_token: str = "", eos_t
 def write_bundle(out: str | os.PathLike[str], *, encoder: str, llm: str, adaptor_config: dict[str, Any],
                  adaptor_tensors: dict[str, Any], prompt: PromptTemplate, encoder_format: str = "ct2",
                  encoder_dtype: str = "int8", d_model: int = 0, n_mels: int = 80, n_ctx: int = DEFAULT_N_CTX,
-                 quant: str = "", lora: str | None = None, stop: list[str] | None = None) -> Path:
+                 quant: str = "", lora: str | None = None, stop: list[str] | None = None,
+                 llm_identity: dict[str, Any] | None = None) -> Path:
     """Write a bundle directory: `adaptor.safetensors` + `bundle.json` (with sha256 of every local file).
 
-    `encoder` and `llm` are paths relative to `out` (files already placed there) or `default:...` refs."""
+    `encoder` and `llm` are paths relative to `out` (files already placed there) or `default:...` refs.
+    `llm_identity`: which LLM the adaptor was trained for (`assistant.llm.gguf_identity`), into the llm section."""
     from .adaptor import save_adaptor
 
     out = Path(out)
@@ -552,7 +554,7 @@ def write_bundle(out: str | os.PathLike[str], *, encoder: str, llm: str, adaptor
         "audio": {"sample_rate": 16000, "n_mels": n_mels},
         "encoder": {"format": encoder_format, "path": encoder, "dtype": encoder_dtype, "d_model": d_model},
         "adaptor": {**adaptor_config, "path": "adaptor.safetensors"},
-        "llm": {"path": llm, "quant": quant, "lora": lora, "n_ctx": n_ctx},
+        "llm": {"path": llm, "quant": quant, "lora": lora, "n_ctx": n_ctx, **(llm_identity or {})},
         "prompt": prompt.to_dict(),
         "stop": list(stop if stop is not None else prompt.stop),
         "checksums": {},

@@ -41,10 +41,14 @@ _LANGUAGE_HELP = "The language Whisper hears (--hearing whisper): en, zh, ... or
 # how a ctc bundle hears (assistant/ctcbeam.py, assistant/ngram.py): one-shot, bench and evaluate take these
 _N_BEST_HELP = ("Hear with the LLM's help: a ctc bundle's beam keeps N transcripts and the plain LLM picks one (1 = greedy; default: bundle.json's hearing.n_best, else 1).")
 _FUSION_HELP = ("Hear with the LLM inside the ctc beam search too (shallow fusion): its weight there (0 = off; default: bundle.json's hearing.fusion, else 0; hands-free 0.5).")
+_LLM_HELP = ("Answer with this chat GGUF instead of the bundle's LLM (its own chat template and stop tokens; any LLM "
+             "reads Whisper's transcript, the adaptor hearing modes need the LLM the bundle was trained for).")
+_DEVICE_HELP = ("auto, cpu or cuda: where llama.cpp, CTranslate2 and ONNX Runtime run (auto: the GPU where each can use "
+                "it; default auto).")
 _NGRAM_FUSION_HELP = ("The bundle's hearing n-gram's weight inside the ctc beam search (0 = off; default: bundle.json's hearing.ngram_fusion, else 0).")
 
 # flags that are also keys of the settings file; for --file/--text only these (not the hands-free ones) apply
-_ONE_SHOT_SETTINGS = ("bundle", "threads", "hearing", "language", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+_ONE_SHOT_SETTINGS = ("bundle", "llm", "device", "threads", "hearing", "language", "n_best", "fusion", "ngram_fusion", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 
 def one_shot_settings(flags: dict[str, Any]) -> Settings:
@@ -73,6 +77,8 @@ def main_command(
                                   "heard) instead of streaming text."),
     bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the installed "
                                 "default bundle, or $LLASM_BUNDLE)."),
+    llm: Path = typer.Option(None, "--llm", help=_LLM_HELP),
+    device: str = typer.Option(None, "--device", help=_DEVICE_HELP),
     # generation flags default to None (not given): the settings file decides, else the built-in default
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Longest reply, in tokens (default 256)."),
     temperature: float = typer.Option(None, "--temperature", min=0.0, help="0 = greedy decoding (default 0)."),
@@ -116,7 +122,7 @@ def main_command(
             "transcribe": transcribe, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
             "top_k": top_k, "seed": seed, "stop": list(stop or []), "system": system, "threads": threads,
             "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion, "files": files, "texts": texts,
-            "hearing": hearing, "language": language,
+            "hearing": hearing, "language": language, "llm": llm, "device": device,
         }
         raise typer.Exit(_handsfree(options))
     from .settings import SettingsError
@@ -125,14 +131,16 @@ def main_command(
         settings = one_shot_settings({"bundle": bundle, "threads": threads, "system": system, "max_tokens": max_tokens,
                                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                                       "stop": list(stop or []), "n_best": n_best, "fusion": fusion,
-                                      "ngram_fusion": ngram_fusion, "hearing": hearing, "language": language})
+                                      "ngram_fusion": ngram_fusion, "hearing": hearing, "language": language,
+                                      "llm": llm, "device": device})
     except SettingsError as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
                                 options=_options(settings), system=settings.system, threads=settings.threads or None,
                                 n_best=settings.n_best, fusion=settings.fusion, ngram_fusion=settings.ngram_fusion,
-                                mode=settings.hearing, language=settings.language))
+                                mode=settings.hearing, language=settings.language, llm=settings.llm,
+                                device=settings.device))
 
 
 def _handsfree(options: dict[str, Any]) -> int:
@@ -151,11 +159,13 @@ def _handsfree(options: dict[str, Any]) -> int:
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
                options: Any, system: str | None = None, threads: int | None = None,
                n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
-               mode: str | None = None, language: str | None = None) -> int:
+               mode: str | None = None, language: str | None = None, llm: str | Path | None = None,
+               device: str | None = None) -> int:
     """Answer each file, then each text, each in a fresh conversation. Returns the exit status. A clip in
     which no speech is heard is a failed input ("heard nothing"), never an answer."""
     from .audio import AudioError, load_audio
     from .bundle import BundleError
+    from .devices import DeviceError
     from .engine import Done, Engine, EngineError, Heard, Token
     from .llm import LLMError
 
@@ -183,8 +193,8 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
             try:
                 engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion,
                                      ngram_fusion=ngram_fusion, expect_transcribe=transcribe, mode=mode,
-                                     language=language)
-            except (BundleError, LLMError) as e:
+                                     language=language, llm=llm, device=device)
+            except (BundleError, LLMError, DeviceError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE
         try:
@@ -206,10 +216,10 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
                 _err(f"{label}: heard nothing (no speech in the clip)")
                 failed = True
                 if json_out:
-                    print(json.dumps(result_record(label, done), ensure_ascii=False), flush=True)
+                    print(json.dumps(result_record(label, done, engine.llm_name), ensure_ascii=False), flush=True)
                 continue
             if json_out and done is not None:
-                print(json.dumps(result_record(label, done), ensure_ascii=False), flush=True)
+                print(json.dumps(result_record(label, done, engine.llm_name), ensure_ascii=False), flush=True)
             elif not json_out:
                 sys.stdout.write("\n")
                 sys.stdout.flush()
@@ -222,11 +232,13 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
     return EXIT_BAD_INPUT if failed else 0
 
 
-def result_record(label: str, done: Any) -> dict[str, Any]:
+def result_record(label: str, done: Any, llm: str | None = None) -> dict[str, Any]:
+    """One --json line; `llm`: the name of the LLM that answered (`Engine.llm_name`)."""
     t = done.timings
     return {
         "input": label,
         "answer": done.answer,
+        "llm": llm,
         "encoder_ms": round(t.get("encoder_ms", 0.0) + t.get("features_ms", 0.0), 2),
         "adaptor_ms": round(t.get("adaptor_ms", 0.0), 2),
         "rescore_ms": round(t.get("rescore_ms", 0.0), 2),
@@ -256,18 +268,21 @@ def bench_command(
     n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
     ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
+    llm: Path = typer.Option(None, "--llm", help=_LLM_HELP),
+    device: str = typer.Option(None, "--device", help=_DEVICE_HELP),
 ) -> None:
     """Latency benchmark over a folder of clips: median and p90 of every timing, decode speed against
     llama.cpp's own, peak RSS, and the cascade baseline; a table, bench.json and bench.png."""
     from .bench import BenchError, run_bench
     from .bundle import BundleError
+    from .devices import DeviceError
     from .llm import LLMError
 
     try:
         run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
                   repeats=repeats, cascade=cascade,
-                  hearing=_hearing_overrides(hearing, language, n_best, fusion, ngram_fusion))
-    except (BenchError, BundleError, LLMError) as e:
+                  hearing=_hearing_overrides(hearing, language, n_best, fusion, ngram_fusion, llm, device))
+    except (BenchError, BundleError, LLMError, DeviceError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
     except KeyboardInterrupt:
@@ -297,11 +312,14 @@ def evaluate_command(
     n_best: int = typer.Option(None, "--n-best", min=1, help=_N_BEST_HELP),
     fusion: float = typer.Option(None, "--fusion", min=0.0, help=_FUSION_HELP),
     ngram_fusion: float = typer.Option(None, "--ngram-fusion", min=0.0, help=_NGRAM_FUSION_HELP),
+    llm: Path = typer.Option(None, "--llm", help=_LLM_HELP),
+    device: str = typer.Option(None, "--device", help=_DEVICE_HELP),
 ) -> None:
     """How well a bundle hears: WER through the LLM next to Whisper's, spoken-vs-typed answer agreement,
     and latency against the cascade, on held-out speech; a table, eval.json, eval.png and examples.md."""
     from .bench import BenchError
     from .bundle import BundleError
+    from .devices import DeviceError
     from .evaluate import EvalError, evaluate
     from .llm import LLMError
 
@@ -309,9 +327,9 @@ def evaluate_command(
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
                  max_tokens=max_tokens, threads=threads or None, latency=latency,
                  skip_asr=skip_asr, skip_questions=skip_questions, whisper_beam=whisper_beam,
-                 hearing=_hearing_overrides(None, language, n_best, fusion, ngram_fusion),
+                 hearing=_hearing_overrides(None, language, n_best, fusion, ngram_fusion, llm, device),
                  modes=[m.strip() for m in hearing.split(",") if m.strip()] if hearing else None)
-    except (EvalError, BenchError, BundleError, LLMError) as e:
+    except (EvalError, BenchError, BundleError, LLMError, DeviceError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
     except KeyboardInterrupt:
@@ -320,9 +338,11 @@ def evaluate_command(
 
 
 def _hearing_overrides(mode: str | None, language: str | None, n_best: int | None, fusion: float | None,
-                       ngram_fusion: float | None) -> dict[str, Any]:
-    """The hearing flags that were given, as Engine.load's keywords."""
-    given = {"mode": mode, "language": language, "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion}
+                       ngram_fusion: float | None, llm: Path | None = None,
+                       device: str | None = None) -> dict[str, Any]:
+    """The hearing flags (and --llm, --device) that were given, as Engine.load's keywords."""
+    given = {"mode": mode, "language": language, "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion,
+             "llm": str(llm) if llm is not None else None, "device": device}
     return {k: v for k, v in given.items() if v is not None}
 
 

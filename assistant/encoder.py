@@ -27,7 +27,10 @@ class AudioEncoder(Protocol):
     def encode(self, mel: np.ndarray) -> np.ndarray: ...
 
 
-def _ct2_compute_type(dtype: str) -> str:
+def _ct2_compute_type(dtype: str, device: str = "cpu") -> str:
+    if device == "cuda":
+        # GPU kernels: float16, with int8 weights kept int8 (int8_float16): half the memory of float16
+        return "int8_float16" if dtype.startswith("int8") else "float16"
     # CPU kernels: int8, int8_float32, int16, float32 (float16 weights are converted at load).
     return {"int8": "int8", "int8_float32": "int8_float32", "int16": "int16", "float16": "float32",
             "float32": "float32", "bfloat16": "float32"}.get(dtype, "default")
@@ -46,7 +49,7 @@ class CT2Encoder:
     """`ctranslate2.models.Whisper(...).encode` on the real length."""
 
     def __init__(self, path: str | os.PathLike[str], *, dtype: str = "int8", n_threads: int = 1,
-                 workers: int = 1) -> None:
+                 workers: int = 1, device: str = "cpu") -> None:
         """`n_threads` threads work on one clip; `workers` clips are encoded at once by `encode_many` (each
         worker with its own `n_threads`). On a 2-core CPU a second thread on one short clip gains nothing
         measurable, while two clips at once encode 1.5x as many per second, with the same states."""
@@ -54,9 +57,10 @@ class CT2Encoder:
 
         self.path = Path(path)
         self.workers = max(1, workers)
+        self.device = device
         try:
-            self.model = ctranslate2.models.Whisper(str(self.path), device="cpu",
-                                                    compute_type=_ct2_compute_type(dtype),
+            self.model = ctranslate2.models.Whisper(str(self.path), device=device,
+                                                    compute_type=_ct2_compute_type(dtype, device),
                                                     intra_threads=n_threads, inter_threads=self.workers)
         except Exception as e:
             msg = " ".join(str(e).split())
@@ -89,17 +93,20 @@ class CT2Encoder:
 class OnnxEncoder:
     """onnxruntime session: input `input_features` [1, n_mels, T] -> `last_hidden_state` [1, T/2, d_model]."""
 
-    def __init__(self, path: str | os.PathLike[str], *, n_threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, n_threads: int = 1, device: str = "cpu") -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
+        self.device = device
+        # on cuda the CPU provider stays second: ONNX Runtime runs there any node the CUDA provider lacks
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
+                                                providers=providers)
         except Exception as e:
             msg = " ".join(str(e).split())[:200]
             raise BundleError(f"onnxruntime cannot open the encoder {self.path} ({msg}): re-export the "
@@ -124,9 +131,10 @@ class OnnxEncoder:
         return states
 
 
-def load_encoder(spec: EncoderSpec, *, n_threads: int = 1) -> CT2Encoder | OnnxEncoder:
+def load_encoder(spec: EncoderSpec, *, n_threads: int = 1, device: str = "cpu") -> CT2Encoder | OnnxEncoder:
+    """`device`: "cpu" or "cuda" (assistant/devices.py chooses)."""
     if spec.format == "ct2":
-        return CT2Encoder(spec.path, dtype=spec.dtype, n_threads=n_threads)
+        return CT2Encoder(spec.path, dtype=spec.dtype, n_threads=n_threads, device=device)
     if spec.format == "onnx":
-        return OnnxEncoder(spec.path, n_threads=n_threads)
+        return OnnxEncoder(spec.path, n_threads=n_threads, device=device)
     raise BundleError(f"unknown encoder format {spec.format!r}: use 'ct2' or 'onnx'")

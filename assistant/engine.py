@@ -38,7 +38,9 @@ import numpy as np
 from .adaptor import Adaptor, AdaptorError, load_adaptor
 from .audio import AudioError, load_audio, log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
+from .chatllm import adaptor_mismatch, chat_prompt
 from .ctcbeam import choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
+from .devices import choose_devices
 from .encoder import CT2Encoder, load_encoder
 from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing
 from .llm import LlamaLM, LLMError, physical_cores
@@ -199,7 +201,8 @@ class Engine:
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
                  n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
-                 expect_transcribe: bool = False, mode: str | None = None, language: str | None = None) -> None:
+                 expect_transcribe: bool = False, mode: str | None = None, language: str | None = None,
+                 llm: str | os.PathLike[str] | None = None, device: str | None = None) -> None:
         """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
         hearing.n_best; 1 = the greedy path alone); fusion: the LLM's weight inside the beam search that finds
         them (overrides hearing.fusion; 0 = off); ngram_fusion: the bundle's hearing n-gram's weight there
@@ -207,7 +210,10 @@ class Engine:
         mode, language: how the audio is heard and in which language (override bundle.json's hearing.mode and
         hearing.language; assistant/hearing.py `HearingOptions`).
         expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
-        when only those turns run it), as a one-shot transcription wants; other turns then switch back."""
+        when only those turns run it), as a one-shot transcription wants; other turns then switch back.
+        llm: answer with this chat GGUF instead of the bundle's LLM (assistant/chatllm.py: its own chat template
+        and stops, no LoRA; the bundle's adaptor only if it was trained for an LLM of the same vocabulary).
+        device: auto, cpu or cuda (assistant/devices.py; None: auto)."""
         self.bundle = bundle
         self.expect_transcribe = expect_transcribe
         try:
@@ -219,18 +225,42 @@ class Engine:
         self.template = bundle.prompt
         self.stops = tuple(dict.fromkeys(bundle.stop))
         self._lock = threading.Lock()
+        enc_part = "ct2" if bundle.encoder.format == "ct2" else "onnx"
+        self.devices = choose_devices(device, ("llm", enc_part))
         t0 = time.perf_counter()
-        self.encoder = load_encoder(bundle.encoder, n_threads=self.n_threads)
+        self.encoder = load_encoder(bundle.encoder, n_threads=self.n_threads, device=getattr(self.devices, enc_part))
         enc_mels = getattr(self.encoder, "n_mels", 0)
         if enc_mels and enc_mels != bundle.n_mels:
             raise BundleError(f"{bundle.encoder.path} takes {enc_mels} mel bins but bundle.json says "
                               f"audio.n_mels = {bundle.n_mels}: fix the manifest or re-export")
+        llm_path, lora = bundle.llm.path, bundle.llm.lora
+        # --llm naming the bundle's own GGUF changes nothing; another GGUF answers without the bundle's LoRA
+        # (trained on the bundle's weights)
+        self.foreign_llm = llm is not None and Path(llm).expanduser().resolve() != bundle.llm.path.resolve()
+        if self.foreign_llm:
+            llm_path, lora = Path(llm).expanduser(), None  # type: ignore[arg-type]
+            if not llm_path.is_file():
+                raise LLMError(f"--llm {llm_path}: no such file; pass a chat GGUF")
         try:
-            self.lm = LlamaLM(bundle.llm.path, n_ctx=bundle.llm.n_ctx, n_threads=self.n_threads,
-                              lora=bundle.llm.lora)
+            self.lm = LlamaLM(llm_path, n_ctx=bundle.llm.n_ctx, n_threads=self.n_threads, lora=lora,
+                              device=self.devices.llm)
         except LLMError as e:
+            if self.foreign_llm:
+                raise
             raise BundleError(str(e)) from None
-        self.adaptor = self._load_adaptor()
+        self.llm_name = self.lm.name  # which LLM answers (the TUI's header, --json's "llm")
+        # why the bundle's adaptor cannot serve this LLM (None: it can); the adaptor hearing modes then refuse
+        self.adaptor_unusable: str | None = None
+        if self.foreign_llm:
+            try:
+                self.template = chat_prompt(self.lm, bundle.prompt)
+            except LLMError:
+                self.lm.close()
+                raise
+            self.stops = tuple(dict.fromkeys(self.template.stop))
+            self.adaptor_unusable = adaptor_mismatch(dict(bundle.manifest.get("llm") or {}), self.lm,
+                                                     adaptor_type=str(bundle.adaptor.get("type", "")))
+        self.adaptor: Adaptor | None = None if self.adaptor_unusable else self._load_adaptor()
         self.whisper: WhisperHearing | None = None
         self._stream: StreamingHearing | None = None  # the utterance being spoken (hear_partial)
         self._hear_lock = threading.Lock()
@@ -273,12 +303,13 @@ class Engine:
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
              warmup: bool = True, n_best: int | None = None, fusion: float | None = None,
              ngram_fusion: float | None = None, expect_transcribe: bool = False, mode: str | None = None,
-             language: str | None = None) -> Engine:
+             language: str | None = None, llm: str | os.PathLike[str] | None = None,
+             device: str | None = None) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
         return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion,
-                   expect_transcribe=expect_transcribe, mode=mode, language=language)
+                   expect_transcribe=expect_transcribe, mode=mode, language=language, llm=llm, device=device)
 
     def set_mode(self, mode: str, language: str | None = None) -> None:
         """Hear from now on with `mode` (whisper, adaptor or embeddings; see `HearingOptions`) and, for whisper,
@@ -299,6 +330,8 @@ class Engine:
                 self.whisper.language = self.whisper.check_language(opts.language)
             except HearingError as e:
                 raise BundleError(str(e)) from None
+        elif self.adaptor is None:
+            raise BundleError(f"hearing mode {opts.mode}: {self.adaptor_unusable}")
         elif opts.language not in ("en", self.hearing.language):
             raise BundleError(f"--language applies to the whisper hearing; the bundle's adaptor hears as it was trained "
                               f"(hearing mode {opts.mode}): use --hearing whisper")
@@ -495,7 +528,7 @@ class Engine:
         offset = 0
         total = sum(len(p) for p in pieces)
         step = self.lm.n_batch
-        table = self.adaptor.token_embeddings
+        table = self.adaptor.token_embeddings if self.adaptor is not None else None
         if table is not None and any(p.ndim == 2 for p in pieces):
             # One llama_decode for text and audio together: each call costs a pass over the weights, so
             # three calls (text, audio, text) cost ~3x one. Token rows of the GGUF's own table give the
@@ -554,6 +587,7 @@ class Engine:
         if self.hearing.mode == "whisper":
             return self._hear_whisper(audio)
         t0 = time.perf_counter()
+        assert self.adaptor is not None  # set_mode admits no adaptor hearing without it
         chunk = self.hearing.chunk_s if self.adaptor.config.type == "ctc" else 0.0
         pieces = quiet_cuts(audio, chunk) if chunk > 0 else [(0, len(audio))]
         with self._one_blas_thread():  # the mel filterbank matmul: 7 ms on one thread, 20 ms on two when busy
@@ -627,13 +661,13 @@ class Engine:
     def can_rescore(self) -> bool:
         """Whether the LLM can pick among the adaptor's transcripts (n_best > 1) and how the pick ends
         (`sentence`): a ctc adaptor with topk 1, whose rows are the transcript's own token rows."""
-        return self.adaptor.config.type == "ctc" and self.adaptor.config.topk == 1
+        return self.adaptor is not None and self.adaptor.config.type == "ctc" and self.adaptor.config.topk == 1
 
     def set_n_best(self, n_best: int) -> None:
         """How many transcripts the LLM rescores from now on (1 = the greedy path alone)."""
         if n_best < 1:
             raise BundleError(f"n_best must be at least 1, got {n_best}")
-        if n_best > 1 and not self.can_rescore:
+        if n_best > 1 and not self.can_rescore and self.adaptor is not None:
             raise BundleError("hearing with n_best > 1 needs a ctc adaptor with topk 1; this bundle's adaptor is "
                               f"{self.bundle.adaptor.get('type')} (topk {self.bundle.adaptor.get('topk', '-')}): "
                               "use n_best 1")
@@ -644,7 +678,7 @@ class Engine:
         transcripts the beam keeps, so it acts only when n_best > 1."""
         if not weight >= 0:
             raise BundleError(f"the fusion weight must be 0 or more, got {weight}")
-        if weight > 0 and not self.can_rescore:
+        if weight > 0 and not self.can_rescore and self.adaptor is not None:
             raise BundleError("hearing with fusion needs a ctc adaptor with topk 1; this bundle's adaptor is "
                               f"{self.bundle.adaptor.get('type')} (topk {self.bundle.adaptor.get('topk', '-')}): "
                               "use fusion 0")
@@ -652,7 +686,7 @@ class Engine:
 
     def _load_ngram(self) -> HearingLM | None:
         """The bundle's hearing n-gram (bundle.json's hearing.ngram), checked against the adaptor's labels."""
-        if not self.hearing.ngram:
+        if not self.hearing.ngram or self.adaptor is None:
             return None
         if not self.can_rescore:
             raise BundleError(f"{self.bundle.root / 'bundle.json'}: a hearing n-gram needs a ctc adaptor with topk 1")
@@ -670,7 +704,7 @@ class Engine:
         which transcripts the beam keeps, so it acts only when n_best > 1."""
         if not weight >= 0:
             raise BundleError(f"the n-gram fusion weight must be 0 or more, got {weight}")
-        if weight > 0 and self.ngram is None:
+        if weight > 0 and self.ngram is None and self.adaptor is not None:
             raise BundleError("hearing with the n-gram needs a bundle with a hearing n-gram (bundle.json's "
                               "hearing.ngram, `llasm-export bundle --hearing-ngram`): use ngram fusion 0")
         self.hearing = dataclasses.replace(self.hearing, ngram_fusion=float(weight))

@@ -84,7 +84,7 @@ def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path,
     if threads:
         cmd += ["--threads", str(threads)]
     flags = {"mode": "--hearing", "language": "--language", "n_best": "--n-best", "fusion": "--fusion",
-             "ngram_fusion": "--ngram-fusion"}
+             "ngram_fusion": "--ngram-fusion", "llm": "--llm", "device": "--device"}
     for k, v in (hearing or {}).items():
         if v is not None:
             cmd += [flags[k], str(v)]
@@ -164,7 +164,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     enc = engine.bundle.encoder
     whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
         resolve("default:whisper-base")
-    whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, beam_size=whisper_beam)
+    whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, beam_size=whisper_beam,
+                                device=engine.devices.ct2)
     greedy = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
     audio: dict[Path, Any] = {}
     for c in [*asr_clips, *q_clips]:
@@ -184,7 +185,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
             typed[text] = engine.ask(text=text, options=greedy).answer
         return typed[text]
 
-    result: dict[str, Any] = {"bundle": str(engine.bundle.root), "asr_manifest": str(asr),
+    result: dict[str, Any] = {"bundle": str(engine.bundle.root), "llm": engine.llm_name,
+                              "devices": engine.devices.describe(), "asr_manifest": str(asr),
                               "questions_manifest": str(questions) if questions else None,
                               "n_asr": len(asr_clips), "n_questions": len(q_clips), "modes": {}}
     with Progress(console=console, transient=True) as prog:

@@ -107,7 +107,7 @@ def load_engine(settings: Settings) -> EngineLike:
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
                          fusion=settings.fusion, ngram_fusion=settings.ngram_fusion, mode=settings.hearing,
-                         language=settings.language)
+                         language=settings.language, llm=settings.llm, device=settings.device)
     if engine.can_rescore:
         # For the adaptor hearing: hands-free, the LLM's help runs while the VAD waits out the end-of-speech
         # silence (Engine.prepare), so hear with it unless told otherwise. A bundle's hearing section is its
@@ -498,6 +498,7 @@ def run_headless(
                 if settings.json:
                     rec = result.record(source.name)
                     rec["utterance"] = count
+                    rec["llm"] = getattr(engine, "llm_name", None)  # which LLM answered
                     print(json.dumps(rec, ensure_ascii=False), file=out, flush=True)
         if speech is not None:
             speech.wait()

@@ -14,6 +14,7 @@ text and tokens.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from .ctcbeam import log_softmax
 from .llamacpp import init_backend, last_error
 
 DEFAULT_N_BATCH = 512
+GPU_ALL_LAYERS = 999  # llama.cpp clamps the layers to offload to the model's (its tools' "-ngl 999")
 BEAM_LM_CELLS = 1024  # KV cells a beam LM's sequences share past the prefix (about 23 MB for SmolLM2-135M)
 
 
@@ -69,20 +71,23 @@ class LlamaLM:
 
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_batch: int = DEFAULT_N_BATCH, lora: str | os.PathLike[str] | None = None,
-                 lora_scale: float = 1.0) -> None:
+                 lora_scale: float = 1.0, device: str = "cpu") -> None:
+        """`device` "cuda" offloads every layer to the GPU (a CUDA build of llama-cpp-python; assistant/devices.py
+        checks that first), "cpu" none."""
         import llama_cpp
 
         init_backend()
         self._c = llama_cpp
         self.path = Path(path)
         self.n_threads = n_threads or physical_cores()
+        self.device = device
         self._model = None
         self._ctx = None
         self._lora = None
         self._scorer: _Scorer | None = None  # the second context of `score`, made on first use
         self._beam: BeamLM | None = None  # the third, of `beam_lm`
         mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
+        mparams.n_gpu_layers = GPU_ALL_LAYERS if device == "cuda" else 0
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
             detail = last_error() or "not a valid GGUF model"
@@ -148,6 +153,38 @@ class LlamaLM:
         if rc != 0:
             raise LLMError(f"llama.cpp could not switch the LoRA {'on' if on else 'off'} for {self.path}")
         self.lora_on = on
+
+    # ---- what model this is ------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as text (None when the file has no such key)."""
+        buf = ctypes.create_string_buffer(4096)
+        n = self._c.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    @property
+    def name(self) -> str:
+        """The model's name: GGUF `general.name`, else the file name."""
+        return (self.meta("general.name") or "").strip() or self.path.name
+
+    def token_text(self, token: int) -> str:
+        """A token's text as the vocabulary writes it ("" for an id outside it)."""
+        if not 0 <= int(token) < self.n_vocab:
+            return ""
+        raw = self._c.llama_vocab_get_text(self._vocab, int(token))
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def vocab_sha256(self) -> str:
+        """sha256 of the vocabulary (each token's text then a NUL byte, in id order): equal for two GGUFs whose
+        token ids mean the same text, whatever their weights or quantization."""
+        h = hashlib.sha256()
+        get = self._c.llama_vocab_get_text
+        for i in range(self.n_vocab):
+            h.update((get(self._vocab, i) or b"") + b"\0")
+        return h.hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        """What a bundle states about the LLM its adaptor was trained for (bundle.json's llm section)."""
+        return {"name": self.name, "n_embd": self.n_embd, "n_vocab": self.n_vocab, "vocab_sha256": self.vocab_sha256()}
 
     # ---- text <-> tokens --------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
@@ -533,3 +570,13 @@ def read_token_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
     except OSError:
         pass  # a read-only cache only costs start-up time
     return table
+
+
+def gguf_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """`LlamaLM.identity` of a GGUF file (loaded with a small context, then closed): what `llasm-export bundle`
+    writes into bundle.json's llm section."""
+    lm = LlamaLM(path, n_ctx=64, n_batch=64, n_threads=1)
+    try:
+        return lm.identity()
+    finally:
+        lm.close()

@@ -60,6 +60,8 @@ class Settings:
     n_best: int | None = None  # transcripts the LLM rescores (assistant/ctcbeam.py)
     fusion: float | None = None  # the LLM's weight inside the ctc beam search (0 = off; assistant/ctcbeam.py)
     ngram_fusion: float | None = None  # the bundle's hearing n-gram's weight there (0 = off; assistant/ngram.py)
+    llm: str | None = None  # a chat GGUF that answers instead of the bundle's LLM (assistant/chatllm.py)
+    device: str | None = None  # auto | cpu | cuda (assistant/devices.py; None: auto)
     # settings only
     barge_in: bool = True  # speech onset stops playback and generation while speaking
     realtime: bool = True  # --mic-file replays in real time (False: as fast as possible)

@@ -386,6 +386,9 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
     llm_ref, quant, lora_ref = _export_llm(ck, tmp, llm_quant=o.llm_quant, lora_adapter=o.lora_adapter,
                                            reuse_defaults=o.reuse_defaults, tokenizer_pre=o.tokenizer_pre,
                                            progress=progress)
+    # which LLM the adaptor was trained for (name, n_embd, vocabulary hash): the runtime's --llm may answer with
+    # another GGUF, and the adaptor hearing modes then need one of the same vocabulary (assistant/chatllm.py)
+    identity = _llm_identity(tmp, llm_ref)
     report.seconds["llm"] = time.perf_counter() - t
 
     manifest: dict[str, Any] = {
@@ -396,7 +399,7 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
                     "d_model": int(ck.adaptor.d_model)},
         "adaptor": adaptor_cfg,
         "llm": {"path": llm_ref, "quant": quant, "lora": lora_ref, "n_ctx": int(o.n_ctx),
-                **({"lora_turns": o.lora_turns} if lora_ref else {})},
+                **({"lora_turns": o.lora_turns} if lora_ref else {}), **identity},
         "prompt": _prompt(ck, o.system_prompt, o.transcribe_instruction),
         "stop": list(ck.prompt.stop),
         "source": {"checkpoint": str(ck.root.resolve()), "stage": ck.config.get("stage"),
@@ -486,6 +489,18 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
         write_lora_gguf(tmp / "lora.gguf", ck.root / "lora", ck.base_llm_config())
         lora_ref = "lora.gguf"
     return "llm.gguf", quant, lora_ref
+
+
+def _llm_identity(tmp: Path, llm_ref: str) -> dict[str, Any]:
+    """`assistant.llm.gguf_identity` of the bundle's LLM (a file written into `tmp`, or a default:... model)."""
+    from assistant.basemodels import is_default_ref, resolve
+    from assistant.llm import LLMError, gguf_identity
+
+    path = resolve(llm_ref) if is_default_ref(llm_ref) else tmp / llm_ref
+    try:
+        return gguf_identity(path)
+    except LLMError as e:
+        raise ExportError(f"llama.cpp cannot load the exported LLM {path}: {e}") from None
 
 
 def _base_only(ck: Checkpoint) -> Any:

@@ -31,13 +31,28 @@ fi
 # --- python environment ----------------------------------------------------
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
-stamp="$venv/.llasm-$profile-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+# LLASM_CUDA=1 with nvcc on PATH: llama-cpp-python is built with CUDA (docs/runtime.md, "GPU"); the CPU build
+# stays the default. The flavour is part of the stamp, so switching it runs the set-up again.
+cuda=0
+if [ "${LLASM_CUDA:-0}" = 1 ]; then
+  if command -v nvcc >/dev/null; then cuda=1
+  else echo "llasm setup: LLASM_CUDA=1 but nvcc is not on PATH: building llama-cpp-python for the CPU" >&2; fi
+fi
+stamp="$venv/.llasm-$profile-$(printf 'cuda=%s\n' "$cuda" | cat pyproject.toml scripts/setup.sh - | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 
 "${pip[@]}" install -U pip wheel setuptools >/dev/null 2>&1 || true
 # llama.cpp's native build crashes in the AMX matmul path on some Xeons: build a portable library.
 # pip keeps the built wheel in its cache, so the second set-up does not rebuild it.
-if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+if [ "$cuda" = 1 ]; then
+  # a build without GPU offload (the CPU one) is replaced; --no-cache-dir: pip's cache holds the CPU wheel
+  if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)" \
+      2>/dev/null; then
+    echo "llasm setup: building llama-cpp-python with CUDA (nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'); takes a while)"
+    CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF" "${pip[@]}" install --force-reinstall --no-deps --no-cache-dir \
+      "llama-cpp-python>=0.3.16"
+  fi
+elif ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "llasm setup: building llama-cpp-python (portable CPU build, takes a few minutes the first time)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF" "${pip[@]}" install "llama-cpp-python>=0.3.16"
 fi

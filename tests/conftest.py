@@ -28,8 +28,10 @@ def child_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
-def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048, seed: int = 0) -> Path:
-    """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor."""
+def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048, seed: int = 0,
+                 llm_identity: dict | None = None) -> Path:
+    """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor. `llm_identity`:
+    what bundle.json states about the LLM (`assistant.llm.gguf_identity`; None: nothing, as older bundles)."""
     from assistant.adaptor import AdaptorConfig, random_tensors
     from assistant.basemodels import resolve
     from assistant.bundle import prompt_from_gguf, write_bundle
@@ -37,7 +39,8 @@ def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048,
     cfg = AdaptorConfig.from_dict({"type": adaptor_type, "d_model": 384, "n_embd": 576, **ADAPTOR_EXTRA[adaptor_type]})
     return write_bundle(root, encoder="default:whisper-tiny.en", llm="default:smollm2",
                         adaptor_config=cfg.to_dict(), adaptor_tensors=random_tensors(cfg, seed=seed, scale=0.02),
-                        prompt=prompt_from_gguf(resolve("default:smollm2")), d_model=384, n_ctx=n_ctx)
+                        prompt=prompt_from_gguf(resolve("default:smollm2")), d_model=384, n_ctx=n_ctx,
+                        llm_identity=llm_identity)
 
 
 def clip(seconds: float = 2.0, seed: int = 0) -> np.ndarray:

@@ -17,6 +17,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from assistant.bundle import Bundle  # noqa: E402
+from assistant.llm import gguf_identity  # noqa: E402
 from export.bundle import export_bundle  # noqa: E402
 from export.cli import app  # noqa: E402
 from export.encoder import export_ct2, export_onnx, load_hf_encoder, varlen_encoder  # noqa: E402
@@ -73,7 +74,10 @@ def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> Non
     out = tmp_path / "bundle"
     rep = export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True)
     m = json.loads((out / "bundle.json").read_text())
+    identity = {k: m["llm"].pop(k) for k in ("name", "n_embd", "n_vocab", "vocab_sha256")}
     assert m["llm"] == {"path": "llm.gguf", "quant": "f32", "lora": "lora.gguf", "n_ctx": 2048, "lora_turns": "all"}
+    # the LLM the adaptor was trained for, as the runtime's --llm check reads it (assistant/chatllm.py)
+    assert identity == gguf_identity(out / "llm.gguf") and identity["n_embd"] == 64 and identity["n_vocab"] == 49152
     assert m["adaptor"]["type"] == "ultravox" and m["adaptor"]["path"] == "adaptor.safetensors"
     assert set(m["checksums"]) == {"encoder.onnx", "adaptor.safetensors", "llm.gguf", "lora.gguf"}
     assert rep.sizes["lora.gguf"] < rep.sizes["llm.gguf"] / 20
@@ -361,6 +365,10 @@ def test_real_stage1_bundle_reuses_packaged_models(tmp_path: Path) -> None:
     assert report.passed, report.failures()
     q8 = export_bundle(ck, tmp_path / "bundle-q8", llm_quant="q8_0")  # the packaged LLM, requantized at install
     assert (q8.manifest["llm"]["path"], q8.manifest["llm"]["quant"]) == ("default:smollm2-q8_0", "q8_0")
+    # a reused LLM is named too: SmolLM2's vocabulary, as the shipped default bundle states it
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "assistant/default_model/bundle.json").read_text())
+    assert {k: q8.manifest["llm"][k] for k in ("name", "n_embd", "vocab_sha256")} == \
+        {k: shipped["llm"][k] for k in ("name", "n_embd", "vocab_sha256")}
     assert set(q8.sizes) == {"adaptor.safetensors"}
     report = verify_bundle(tmp_path / "bundle-q8")
     assert report.passed, report.failures()

@@ -180,6 +180,11 @@ class AssistantApp(App[int]):
 
     def _engine_ready(self, engine: EngineLike) -> None:
         self.engine = engine
+        name = getattr(engine, "llm_name", None)
+        if name:  # which LLM answers: the bundle's, or --llm's
+            devices = getattr(engine, "devices", None)
+            on = f" on {devices.llm}" if devices is not None and devices.llm != "cpu" else ""
+            self.sub_title = f"{self.SUB_TITLE} - {name}{on}"
         self.responder = Responder(engine, self.settings)
         if self.settings.speak and self.speech is None:
             self._enable_speech()
