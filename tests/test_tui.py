@@ -101,6 +101,28 @@ async def test_spoken_questions_are_segmented_and_answered(tmp_path, convo):
 
 
 @aio
+async def test_what_is_heard_shows_while_the_user_speaks(tmp_path, convo):
+    """The engine's hear_partial runs on each SpeechProgress; its text shows under the transcript while the user
+    speaks and goes when the utterance is answered."""
+    audio, truth = convo
+
+    class HearingEngine(FakeEngine):
+        def hear_partial(self, clip: np.ndarray) -> str:
+            return f"{clip.size / 16000:.1f} s heard so far"
+
+    app = make_app(tmp_path, engine=HearingEngine(), source=ArraySource(audio, realtime=True, speed=1.0))
+    async with app.run_test(size=SIZE) as pilot:
+        shown = []
+        while len(app.results) < len(truth):
+            shown.append(app.heard_so_far.text)
+            await pilot.pause(0.02)
+            assert len(shown) < 2000, "no answers"
+        partial = [t for t in shown if t]
+        assert partial and all(t.endswith("heard so far") for t in partial)
+        assert app.heard_so_far.text == ""  # gone once the utterance is answered
+
+
+@aio
 async def test_level_meter_moves_with_the_input(tmp_path):
     loud = (np.sin(np.arange(8000) * 2 * np.pi * 300 / 16000) * 0.5).astype(np.float32)
     audio = np.concatenate([np.zeros(8000, np.float32), loud, np.zeros(8000, np.float32)])

@@ -26,6 +26,10 @@ class StateIndicator(Static):
         self.add_class(f"state-{new}")
         self.update(LABELS.get(new, new))
 
+    def on_mount(self) -> None:
+        self.add_class(f"state-{self.state}")
+        self.update(LABELS.get(self.state, self.state))
+
 
 class HeardSoFar(Static):
     """What is heard of the utterance while the user is still speaking (hands-free); empty otherwise."""
@@ -36,6 +40,3 @@ class HeardSoFar(Static):
         self.set_class(bool(new), "active")
         self.update(f"◉ {new}" if new else "")
 
-    def on_mount(self) -> None:
-        self.add_class(f"state-{self.state}")
-        self.update(LABELS.get(self.state, self.state))
