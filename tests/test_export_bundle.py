@@ -239,7 +239,7 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
                                  "--hearing-ngram-fusion", "0.5"])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "n3" / "bundle.json").read_text())
-    assert m["hearing"] == {"n_best": 3, "ngram": "hearing_lm.npz", "ngram_fusion": 0.5}
+    assert m["hearing"] == {"mode": "whisper", "n_best": 3, "ngram": "hearing_lm.npz", "ngram_fusion": 0.5}
     assert "hearing_lm.npz" in m["checksums"]
     eng = Engine.load(tmp_path / "n3", n_threads=1, warmup=False)
     try:
