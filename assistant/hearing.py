@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ class WhisperHearing:
         t3 = time.perf_counter()
         n = len(text_ids)
         silent = n == 0 or any(no_speech > p and avg < lp for p, lp in NO_SPEECH_RULES)
-        return Heard("" if silent else self.text_of(text_ids), lang, no_speech_prob=no_speech, avg_logprob=avg,
+        return Heard("" if silent else unrepeat(self.text_of(text_ids)), lang, no_speech_prob=no_speech, avg_logprob=avg,
                      n_tokens=n, decode_calls=calls,
                      timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
                               "decoder_ms": (t3 - t2) * 1e3})
@@ -297,6 +298,20 @@ class WhisperHearing:
         if current:
             segments.append(tuple(_unloop(current)))
         return [t for seg in segments for t in seg]
+
+
+def unrepeat(text: str, min_words: int = 3) -> str:
+    """`text` up to the end of the first run of `min_words` or more words said again right after itself (case and
+    punctuation aside): "how many days are there in a week, how many days are there in a week, how many" -> "how
+    many days are there in a week". A decoder past the end of its speech starts the sentence over; a person rarely
+    says three words twice in a row."""
+    words = text.split()
+    norm = [re.sub(r"\W", "", w.lower()) for w in words]
+    for k in range(min_words, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * k + 1):
+            if all(norm[i:i + k]) and norm[i:i + k] == norm[i + k:i + 2 * k]:
+                return " ".join(words[:i + k]).rstrip(",;:")
+    return text
 
 
 def _unloop(ids: list[int], max_block: int = 8) -> list[int]:

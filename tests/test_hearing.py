@@ -174,3 +174,13 @@ def test_mandarin_comes_out_in_characters(whisper: WhisperHearing, tmp_path: Pat
     assert auto.language in whisper.languages and auto.text, auto
     with pytest.raises(Exception, match="unknown language"):
         whisper.check_language("klingon")
+
+
+def test_unrepeat_drops_a_sentence_said_over() -> None:
+    from assistant.hearing import unrepeat
+
+    said = "how many days are there in a week, how many days are there in a week, how many days"
+    assert unrepeat(said) == "how many days are there in a week"
+    assert unrepeat("Who wrote Romeo and Juliet, who wrote Romeo and Juliet.") == "Who wrote Romeo and Juliet"
+    for kept in ("5 5", "I think that that is fine.", "Press 1 to mute, 2 to lock, 3 to leave."):
+        assert unrepeat(kept) == kept
