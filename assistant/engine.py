@@ -635,8 +635,14 @@ class Engine:
             return ""
         if self.hearing.mode == "whisper":
             assert self._stream is not None
-            with self._hear_lock, self._one_blas_thread():
-                return self._stream.hear(audio).text
+            # the turn's own hearing (prepare, respond) comes first: a partial view is skipped, never waited for
+            if not self._hear_lock.acquire(blocking=False):
+                return ""
+            try:
+                with self._one_blas_thread():
+                    return self._stream.hear(audio).text
+            finally:
+                self._hear_lock.release()
         return self.encode_audio(audio)[1] or ""
 
     def _detok(self, tokens: Sequence[int], pieces: int = 1) -> str:

@@ -227,7 +227,14 @@ class Listener:
                 if self.hear is not None:
                     self._prepare_soon(("hear", ev))
                 continue  # the audio so far is for the hearing, not for the listener's consumer
+            elif isinstance(ev, (Utterance, SpeechDiscarded)):
+                self._drop_pending("hear")  # the utterance is over: a view of it so far is stale work
             self.on_event(ev)
+
+    def _drop_pending(self, kind: str) -> None:
+        with self._prep_cv:
+            if self._prep_next is not None and self._prep_next[0] == kind:
+                self._prep_next = None
 
     def _prepare_soon(self, job: tuple[str, Any]) -> None:
         with self._prep_cv:
