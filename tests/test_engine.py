@@ -286,7 +286,7 @@ def test_prepare_encodes_ahead_and_respond_reuses_it(engine, monkeypatch):
     engine.new_chat()
     fast = engine.ask(audio=audio.copy(), options=GREEDY)
     assert calls == [] and fast.timings["prepared"] == 1.0
-    assert fast.answer == plain.answer and fast.timings["ttft_ms"] < plain.timings["ttft_ms"] + 50
+    assert fast.answer == plain.answer  # no encoder call on respond (above); its speed is for bench, not a test
     engine.prepare(audio)
     assert len(calls) == 1
     engine.new_chat()
