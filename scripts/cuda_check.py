@@ -15,6 +15,7 @@ import json
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/llasm-cuda-check")
+    work = Path(tempfile.gettempdir()) / "llasm-cuda-check"  # the system temporary folder, wherever it is
     whisper = args.whisper or str(random_model_dir("whisper", Path(args.configs) / "whisper", work / "whisper"))
     llm = args.llm or str(random_model_dir("llm", Path(args.configs) / "llm", work / "llm"))
     info = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
