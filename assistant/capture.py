@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
-from assistant.vad import SAMPLE_RATE, to_int16
+from llasm.assistant.vad import SAMPLE_RATE, to_int16
 
 CHUNK_MS = 30
 LIST_DEVICES_HINT = "run `llasm-assistant --list-devices` to see the input devices and pick one with --input-device"
@@ -334,7 +333,7 @@ class FileSource(ArraySource):
     """A recording replayed through the capture path; decoded and resampled to 16 kHz mono."""
 
     def __init__(self, path: str | Path, *, realtime: bool = True, chunk_ms: int = CHUNK_MS, speed: float = 1.0):
-        from assistant.audio import AudioError, load_audio
+        from llasm.assistant.audio import AudioError, load_audio
 
         try:
             audio = load_audio(str(path), max_seconds=None)

@@ -824,7 +824,7 @@ class Engine:
             audio = np.asarray(audio, dtype=np.float32)
             if audio.ndim != 1:
                 raise AudioError(f"audio must be mono 1-D samples at 16 kHz, not shape {audio.shape}; use "
-                                 f"assistant.audio.load_audio")
+                                 f"llasm.assistant.audio.load_audio")
             if audio.shape[0] < MIN_AUDIO_S * SAMPLE_RATE:
                 raise AudioError(f"the clip is {audio.shape[0] / SAMPLE_RATE:.3f} s long; speak for at least "
                                  f"{MIN_AUDIO_S} s")

@@ -78,7 +78,7 @@ def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path,
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "assistant.cli", "bench", str(clips), "--out", str(out), "--max-tokens", "32"]
+    cmd = [sys.executable, "-m", "llasm.assistant.cli", "bench", str(clips), "--out", str(out), "--max-tokens", "32"]
     if bundle is not None:
         cmd += ["--bundle", str(bundle)]
     if threads:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from assistant.capture import (
+from llasm.assistant.capture import (
     AudioSource,
     CaptureError,
     DeviceLost,
@@ -31,8 +31,8 @@ from assistant.capture import (
     format_devices,
     list_input_devices,
 )
-from assistant.settings import Settings, SettingsError, load_settings, merge_options
-from assistant.vad import (
+from llasm.assistant.settings import Settings, SettingsError, load_settings, merge_options
+from llasm.assistant.vad import (
     PushToTalk,
     Segmenter,
     SpeechDiscarded,
@@ -86,7 +86,7 @@ def generation_options(settings: Settings) -> Any:
     if not values:
         return None
     try:
-        from assistant.engine import GenerationOptions
+        from llasm.assistant.engine import GenerationOptions
     except ImportError:
         return values
     known = getattr(GenerationOptions, "__dataclass_fields__", None)
@@ -103,7 +103,7 @@ HANDSFREE_FUSION = 0.5
 
 
 def load_engine(settings: Settings) -> EngineLike:
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
                          fusion=settings.fusion, ngram_fusion=settings.ngram_fusion, mode=settings.hearing,
@@ -435,7 +435,7 @@ def make_source(settings: Settings, *, pyaudio_module: Any = None) -> tuple[Audi
 
 def make_speech(settings: Settings, on_state: Callable[[bool], None] | None = None) -> Any:
     """Spoken replies through hibari and the default output device (opened now, so a missing one fails early)."""
-    from assistant.tts import HibariVoice, SpeechOutput
+    from llasm.assistant.tts import HibariVoice, SpeechOutput
 
     speech = SpeechOutput(HibariVoice(settings.voice), on_state=on_state)
     try:
@@ -595,7 +595,7 @@ def main(options: dict[str, Any]) -> int:
         return _fail(str(e))
 
     if not settings.no_tui:
-        from assistant.tui.app import AssistantApp
+        from llasm.assistant.tui.app import AssistantApp
 
         app = AssistantApp(settings=settings, source=source, reopen=reopen)
         app.run()

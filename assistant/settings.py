@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from assistant.vad import VadError, VadOptions
+from llasm.assistant.vad import VadError, VadOptions
 
 
 class SettingsError(ValueError):

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from assistant.capture import CaptureError, open_pyaudio, quiet_stderr
+from llasm.assistant.capture import CaptureError, open_pyaudio, quiet_stderr
 
 TTS_SAMPLE_RATE = 24000
 BLOCK = 1200  # samples per write: 50 ms at 24 kHz, the barge-in reaction time

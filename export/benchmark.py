@@ -1,6 +1,6 @@
 """Measure bundles of the real small models: file sizes, peak RAM, speed, agreement with torch.
 
-    python -m export.benchmark CHECKPOINT WORKDIR [--audio a.wav ...] [--plot docs/export-bench.png]
+    python -m llasm.export.benchmark CHECKPOINT WORKDIR [--audio a.wav ...] [--plot docs/export-bench.png]
 
 Exports one bundle per encoder format/dtype (LLM: the packaged SmolLM2 Q4_1; CTranslate2 reuses the packaged
 whisper-base, stored float16, computed in the bundle's dtype) and one per LLM quantization
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.basemodels import resolve
-from assistant.plotting import PlotUnavailable, pyplot
+from llasm.assistant.basemodels import resolve
+from llasm.assistant.plotting import PlotUnavailable, pyplot
 
 ENCODER_VARIANTS = [("ct2", "int8"), ("ct2", "float32"), ("onnx", "int8"), ("onnx", "float32")]
 LLM_VARIANTS = [None, "f16", "q8_0", "q4_k_m", "q4_0"]  # None: reuse default:smollm2 (Q4_1)
@@ -27,8 +27,8 @@ LLM_VARIANTS = [None, "f16", "q8_0", "q4_k_m", "q4_0"]  # None: reuse default:sm
 _RUNTIME_PROBE = r"""
 import json, resource, sys, time
 import numpy as np
-from assistant.audio import load_audio
-from assistant.engine import Engine, GenerationOptions
+from llasm.assistant.audio import load_audio
+from llasm.assistant.engine import Engine, GenerationOptions
 bundle, clips, threads = sys.argv[1], sys.argv[2:-1], int(sys.argv[-1])
 t0 = time.perf_counter()
 eng = Engine.load(bundle, n_threads=threads)
@@ -90,8 +90,8 @@ def speak(texts: list[str], out_dir: Path) -> list[str]:
 
 
 def run(checkpoint: Path, work: Path, clips: list[str], threads: int = 2) -> list[dict]:
-    from export.bundle import ExportOptions, export_bundle
-    from export.verify import verify_bundle
+    from llasm.export.bundle import ExportOptions, export_bundle
+    from llasm.export.verify import verify_bundle
 
     work.mkdir(parents=True, exist_ok=True)
     variants = [(e, d, None) for e, d in ENCODER_VARIANTS] + [("ct2", "int8", q) for q in LLM_VARIANTS[1:]]

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from assistant.adaptor import save_adaptor
-from assistant.basemodels import file_sha256
-from assistant.evaluate import jsonl_rows
-from export.checkpoint import Checkpoint
-from export.encoder import ENCODER_DTYPES, export_ct2, export_onnx
-from export.errors import ExportError
-from export.gguf_llm import (
+from llasm.assistant.adaptor import save_adaptor
+from llasm.assistant.basemodels import file_sha256
+from llasm.assistant.evaluate import jsonl_rows
+from llasm.export.checkpoint import Checkpoint
+from llasm.export.encoder import ENCODER_DTYPES, export_ct2, export_onnx
+from llasm.export.errors import ExportError
+from llasm.export.gguf_llm import (
     LLM_QUANTS,
     TokenizerMetadata,
     gguf_rope_freqs,
@@ -44,7 +43,7 @@ from export.gguf_llm import (
     write_llama_gguf,
     write_lora_gguf,
 )
-from export.options import DEFAULT_LLM_QUANT, ExportOptions
+from llasm.export.options import DEFAULT_LLM_QUANT, ExportOptions
 
 BUNDLE_FORMAT = "llasm-bundle"
 BUNDLE_VERSION = 1
@@ -94,13 +93,13 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
         raise ExportError(f"{out} already exists: choose another OUT or pass --force to replace it")
     if exists:
         check_replaceable(out, checkpoint)  # before anything is built: a refusal costs nothing
-    from export.verify import quiet_transformers
+    from llasm.export.verify import quiet_transformers
 
     quiet_transformers()
     ck = Checkpoint.load(checkpoint)
     if o.lora_adapter and ck.llm_weights != "lora":
         raise ExportError(f"--lora-adapter needs a LoRA checkpoint; {ck.root} has llm_weights={ck.llm_weights!r}")
-    from assistant.bundle import LORA_TURNS
+    from llasm.assistant.bundle import LORA_TURNS
 
     if o.lora_turns not in LORA_TURNS:
         raise ExportError(f"unknown --lora-turns {o.lora_turns!r}: use one of {', '.join(LORA_TURNS)}")
@@ -117,13 +116,13 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             raise ExportError(f"--hearing-n-best needs a ctc adaptor with topk 1 (--ctc-topk 1) and a value >= 1 "
                               f"(adaptor {ck.adaptor.type!r}, topk {topk}, value {o.hearing_n_best})")
     if o.hearing_mode is not None:
-        from assistant.hearing import HEARING_MODES
+        from llasm.assistant.hearing import HEARING_MODES
 
         if o.hearing_mode not in HEARING_MODES or (o.hearing_mode == "whisper" and o.encoder != "ct2"):
             raise ExportError(f"--hearing-mode must be one of {', '.join(HEARING_MODES)}, and whisper needs "
                               f"--encoder ct2 (got {o.hearing_mode!r} with encoder {o.encoder})")
     if o.hearing_ngram is not None or o.hearing_ngram_fusion is not None:
-        from assistant.ngram import MAX_ORDER
+        from llasm.assistant.ngram import MAX_ORDER
 
         if o.hearing_ngram is None or not o.ctc_vocab or topk != 1 or not 1 <= o.hearing_ngram <= MAX_ORDER:
             raise ExportError(f"--hearing-ngram needs --ctc-vocab (the transcripts it counts), a ctc adaptor with "
@@ -142,7 +141,7 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     try:
         manifest = _build(ck, tmp, report, o, progress)
         _say(progress, "checking the bundle with the runtime's loader")
-        from assistant.bundle import Bundle, BundleError
+        from llasm.assistant.bundle import Bundle, BundleError
 
         try:
             Bundle.load(tmp)
@@ -323,7 +322,7 @@ def _default_hearing_mode(encoder: str, enc_ref: str, tmp: Path) -> str | None:
     if encoder != "ct2":
         return None
     if enc_ref.startswith("default:"):
-        from assistant.basemodels import resolve
+        from llasm.assistant.basemodels import resolve
 
         folder = Path(resolve(enc_ref))
     else:
@@ -363,7 +362,7 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
         _say(progress, f"ctc head: scores the {len(ids):,} tokens of {len(ctc_vocab)} manifest(s)' transcripts "
                        f"(of {ck.adaptor.vocab_size:,})")
         if o.hearing_ngram is not None:
-            from assistant.ngram import count_ngrams, save_ngram
+            from llasm.assistant.ngram import count_ngrams, save_ngram
 
             keys, counts = count_ngrams((np.searchsorted(ids, s).tolist() for s in seqs), o.hearing_ngram)
             save_ngram(tmp / HEARING_NGRAM, keys, counts, o.hearing_ngram, ids)
@@ -375,7 +374,7 @@ def _build(ck: Checkpoint, tmp: Path, report: ExportReport, o: ExportOptions,
     if o.ctc_topk is not None:
         adaptor_cfg["topk"] = int(o.ctc_topk)
     if o.mmproj:
-        from export.mmproj import write_ultravox_mmproj
+        from llasm.export.mmproj import write_ultravox_mmproj
 
         _say(progress, "mmproj: Whisper encoder + ultravox projector for llama.cpp's mtmd")
         write_ultravox_mmproj(tmp / "mmproj.gguf", ck.encoder_dir, ck.adaptor, ck.adaptor_tensors())
@@ -493,8 +492,8 @@ def _export_llm(ck: Checkpoint, tmp: Path, *, llm_quant: str | None, lora_adapte
 
 def _llm_identity(tmp: Path, llm_ref: str) -> dict[str, Any]:
     """`assistant.llm.gguf_identity` of the bundle's LLM (a file written into `tmp`, or a default:... model)."""
-    from assistant.basemodels import is_default_ref, resolve
-    from assistant.llm import LLMError, gguf_identity
+    from llasm.assistant.basemodels import is_default_ref, resolve
+    from llasm.assistant.llm import LLMError, gguf_identity
 
     path = resolve(llm_ref) if is_default_ref(llm_ref) else tmp / llm_ref
     try:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from assistant.adaptor import AdaptorConfig, AdaptorError
-from assistant.prompt import PromptTemplate
-from export.errors import ExportError
+from llasm.assistant.adaptor import AdaptorConfig, AdaptorError
+from llasm.assistant.prompt import PromptTemplate
+from llasm.export.errors import ExportError
 
 CHECKPOINT_FORMAT = "llasm-checkpoint"
 CONVERT_STAMP = "llasm-convert.json"
@@ -84,7 +83,7 @@ class Checkpoint:
 
     def llm_source(self) -> str | None:
         """`default:smollm2` when the base LLM is the packaged GGUF (directly or converted from it)."""
-        from assistant.basemodels import ModelResolutionError, resolve
+        from llasm.assistant.basemodels import ModelResolutionError, resolve
 
         if self.base_gguf is not None:
             try:

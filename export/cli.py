@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import typer
-
-from export.options import ExportOptions
-from export.verify import Thresholds
+from llasm.export.options import ExportOptions
+from llasm.export.verify import Thresholds
 
 _T = Thresholds()
 _E = ExportOptions()  # the defaults of `bundle`
@@ -35,12 +34,12 @@ def _fail(msg: str) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from assistant.adaptor import AdaptorError
-    from assistant.audio import AudioError
-    from assistant.basemodels import ModelResolutionError
-    from assistant.bundle import BundleError
-    from assistant.llm import LLMError
-    from export.errors import ExportError
+    from llasm.assistant.adaptor import AdaptorError
+    from llasm.assistant.audio import AudioError
+    from llasm.assistant.basemodels import ModelResolutionError
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.llm import LLMError
+    from llasm.export.errors import ExportError
 
     return (ExportError, BundleError, AdaptorError, AudioError, ModelResolutionError, LLMError)
 
@@ -96,9 +95,8 @@ def bundle(
                                       "hearing.ngram_fusion; 0 = off)"),
 ) -> None:
     """Write a bundle (bundle.json with sha256 checksums) atomically: a failed export leaves nothing."""
+    from llasm.export.bundle import export_bundle
     from rich.console import Console
-
-    from export.bundle import export_bundle
 
     options = ExportOptions(encoder=encoder, encoder_dtype=encoder_dtype, llm_quant=llm_quant,
                             lora_adapter=lora_adapter, lora_turns=lora_turns, reuse_defaults=reuse_defaults,
@@ -133,7 +131,7 @@ def verify(
     top5: float = typer.Option(_T.top5_overlap, help="min mean overlap of the first-token top-5 sets"),
 ) -> None:
     """Run the same audio through the torch checkpoint and the bundle; exit 1 past the thresholds."""
-    from export.verify import Thresholds, verify_bundle
+    from llasm.export.verify import Thresholds, verify_bundle
 
     limits = Thresholds(encoder_rel=encoder_rel, adaptor_rel=adaptor_rel, first_token_agreement=first_token,
                         top5_overlap=top5)

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
+from llasm.export.errors import ExportError
 
 ENCODER_DTYPES = ("int8", "float16", "float32")
 ONNX_INPUT = "input_features"

@@ -27,8 +27,7 @@ from typing import Any
 import gguf
 import numpy as np
 from gguf import GGUFValueType
-
-from export.errors import ExportError
+from llasm.export.errors import ExportError
 
 # llama.cpp's `llama_ftype` values for the quantizations a bundle may use (names as in `--llm-quant`).
 LLM_QUANTS: dict[str, int] = {
@@ -279,9 +278,8 @@ def tokenizer_from_hf(tok_dir: str | os.PathLike[str], n_vocab: int, *, pre: str
 
 
 def _bpe_vocab(tok_dir: Path, n_vocab: int, pre: str | None = None) -> tuple[list[str], list[int], str, bool]:
+    from llasm.export._tokpre import CHKTXT, PRE_BY_HASH
     from transformers import AutoTokenizer
-
-    from export._tokpre import CHKTXT, PRE_BY_HASH
 
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     vocab = tok.get_vocab()
@@ -582,7 +580,7 @@ def _reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
 def gguf_rope_freqs(path: str | os.PathLike[str]) -> np.ndarray | None:
     """A GGUF's `rope_freqs.weight` (Llama-3 rope factors, float32), or None. transformers' GGUF loader ignores
     this tensor, so an export that loaded its LLM from a GGUF passes it on to `write_llama_gguf`."""
-    from assistant.bundle import BundleError, read_gguf_index
+    from llasm.assistant.bundle import BundleError, read_gguf_index
 
     try:
         _, tensors = read_gguf_index(path)

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-
-from assistant.adaptor import AdaptorConfig
-from export.errors import ExportError
+from llasm.assistant.adaptor import AdaptorConfig
+from llasm.export.errors import ExportError
 
 _PROJECTOR = {  # adaptor.safetensors name -> Ultravox HF name (the converter's input names)
     "ln_pre.weight": "audio.multi_modal_projector.ln_pre.weight",
@@ -33,7 +32,7 @@ _PROJECTOR = {  # adaptor.safetensors name -> Ultravox HF name (the converter's 
 def write_ultravox_mmproj(out_path: str | os.PathLike[str], whisper_dir: str | os.PathLike[str],
                           adaptor: AdaptorConfig, adaptor_tensors: dict[str, np.ndarray]) -> Path:
     """Write `mmproj.gguf` for a checkpoint whose adaptor type is `ultravox`."""
-    from export.encoder import load_hf_encoder
+    from llasm.export.encoder import load_hf_encoder
 
     if adaptor.type != "ultravox":
         raise ExportError(f"an mmproj exists only for the ultravox adaptor, not {adaptor.type!r}")

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assistant.bundle import DEFAULT_N_CTX
+from llasm.assistant.bundle import DEFAULT_N_CTX
 
 DEFAULT_LLM_QUANT = "q8_0"  # a changed LLM's GGUF type when --llm-quant is not given
 

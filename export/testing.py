@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from assistant.adaptor import AdaptorConfig, random_tensors, save_adaptor
-from assistant.basemodels import resolve
-from assistant.prompt import PromptTemplate
+from llasm.assistant.adaptor import AdaptorConfig, random_tensors, save_adaptor
+from llasm.assistant.basemodels import resolve
+from llasm.assistant.prompt import PromptTemplate
 
 TINY_D_MODEL = 64
 TINY_N_EMBD = 64

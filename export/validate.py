@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from export.errors import ExportError
+from llasm.export.errors import ExportError
 
 _CT2_DTYPE_SIZE = {0: 4, 1: 1, 2: 2, 3: 4, 4: 2, 5: 2}  # f32, i8, i16, i32, f16, bf16
 
@@ -99,7 +99,7 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
 
 def check_gguf(path: str | os.PathLike[str]) -> dict[str, object]:
     """GGUF header, metadata and every tensor extent inside the file; returns the scalar metadata."""
-    from assistant.bundle import BundleError, read_gguf_index
+    from llasm.assistant.bundle import BundleError, read_gguf_index
 
     path = Path(path)
     try:
@@ -114,8 +114,8 @@ def check_gguf(path: str | os.PathLike[str]) -> dict[str, object]:
 
 
 def check_safetensors(path: str | os.PathLike[str]) -> None:
-    from assistant.bundle import BundleError
-    from assistant.bundle import check_safetensors as _check
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.bundle import check_safetensors as _check
 
     try:
         _check(Path(path))
@@ -143,7 +143,7 @@ def check_file(path: str | os.PathLike[str]) -> None:
 def validate_bundle(bundle_dir: str | os.PathLike[str]) -> list[Path]:
     """Checksums and headers (the runtime's loader), then a full structural walk of every file it names.
     Returns the files checked; raises ExportError naming the first bad file."""
-    from assistant.bundle import Bundle, BundleError
+    from llasm.assistant.bundle import Bundle, BundleError
 
     root = Path(bundle_dir)
     try:

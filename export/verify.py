@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from assistant.audio import SAMPLE_RATE, load_audio, log_mel
-from assistant.prompt import AUDIO, Message
-from export.errors import ExportError
+from llasm.assistant.audio import SAMPLE_RATE, load_audio, log_mel
+from llasm.assistant.prompt import AUDIO, Message
+from llasm.export.errors import ExportError
 
 MAX_FRAMES = 3000
 
@@ -136,14 +135,13 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], checkpoint: str | os.PathL
                   thresholds: Thresholds | None = None, n_threads: int | None = None) -> VerifyReport:
     """Validate every bundle file, then compare torch (checkpoint) and bundle on the clips."""
     import torch
-
-    from assistant.adaptor import Adaptor, load_adaptor
-    from assistant.bundle import Bundle
-    from assistant.encoder import load_encoder
-    from assistant.llm import LlamaLM, read_token_embeddings
-    from export.checkpoint import Checkpoint
-    from export.encoder import load_hf_encoder, varlen_encoder
-    from export.validate import validate_bundle
+    from llasm.assistant.adaptor import Adaptor, load_adaptor
+    from llasm.assistant.bundle import Bundle
+    from llasm.assistant.encoder import load_encoder
+    from llasm.assistant.llm import LlamaLM, read_token_embeddings
+    from llasm.export.checkpoint import Checkpoint
+    from llasm.export.encoder import load_hf_encoder, varlen_encoder
+    from llasm.export.validate import validate_bundle
 
     quiet_transformers()
     files = validate_bundle(bundle_dir)

@@ -11,14 +11,13 @@ import statistics
 import time
 from pathlib import Path
 
+from llasm.assistant.adaptor import load_adaptor
+from llasm.assistant.audio import load_audio, log_mel
+from llasm.assistant.bundle import Bundle
+from llasm.assistant.encoder import load_encoder
+from llasm.assistant.evaluate import read_questions
+from llasm.assistant.llm import read_token_embeddings
 from threadpoolctl import threadpool_limits
-
-from assistant.adaptor import load_adaptor
-from assistant.audio import load_audio, log_mel
-from assistant.bundle import Bundle
-from assistant.encoder import load_encoder
-from assistant.evaluate import read_questions
-from assistant.llm import read_token_embeddings
 
 
 def main() -> None:

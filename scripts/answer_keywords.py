@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.evaluate import normalize  # noqa: E402
+from llasm.assistant.evaluate import normalize  # noqa: E402
 
 ANSWERS = {"spoken": "spoken_answer", "typed": "typed_answer", "Whisper's transcript": "cascade_answer"}
 

@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--docs", default="docs", help="where the JSON and PNG go")
     args = ap.parse_args()
 
-    from training.train import TrainConfig, train
+    from llasm.training.train import TrainConfig, train
 
     out, results = Path(args.out), {}
     for name, (settings, batch, every) in RUNS.items():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.evaluate import AGREE_SIMILARITY, normalize, wer, wilson_interval  # noqa: E402
+from llasm.assistant.evaluate import AGREE_SIMILARITY, normalize, wer, wilson_interval  # noqa: E402
 
 
 def read_split(path: Path) -> tuple[str, dict[tuple[str, str], dict]]:

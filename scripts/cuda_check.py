@@ -40,8 +40,7 @@ def random_model_dir(kind: str, config_dir: Path, out: Path) -> Path:
 
 def run(name: str, out: Path, **overrides: object) -> dict[str, object]:
     import torch
-
-    from training.train import TrainConfig, train
+    from llasm.training.train import TrainConfig, train
 
     cfg = TrainConfig.from_recipe("cpu", out=str(out / name), **overrides)
     torch.cuda.synchronize() if torch.cuda.is_available() else None

@@ -15,10 +15,10 @@ import json
 import statistics
 from pathlib import Path
 
-from assistant.capture import FileSource
-from assistant.engine import Engine
-from assistant.handsfree import run_headless
-from assistant.settings import Settings
+from llasm.assistant.capture import FileSource
+from llasm.assistant.engine import Engine
+from llasm.assistant.handsfree import run_headless
+from llasm.assistant.settings import Settings
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from assistant.audio import load_audio
-from assistant.engine import Engine, GenerationOptions
-from assistant.evaluate import AGREE_SIMILARITY, read_asr, read_questions, similarity, wer
+from llasm.assistant.audio import load_audio
+from llasm.assistant.engine import Engine, GenerationOptions
+from llasm.assistant.evaluate import AGREE_SIMILARITY, read_asr, read_questions, similarity, wer
 
 
 def main() -> None:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from llasm.assistant.audio import load_audio
 from rich.progress import track
-
-from assistant.audio import load_audio
 
 
 def voice_model() -> Path:

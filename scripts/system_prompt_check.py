@@ -12,8 +12,7 @@ import argparse
 import re
 
 import llama_cpp
-
-from assistant.basemodels import resolve
+from llasm.assistant.basemodels import resolve
 
 QA = [("What is the capital of Italy?", "rome"), ("What is the capital of Japan?", "tokyo"),
       ("What is the capital of Germany?", "berlin"), ("What is the capital of Spain?", "madrid"),

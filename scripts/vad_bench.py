@@ -19,9 +19,8 @@ def bench() -> None:
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from llasm.assistant.vad import Segmenter, Utterance, VadOptions
     from test_handsfree_fakes import SILENCES, SR, conversation
-
-    from assistant.vad import Segmenter, Utterance, VadOptions
 
     audio, truth = conversation(Path(tempfile.mkdtemp()))
     print(f"stream {audio.size / SR:.1f} s, {len(truth)} utterances, silences {SILENCES}")

@@ -32,9 +32,9 @@ def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048,
                  llm_identity: dict | None = None) -> Path:
     """A bundle by hand: default whisper-tiny.en encoder, default SmolLM2 GGUF, a random adaptor. `llm_identity`:
     what bundle.json states about the LLM (`assistant.llm.gguf_identity`; None: nothing, as older bundles)."""
-    from assistant.adaptor import AdaptorConfig, random_tensors
-    from assistant.basemodels import resolve
-    from assistant.bundle import prompt_from_gguf, write_bundle
+    from llasm.assistant.adaptor import AdaptorConfig, random_tensors
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.bundle import prompt_from_gguf, write_bundle
 
     cfg = AdaptorConfig.from_dict({"type": adaptor_type, "d_model": 384, "n_embd": 576, **ADAPTOR_EXTRA[adaptor_type]})
     return write_bundle(root, encoder="default:whisper-tiny.en", llm="default:smollm2",
@@ -63,7 +63,7 @@ def bundle_factory(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """Tiny random Whisper + LLaMA models and a small ASR/conversation dataset (training/tiny.py)."""
-    from training.tiny import make_dataset, make_models
+    from llasm.training.tiny import make_dataset, make_models
 
     root = tmp_path_factory.mktemp("tiny")
     make_models(root)

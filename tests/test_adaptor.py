@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from assistant.adaptor import (
+from llasm.assistant.adaptor import (
     AdaptorConfig,
     AdaptorError,
     ctc_mix,

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from assistant.audio import (
+from llasm.assistant.audio import (
     HOP_LENGTH,
     SAMPLE_RATE,
     AudioError,
@@ -291,7 +290,7 @@ def test_real_speech_from_espeak(tmp_path: Path) -> None:
 
 
 def test_quiet_cuts_split_long_audio_at_pauses() -> None:
-    from assistant.audio import quiet_cuts
+    from llasm.assistant.audio import quiet_cuts
 
     rng = np.random.default_rng(0)
     sr = 16000

@@ -7,10 +7,9 @@ import importlib.metadata
 import json
 from pathlib import Path
 
+import llasm.assistant.basemodels as bm
 import pytest
-
-import assistant.basemodels as bm
-from assistant.basemodels import DefaultModel, ModelResolutionError, PackageFile
+from llasm.assistant.basemodels import DefaultModel, ModelResolutionError, PackageFile
 
 
 @pytest.fixture(autouse=True)

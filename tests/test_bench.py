@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-
-from assistant.bench import BenchError, run_bench, summarize
-from assistant.hearing import byte_decoder as _byte_decoder
+from llasm.assistant.bench import BenchError, run_bench, summarize
+from llasm.assistant.hearing import byte_decoder as _byte_decoder
 
 
 def test_summarize_median_p90():

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.adaptor import AdaptorConfig, random_tensors
-from assistant.bundle import Bundle, BundleError, check_gguf, read_gguf_index, write_bundle
-from assistant.prompt import PromptTemplate
+from llasm.assistant.adaptor import AdaptorConfig, random_tensors
+from llasm.assistant.bundle import Bundle, BundleError, check_gguf, read_gguf_index, write_bundle
+from llasm.assistant.prompt import PromptTemplate
 
 CHATML = PromptTemplate(system="<|im_start|>system\n{content}<|im_end|>\n",
                         user="<|im_start|>user\n{content}<|im_end|>\n",
@@ -156,7 +155,7 @@ def test_gguf_index_reads_tensor_table(tmp_path):
 
 
 def test_token_embeddings_from_tiny_gguf(tmp_path):
-    from assistant.llm import read_token_embeddings
+    from llasm.assistant.llm import read_token_embeddings
 
     path = tiny_gguf(tmp_path / "m.gguf", n_vocab=16, n_embd=8)
     table = read_token_embeddings(path)
@@ -188,6 +187,6 @@ def test_gguf_index_agrees_with_gguf_reader_on_the_shipped_lora():
 
 @pytest.mark.real
 def test_gguf_index_agrees_with_gguf_reader_on_smollm2():
-    from assistant.basemodels import resolve
+    from llasm.assistant.basemodels import resolve
 
     _assert_gguf_parity(resolve("default:smollm2"))

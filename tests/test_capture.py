@@ -7,9 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from test_handsfree_fakes import SR, FakePyAudioModule, conversation
-
-from assistant.capture import (
+from llasm.assistant.capture import (
     ArraySource,
     CaptureError,
     DeviceLost,
@@ -21,8 +19,9 @@ from assistant.capture import (
     list_input_devices,
     resolve_device,
 )
-from assistant.handsfree import DeviceStatus, Listener, StreamEnded
-from assistant.vad import Utterance
+from llasm.assistant.handsfree import DeviceStatus, Listener, StreamEnded
+from llasm.assistant.vad import Utterance
+from test_handsfree_fakes import SR, FakePyAudioModule, conversation
 
 
 def test_list_and_resolve_devices():

@@ -16,11 +16,11 @@ from conftest import build_bundle, child_env
 
 pytest.importorskip("torch")
 
-from assistant.basemodels import resolve  # noqa: E402
-from assistant.bundle import BundleError  # noqa: E402
-from assistant.chatllm import FIX, adaptor_mismatch, chat_prompt  # noqa: E402
-from assistant.llm import LlamaLM, LLMError, gguf_identity  # noqa: E402
-from assistant.prompt import PromptTemplate  # noqa: E402
+from llasm.assistant.basemodels import resolve  # noqa: E402
+from llasm.assistant.bundle import BundleError  # noqa: E402
+from llasm.assistant.chatllm import FIX, adaptor_mismatch, chat_prompt  # noqa: E402
+from llasm.assistant.llm import LlamaLM, LLMError, gguf_identity  # noqa: E402
+from llasm.assistant.prompt import PromptTemplate  # noqa: E402
 
 CARDS = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")  # "ten of clubs"
 
@@ -50,8 +50,8 @@ QWEN25_TEMPLATE = """{%- if messages[0]['role'] == 'system' %}
 @pytest.fixture(scope="module")
 def ggufs(tmp_path_factory) -> dict[str, Path]:
     """Tiny random GGUFs: "llama3" (Llama-3 rope and template), "qwen2" (Qwen2.5 template), "plain" (none)."""
-    from export.gguf_llm import TokenizerMetadata, tokenizer_from_gguf, write_llama_gguf
-    from export.testing import make_tiny_llm
+    from llasm.export.gguf_llm import TokenizerMetadata, tokenizer_from_gguf, write_llama_gguf
+    from llasm.export.testing import make_tiny_llm
 
     d = tmp_path_factory.mktemp("ggufs")
     smol = tokenizer_from_gguf(resolve("default:smollm2"))
@@ -139,7 +139,7 @@ def test_adaptor_fits_only_the_llm_it_was_trained_for(ggufs) -> None:  # noqa: A
 
 
 def test_engine_answers_with_another_llm_through_the_transcript(bundle, ggufs) -> None:  # noqa: ANN001
-    from assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.engine import Engine, GenerationOptions
 
     with pytest.raises(BundleError, match=f"hearing mode adaptor: .*n_embd 64, not 576.*{FIX}"):
         Engine.load(bundle, n_threads=1, warmup=False, mode="adaptor", llm=ggufs["llama3"])
@@ -157,7 +157,7 @@ def test_engine_answers_with_another_llm_through_the_transcript(bundle, ggufs) -
 
 
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "assistant.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "llasm.assistant.cli", *args], capture_output=True, text=True,
                           env=child_env(LLASM_CONFIG=str(tmp_path / "none.toml")), timeout=600)
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from llasm.assistant.cli import app
 from typer.testing import CliRunner
-
-from assistant.cli import app
 
 runner = CliRunner()
 
@@ -42,10 +41,10 @@ def test_all_bad_files_fail_before_loading(tmp_path):
 
 def test_handsfree_flags_delegate(monkeypatch):
     seen = {}
-    fake = types.ModuleType("assistant.handsfree")
+    fake = types.ModuleType("llasm.assistant.handsfree")
     fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "assistant.handsfree", fake)
-    import assistant
+    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
+    from llasm import assistant
 
     monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
     r = runner.invoke(app, ["--mic", "--no-tui", "--speak", "--input-device", "2", "--json", "--max-tokens", "9"])
@@ -65,7 +64,7 @@ AT_DEFAULTS = ["--temperature", "0", "--max-tokens", "256", "--top-p", "1", "--t
 @pytest.fixture
 def one_shot(monkeypatch, tmp_path):
     """Invoke `llasm-assistant --text hi [ARGS]` with settings file TOML (None: no file); what run_inputs gets."""
-    import assistant.cli
+    from llasm import assistant
 
     def invoke(toml: str | None, *args: str) -> dict:
         cfg = tmp_path / "settings.toml"
@@ -83,7 +82,7 @@ def one_shot(monkeypatch, tmp_path):
 
 
 def test_one_shot_flag_beats_settings_file_even_at_the_default(one_shot):
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     builtin = GenerationOptions()
     # no file, no flag: the built-in defaults
@@ -112,13 +111,13 @@ def test_one_shot_bad_settings_file_is_one_line(monkeypatch, tmp_path):
 
 
 def test_handsfree_flag_beats_settings_file_even_at_the_default(monkeypatch, tmp_path):
-    import assistant
-    from assistant.settings import Settings, load_settings, merge_options
+    from llasm import assistant
+    from llasm.assistant.settings import Settings, load_settings, merge_options
 
     seen: dict = {}
-    fake = types.ModuleType("assistant.handsfree")
+    fake = types.ModuleType("llasm.assistant.handsfree")
     fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "assistant.handsfree", fake)
+    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
     monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
     cfg = tmp_path / "settings.toml"
     cfg.write_text(TOML)
@@ -148,7 +147,7 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     bad.write_bytes(b"RIFF....garbage")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    cmd = [sys.executable, "-m", "assistant.cli", "--bundle", str(bundle), "--threads", "1", "--max-tokens", "5",
+    cmd = [sys.executable, "-m", "llasm.assistant.cli", "--bundle", str(bundle), "--threads", "1", "--max-tokens", "5",
            "--json", "--file", str(good), "--file", str(bad), "--file", str(empty), "--text", "Name a colour."]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
     assert r.returncode == 1
@@ -165,7 +164,7 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     assert records[1]["audio_s"] == 0
 
     # streaming text mode: one line per input on stdout
-    cmd = [sys.executable, "-m", "assistant.cli", "--bundle", str(bundle), "--threads", "1", "--max-tokens", "5",
+    cmd = [sys.executable, "-m", "llasm.assistant.cli", "--bundle", str(bundle), "--threads", "1", "--max-tokens", "5",
            "--text", "Name a colour.", "--text", "Name a fruit."]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0 and r.stderr == ""

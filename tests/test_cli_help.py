@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import typer
+from llasm.export.cli import app as export_app
+from llasm.training.cli import app as train_app
 from typer.testing import CliRunner
-
-from export.cli import app as export_app
-from training.cli import app as train_app
 
 APPS = {"llasm-train": train_app, "llasm-export": export_app}
 STAGE1_ONLY = ("--objective", "--ctc-shortlist")

@@ -13,12 +13,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 ctranslate2 = pytest.importorskip("ctranslate2")
 
+import llasm.assistant.basemodels as bm  # noqa: E402
 import typer  # noqa: E402
+from llasm.training import commands_models, convert  # noqa: E402
+from llasm.training.convert import ConversionError  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
-
-import assistant.basemodels as bm  # noqa: E402
-from training import commands_models, convert  # noqa: E402
-from training.convert import ConversionError  # noqa: E402
 
 
 def _whisper_tokenizer_json() -> Path:
@@ -188,7 +187,7 @@ def test_gguf_of_another_architecture_is_one_line(tmp_path):
     (4.0, 2.0, 3.0, 1024, 10000.0, 64),
 ])
 def test_llama3_rope_is_recovered_from_rope_freqs(factor, low, high, ctx, theta, dim):
-    from export.gguf_llm import llama3_rope_factors
+    from llasm.export.gguf_llm import llama3_rope_factors
 
     rope = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
             "original_max_position_embeddings": ctx}
@@ -209,7 +208,7 @@ def test_llama3_rope_is_recovered_from_rope_freqs(factor, low, high, ctx, theta,
 def tiny_tok_dir(tmp_path_factory) -> Path:
     """training.tiny's 400-token byte-level BPE (a 49152-token vocabulary makes transformers' GGUF tokenizer
     conversion take half a minute)."""
-    from training.tiny import make_tokenizer
+    from llasm.training.tiny import make_tokenizer
 
     return make_tokenizer(tmp_path_factory.mktemp("tok"))
 
@@ -218,10 +217,9 @@ def tiny_tok_dir(tmp_path_factory) -> Path:
 def test_gguf_to_hf_round_trip_per_architecture(arch, tmp_path, tiny_tok_dir):
     """A tiny random model of each architecture the export writes -> f32 GGUF -> gguf_to_hf: the same class,
     tying, rope and logits (so stage 1/2 can start from such a GGUF)."""
+    from llasm.export.gguf_llm import tokenizer_from_hf, write_llama_gguf
+    from llasm.export.testing import make_tiny_llm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from export.gguf_llm import tokenizer_from_hf, write_llama_gguf
-    from export.testing import make_tiny_llm
 
     n_vocab = len(AutoTokenizer.from_pretrained(str(tiny_tok_dir)))
     tok = tokenizer_from_hf(tiny_tok_dir, n_vocab, pre="qwen2" if arch == "qwen2" else "gpt-2")

@@ -9,9 +9,8 @@ import math
 
 import numpy as np
 import pytest
-
-from assistant.ctcbeam import capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
-from assistant.hearing import HearingOptions
+from llasm.assistant.ctcbeam import capitalised, choose, log_softmax, prefix_beam_search, sentence_forms
+from llasm.assistant.hearing import HearingOptions
 
 
 def _collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
@@ -106,7 +105,7 @@ def test_sentence_forms_capitalise_and_offer_each_end() -> None:
 
 
 def test_candidates_share_the_rows_of_their_common_starts() -> None:
-    from assistant.llm import _PrefixTree
+    from llasm.assistant.llm import _PrefixTree
 
     tree = _PrefixTree([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3], [1, 2]])
     # rows: 1, 2, 3, 4, 5 (one each), in the sequences (candidates + 1) that pass through them
@@ -117,8 +116,8 @@ def test_candidates_share_the_rows_of_their_common_starts() -> None:
 
 
 def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
-    from assistant.basemodels import resolve
-    from assistant.llm import LlamaLM, LLMError
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.llm import LlamaLM, LLMError
 
     lm = LlamaLM(resolve("default:smollm2"), n_ctx=256, n_threads=1)
     try:
@@ -157,8 +156,8 @@ def test_the_llm_scores_candidates_like_token_by_token_decoding() -> None:
 
 
 def test_n_best_needs_a_ctc_adaptor_with_topk_1(bundle_factory) -> None:  # noqa: ANN001
-    from assistant.bundle import BundleError
-    from assistant.engine import Engine
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.engine import Engine
 
     for kind in ("linear", "ctc"):  # the test ctc bundle mixes 4 tokens a segment
         with pytest.raises(BundleError, match="needs a ctc adaptor with topk 1"):
@@ -166,8 +165,8 @@ def test_n_best_needs_a_ctc_adaptor_with_topk_1(bundle_factory) -> None:  # noqa
 
 
 def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # noqa: ANN001
-    from assistant.bundle import BundleError
-    from assistant.engine import Engine
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.engine import Engine
 
     root = bundle_factory()
     manifest = json.loads((root / "bundle.json").read_text())
@@ -178,9 +177,9 @@ def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # no
 
 
 def test_a_bundle_names_its_hearing_ngram_or_fails_in_one_line(bundle_factory) -> None:  # noqa: ANN001
-    from assistant.bundle import BundleError
-    from assistant.engine import Engine
-    from assistant.ngram import count_ngrams, save_ngram
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.engine import Engine
+    from llasm.assistant.ngram import count_ngrams, save_ngram
 
     root = bundle_factory("ctc1", adaptor_type="ctc")
     manifest = json.loads((root / "bundle.json").read_text())
@@ -228,10 +227,10 @@ def test_a_bundle_names_its_hearing_ngram_or_fails_in_one_line(bundle_factory) -
 
 
 def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
-    from assistant.bundle import BundleError
-    from assistant.engine import Engine
-    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST, load_engine
-    from assistant.settings import Settings
+    from llasm.assistant.bundle import BundleError
+    from llasm.assistant.engine import Engine
+    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST, load_engine
+    from llasm.assistant.settings import Settings
 
     default = load_engine(Settings())  # the shipped ctc bundle: fusion and rescoring run in the end silence
     try:
@@ -316,8 +315,8 @@ def test_shallow_fusion_keeps_what_reads_as_language_in_the_beam() -> None:
 def test_the_beam_lm_gives_next_token_log_probs_like_scoring() -> None:
     """BeamLM decodes each sequence once, as a KV cell joined to its parent's: its next-token log-probs are the
     ones `score` gives (log P(seq + [t]) - log P(seq)); labels map to token ids; `keep` frees sequences."""
-    from assistant.basemodels import resolve
-    from assistant.llm import LlamaLM, LLMError
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.llm import LlamaLM, LLMError
 
     lm = LlamaLM(resolve("default:smollm2"), n_ctx=256, n_threads=1)
     try:
@@ -359,8 +358,8 @@ def test_spellings_of_the_same_words_are_one_hypothesis(bundle_factory, monkeypa
     spellings of "trip", and the LLM's capital wins."""
     import dataclasses
 
-    import assistant.engine as engine_mod
-    from assistant.engine import Engine
+    import llasm.assistant.engine as engine_mod
+    from llasm.assistant.engine import Engine
 
     root = bundle_factory("ctc1", adaptor_type="ctc")
     manifest = json.loads((root / "bundle.json").read_text())

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from training.datagen import augment, everyday, general, prompts, text
-from training.datagen.build import BuildOptions, DataGenError, build_asr, validate_clip
-from training.datagen.conversations import build_instructions, parse_conversations
-from training.datagen.schema import check_manifest
-from training.datagen.tts import Voice, voices
+from llasm.training.datagen import augment, everyday, general, prompts, text
+from llasm.training.datagen.build import BuildOptions, DataGenError, build_asr, validate_clip
+from llasm.training.datagen.conversations import build_instructions, parse_conversations
+from llasm.training.datagen.schema import check_manifest
+from llasm.training.datagen.tts import Voice, voices
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 SENTENCES = [
@@ -280,7 +279,7 @@ def test_wide_voice_set_adds_training_voices_and_keeps_the_held_out_ones_out() -
 
 @needs_espeak
 def test_wide_voice_set_build_uses_the_new_variants(tmp_path: Path) -> None:
-    from training.datagen.tts import ESPEAK_VARIANTS
+    from llasm.training.datagen.tts import ESPEAK_VARIANTS
 
     opts = BuildOptions(seed=5, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False,
                         voice_set="wide")
@@ -295,10 +294,9 @@ def test_wide_voice_set_build_uses_the_new_variants(tmp_path: Path) -> None:
 
 @needs_espeak
 def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path: Path) -> None:
+    from llasm.training.cli import app
+    from llasm.training.datagen.tts import ESPEAK_VARIANTS
     from typer.testing import CliRunner
-
-    from training.cli import app
-    from training.datagen.tts import ESPEAK_VARIANTS
 
     res = CliRunner().invoke(app, ["data", "instructions", "--out", str(tmp_path / "q"), "--count", "12",
                                    "--eval-fraction", "0", "--multi-turn", "0", "--no-replies", "--tts", "espeak",
@@ -317,9 +315,8 @@ def test_spoken_questions_from_the_command_line_with_the_wide_voice_set(tmp_path
 @pytest.mark.parametrize("templates,seed,count,other", [("everyday", 71, 6, "base"), ("general", 81, 4, "everyday")])
 def test_template_sets_from_the_command_line(tmp_path: Path, templates: str, seed: int, count: int,
                                              other: str) -> None:
+    from llasm.training.cli import app
     from typer.testing import CliRunner
-
-    from training.cli import app
 
     args = ["data", "instructions", "--out", str(tmp_path / "q"), "--count", str(count), "--eval-fraction", "0",
             "--multi-turn", "0", "--no-replies", "--tts", "espeak", "--workers", "1", "--quiet", "--seed", str(seed)]
@@ -336,10 +333,9 @@ def test_template_sets_from_the_command_line(tmp_path: Path, templates: str, see
 def test_convert_speaks_the_free_form_questions_with_held_out_voices_and_chosen_acoustics(tmp_path: Path) -> None:
     """`data convert --eval-acoustics clean` on the repository's out-of-template evaluation questions
     (docs/model-card/free-questions.jsonl): held-out voices, no room, microphone or noise."""
+    from llasm.training.cli import app
+    from llasm.training.datagen.tts import Voice
     from typer.testing import CliRunner
-
-    from training.cli import app
-    from training.datagen.tts import Voice
 
     src = Path(__file__).resolve().parents[1] / "docs" / "model-card" / "free-questions.jsonl"
     res = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(tmp_path / "f"), "--limit", "8",
@@ -436,8 +432,8 @@ def test_instructions_build_with_fake_replier(tmp_path: Path) -> None:
 
 @needs_espeak
 def test_instructions_without_replies_speak_the_requests_only(tmp_path: Path) -> None:
-    from training.data import DataError
-    from training.datagen.mix import build_mix
+    from llasm.training.data import DataError
+    from llasm.training.datagen.mix import build_mix
 
     fake = FakeReplier()
     opts = BuildOptions(seed=1, eval_fraction=0.0, backends=("espeak",), workers=1, progress=False)
@@ -481,9 +477,8 @@ def test_parse_conversations(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    from llasm.training.cli import app
     from typer.testing import CliRunner
-
-    from training.cli import app
 
     runner = CliRunner()
     cases = [
@@ -504,8 +499,8 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_mix_writes_transcribe_requests_and_questions_in_the_bundle_prompt(tmp_path: Path) -> None:
-    from training.data import DataError, read_manifest
-    from training.datagen.mix import build_mix
+    from llasm.training.data import DataError, read_manifest
+    from llasm.training.datagen.mix import build_mix
 
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
@@ -546,8 +541,8 @@ def test_mix_writes_transcribe_requests_and_questions_in_the_bundle_prompt(tmp_p
 
 
 def test_random_voice_set_adds_generated_accents_and_speakers_and_keeps_the_held_out_ones_out() -> None:
-    from training.datagen.accents import RANDOM_ACCENTS, SOURCE_ACCENTS, random_accent
-    from training.datagen.tts import EVAL_ACCENTS, EVAL_VARIANTS, RANDOM_VARIANTS
+    from llasm.training.datagen.accents import RANDOM_ACCENTS, SOURCE_ACCENTS, random_accent
+    from llasm.training.datagen.tts import EVAL_ACCENTS, EVAL_VARIANTS, RANDOM_VARIANTS
 
     wide, rand = voices(("espeak",), "en", "wide"), voices(("espeak",), "en", "random")
     assert {v.id for v in wide} < {v.id for v in rand}
@@ -571,7 +566,7 @@ def test_random_voice_set_adds_generated_accents_and_speakers_and_keeps_the_held
 
 
 def test_a_generated_accent_rewrites_phonemes_consistently() -> None:
-    from training.datagen.accents import Accent, phoneme_input
+    from llasm.training.datagen.accents import Accent, phoneme_input
 
     th = Accent(0, "en-us", "en-gb", (("D", "d"), ("T", "t"), ("h", "")), drop_final_stop=True,
                 devoice_final_z=True)
@@ -588,7 +583,7 @@ def test_a_generated_accent_rewrites_phonemes_consistently() -> None:
 
 
 def test_generated_speakers_are_fixed_draws() -> None:
-    from training.datagen.tts import TtsError, random_variant
+    from llasm.training.datagen.tts import TtsError, random_variant
 
     a, b = random_variant(3), random_variant(4)
     assert a == random_variant(3) and a != b
@@ -600,8 +595,8 @@ def test_generated_speakers_are_fixed_draws() -> None:
 
 @needs_espeak
 def test_generated_accents_and_speakers_sound_different(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.datagen import tts
-    from training.datagen.accents import random_accent
+    from llasm.training.datagen import tts
+    from llasm.training.datagen.accents import random_accent
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     tts.espeak_data_dir.cache_clear()
@@ -626,8 +621,8 @@ def test_generated_accents_and_speakers_sound_different(tmp_path: Path, monkeypa
 
 
 def test_foreign_voice_set_adds_foreign_accents_from_training_rules_only() -> None:
-    from training.datagen.accents import FOREIGN_ACCENTS, foreign_accent
-    from training.datagen.tts import EVAL_ACCENTS
+    from llasm.training.datagen.accents import FOREIGN_ACCENTS, foreign_accent
+    from llasm.training.datagen.tts import EVAL_ACCENTS
 
     rand, foreign = voices(("espeak",), "en", "random"), voices(("espeak",), "en", "foreign")
     assert {v.id for v in rand} < {v.id for v in foreign}
@@ -640,7 +635,7 @@ def test_foreign_voice_set_adds_foreign_accents_from_training_rules_only() -> No
 
 @needs_espeak
 def test_foreign_accents_say_only_vowels_their_tables_have() -> None:
-    from training.datagen.accents import (
+    from llasm.training.datagen.accents import (
         _VOWEL_CHAINS,
         FOREIGN_ACCENTS,
         FOREIGN_TABLES,
@@ -666,8 +661,8 @@ def test_foreign_accents_say_only_vowels_their_tables_have() -> None:
 
 @needs_espeak
 def test_a_foreign_accent_speaks_the_sentence_in_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.datagen import tts
-    from training.datagen.accents import foreign_accent
+    from llasm.training.datagen import tts
+    from llasm.training.datagen.accents import foreign_accent
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     tts.espeak_data_dir.cache_clear()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.audio import load_audio, log_mel
-from assistant.textmetrics import wer as textmetrics_wer
-from training.datagen.build import BuildOptions, build_asr
-from training.datagen.conversations import build_instructions
-from training.datagen.replies import ReplySettings
-from training.datagen.schema import check_manifest
+from llasm.assistant.audio import load_audio, log_mel
+from llasm.assistant.textmetrics import wer as textmetrics_wer
+from llasm.training.datagen.build import BuildOptions, build_asr
+from llasm.training.datagen.conversations import build_instructions
+from llasm.training.datagen.replies import ReplySettings
+from llasm.training.datagen.schema import check_manifest
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")]
 
@@ -32,7 +31,7 @@ class WhisperBase:
     def __init__(self) -> None:
         ctranslate2 = pytest.importorskip("ctranslate2")
         tokenizers = pytest.importorskip("tokenizers")
-        from assistant.basemodels import resolve
+        from llasm.assistant.basemodels import resolve
 
         path = Path(resolve("default:whisper-base"))
         self.ct2 = ctranslate2

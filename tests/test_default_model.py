@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.audio import load_audio
-from assistant.evaluate import normalize, wer
+from llasm.assistant.audio import load_audio
+from llasm.assistant.evaluate import normalize, wer
 
 pytestmark = [pytest.mark.real,
               pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make test installs it)")]
@@ -33,7 +32,7 @@ def speak(text: str, path: Path, voice: str = "en-us") -> Path:
 
 @pytest.fixture(scope="module")
 def engine():  # noqa: ANN201
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     eng = Engine.load(DEFAULT, n_threads=1, mode="adaptor")
     yield eng
@@ -72,7 +71,7 @@ HANDS_FREE_GRASS_VOICES = ["en-gb", "en-us"]
 
 
 def _ask_all(engine, tmp_path: Path, transcribe: bool):  # noqa: ANN001, ANN202
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     out = []
     for i, s in enumerate(SENTENCES):
@@ -101,7 +100,7 @@ def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Pa
     """Hands-free: Engine.prepare encodes and prefills a spoken turn during the end-of-speech silence (the ctc
     bundle prefills text and audio rows in one llama_decode). Two turns of a conversation answer exactly as
     without it, with nothing left to prefill when the turn comes."""
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     opts = GenerationOptions(max_tokens=12)
     clips = [load_audio(speak(s, tmp_path / f"h{i}.wav")) for i, s in enumerate(SENTENCES[:2])]
@@ -122,7 +121,7 @@ def test_hands_free_prefill_ahead_answers_as_the_plain_turn(engine, tmp_path: Pa
 def test_spoken_question_gets_an_on_topic_answer(engine, tmp_path: Path, voice: str) -> None:  # noqa: ANN001
     """The one-shot default (the LLM picks among the beam's 3 likeliest transcripts, bundle.json's hearing.n_best):
     the spoken question is answered as the typed one, "green"."""
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     opts = GenerationOptions(max_tokens=40)
     d = engine.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
@@ -137,8 +136,8 @@ def test_the_llm_reads_what_was_heard_as_the_typed_question(engine, tmp_path: Pa
     """A ctc head may spell a transcript in other tokens than the tokenizer would (' What' for 'What' at the
     start of a turn); the LLM then answered a question heard word for word unlike the typed one ("The answer is
     "green"" against "The answer to this question is "green""). It reads the tokenizer's tokens."""
-    from assistant.adaptor import AdaptorOutput
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.adaptor import AdaptorOutput
+    from llasm.assistant.engine import GenerationOptions
 
     lm, table = engine.lm, engine.adaptor.token_embeddings
     odd = [lm.tokenize(" What", special=False)[0]] + lm.tokenize(" color is grass?", special=False)
@@ -164,8 +163,8 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
     the plain LLM as the typed question is ("The answer to this question is "green""). The LoRA runs for
     `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
-    from assistant.engine import Engine, GenerationOptions
-    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
+    from llasm.assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
 
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
     try:
@@ -197,8 +196,8 @@ def test_hands_free_hears_as_the_training_transcripts_spell(tmp_path: Path) -> N
     a 135M LLM answers the two spellings differently. With the spellings of the same words merged, spelt as the
     ctc head likes best (bundle.json hearing.merge_spellings, on by default), the spoken question is heard letter
     for letter and gets the typed question's answer."""
-    from assistant.engine import Engine, GenerationOptions
-    from assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
+    from llasm.assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
 
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
     try:
@@ -218,7 +217,7 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
     """`llasm-assistant --file q.wav --transcribe` loads the engine with expect_transcribe: the shipped LoRA (run for
     --transcribe turns only) is on after load, so the turn prefills its own positions only and reads back what
     was heard."""
-    from assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.engine import Engine, GenerationOptions
 
     wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
     opts = GenerationOptions(max_tokens=24)
@@ -245,7 +244,7 @@ def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path)
     other kernels, so decoded together with the long transcription turn it differed, and `llasm-assistant
     evaluate` (one transcription, then the questions) got other typed answers ("a process called Rayleigh
     scattering" for "a phenomenon known as ...")."""
-    from assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.engine import Engine, GenerationOptions
 
     opts = GenerationOptions(max_tokens=24)
     questions = ["Why is the sky blue during the day?", "What color is grass?"]
@@ -286,7 +285,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     path, or as well with a word it missed (on 576 held-out questions: docs/model-card.md). Which words greedy misses depends on the CPU's int8 and Q8_0 kernels ('whatever is the capital
     of France' on an AMD EPYC, 'nt off the light in the.' on a Xeon with AMX), so the test compares the sum, then
     checks each changed transcript."""
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     clips = [load_audio(speak(s, tmp_path / f"r{i}.wav")) for i, s in enumerate(RESCORED)]
     greedy = Engine.load(None, n_threads=1, warmup=False, n_best=1, mode="adaptor")
@@ -316,7 +315,7 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
 def test_bench_reports_the_rescoring_time(tmp_path: Path) -> None:
     """`bench --n-best 8` times the LLM's pick among the beam's transcripts (and how the sentence ends) as its own
     stage; greedy, the LLM only picks the end, scoring 2 forms of one transcript instead of 8 + 2."""
-    from assistant.bench import run_bench
+    from llasm.assistant.bench import run_bench
 
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -336,7 +335,7 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
     longer one hears with the plain beam and the LLM's pick alone."""
     import dataclasses
 
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     clip = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
     eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5, mode="adaptor")
@@ -366,8 +365,8 @@ def test_hands_free_hears_a_long_question_with_the_ngram_in_the_beam(tmp_path: P
     for the end of speech). Longer ones are heard by the beam with the hearing 4-gram and the LLM's pick, as
     one-shot: en-gb's 5.9 s template question letter for letter (with the LLM in the beam: the same, 11x the
     time), while a short question still has the LLM in the beam."""
-    from assistant.handsfree import load_engine
-    from assistant.settings import Settings
+    from llasm.assistant.handsfree import load_engine
+    from llasm.assistant.settings import Settings
 
     eng = load_engine(Settings(threads=1, hearing="adaptor"))
     try:
@@ -390,7 +389,7 @@ def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
     bundle.json): en-gb's "Who invented the airplane?" (a held-out text of a trained template) is heard word for
     word with it. Without it the head alone hears "You invented the airplane." on a Xeon with AMX and the right
     words on an AMD EPYC (the int8 kernels differ), so only the phrasing with the 4-gram is checked."""
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     clip = load_audio(speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb"))
     eng = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
@@ -408,7 +407,7 @@ def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
 def test_cli_hears_with_fusion_when_asked(tmp_path: Path, bundle_factory) -> None:  # noqa: ANN001
     """`--fusion W --n-best N` reaches the engine from the command line; a bundle whose adaptor cannot take the
     LLM's help says so in one line."""
-    from assistant.cli import EXIT_BAD_BUNDLE
+    from llasm.assistant.cli import EXIT_BAD_BUNDLE
 
     wav = speak("What is the capital of France?", tmp_path / "france.wav", "en-gb")
     cli = Path(sys.executable).with_name("llasm-assistant")
@@ -441,7 +440,7 @@ def test_a_long_utterance_is_heard_in_pieces(tmp_path: Path) -> None:
     WER 0.39 whole, 0.09 in pieces). Each piece's first word comes back with its space."""
     import dataclasses
 
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     text = ("What is the capital of France? How do I bake bread at home? Tell me a joke about penguins. "
             "What should I pack for a week in Japan?")

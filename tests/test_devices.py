@@ -8,9 +8,8 @@ import sys
 
 import pytest
 from conftest import child_env
-
-from assistant.devices import DeviceError, Devices, choose_devices
-from assistant.settings import load_settings
+from llasm.assistant.devices import DeviceError, Devices, choose_devices
+from llasm.assistant.settings import load_settings
 
 ALL_OK = {"llm": lambda: None, "ct2": lambda: None, "onnx": lambda: None}
 NO_LLAMA = dict(ALL_OK, llm=lambda: "this llama-cpp-python build has no GPU offload")
@@ -62,7 +61,7 @@ def test_settings_file_names_the_device_and_the_llm(tmp_path) -> None:  # noqa: 
 
 @pytest.mark.skipif(choose_devices("auto", ("llm",)).llm == "cuda", reason="this machine has CUDA")
 def test_device_cuda_without_cuda_is_one_line(tmp_path) -> None:  # noqa: ANN001
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "--text", "Hi", "--device", "cuda"],
+    proc = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "--text", "Hi", "--device", "cuda"],
                           capture_output=True, text=True, env=child_env(LLASM_CONFIG=str(tmp_path / "none.toml")),
                           timeout=300)
     assert proc.returncode == 2

@@ -8,8 +8,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import build_bundle, clip
-
-from assistant.engine import (
+from llasm.assistant.engine import (
     Done,
     Engine,
     EngineError,
@@ -348,7 +347,7 @@ def test_prepare_prefills_the_spoken_turn_and_anything_else_drops_it(engine):
 
 
 def test_looping_spots_a_repeated_block_only():
-    from assistant.engine import looping
+    from llasm.assistant.engine import looping
 
     assert looping([5, 7, 7, 7, 7]) and not looping([5, 7, 7, 7])  # one token: four times
     assert looping([1, 2, 3, 4, 2, 3, 4, 2, 3, 4]) and not looping([1, 2, 3, 4, 2, 3, 4])  # three tokens: three
@@ -357,7 +356,7 @@ def test_looping_spots_a_repeated_block_only():
 
 
 def test_transcript_token_cap_follows_the_audio_length():
-    from assistant.engine import TRANSCRIPT_MARGIN_TOKENS, transcript_token_cap
+    from llasm.assistant.engine import TRANSCRIPT_MARGIN_TOKENS, transcript_token_cap
 
     assert transcript_token_cap(0.0) == TRANSCRIPT_MARGIN_TOKENS
     assert transcript_token_cap(4.0) == 32 + TRANSCRIPT_MARGIN_TOKENS
@@ -367,7 +366,7 @@ def test_transcript_token_cap_follows_the_audio_length():
 
 @pytest.mark.real
 def test_transcribe_turns_stop_at_the_audio_length(engine, monkeypatch):
-    import assistant.engine as engine_mod
+    import llasm.assistant.engine as engine_mod
 
     seen = []
     monkeypatch.setattr(engine_mod, "transcript_token_cap", lambda s: seen.append(s) or 3)

@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from assistant.evaluate import (
+from llasm.assistant.evaluate import (
     EvalError,
     edit_distance,
     normalize,
@@ -62,7 +61,7 @@ def test_manifests(tmp_path: Path) -> None:
 @pytest.mark.real
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make test installs it)")
 def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
-    from assistant.evaluate import AGREE_SIMILARITY, evaluate
+    from llasm.assistant.evaluate import AGREE_SIMILARITY, evaluate
 
     def speak(text: str, name: str) -> str:
         (tmp_path / "audio").mkdir(exist_ok=True)
@@ -107,8 +106,7 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
 def test_latency_runs_in_a_fresh_process(tmp_path: Path) -> None:
     import soundfile as sf
     from conftest import build_bundle, clip
-
-    from assistant.evaluate import EvalError, bench_in_fresh_process
+    from llasm.assistant.evaluate import EvalError, bench_in_fresh_process
 
     clips = tmp_path / "clips"
     clips.mkdir()

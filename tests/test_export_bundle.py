@@ -13,18 +13,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("llama_cpp")
 
+from llasm.assistant.bundle import Bundle  # noqa: E402
+from llasm.assistant.llm import gguf_identity  # noqa: E402
+from llasm.export.bundle import export_bundle  # noqa: E402
+from llasm.export.cli import app  # noqa: E402
+from llasm.export.encoder import export_ct2, export_onnx, load_hf_encoder, varlen_encoder  # noqa: E402
+from llasm.export.errors import ExportError  # noqa: E402
+from llasm.export.testing import make_tiny_checkpoint, make_tiny_whisper  # noqa: E402
+from llasm.export.validate import validate_bundle  # noqa: E402
+from llasm.export.verify import Thresholds, verify_bundle  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
-
-from assistant.bundle import Bundle  # noqa: E402
-from assistant.llm import gguf_identity  # noqa: E402
-from export.bundle import export_bundle  # noqa: E402
-from export.cli import app  # noqa: E402
-from export.encoder import export_ct2, export_onnx, load_hf_encoder, varlen_encoder  # noqa: E402
-from export.errors import ExportError  # noqa: E402
-from export.testing import make_tiny_checkpoint, make_tiny_whisper  # noqa: E402
-from export.validate import validate_bundle  # noqa: E402
-from export.verify import Thresholds, verify_bundle  # noqa: E402
 
 TIGHT = Thresholds(encoder_rel=1e-3, adaptor_rel=1e-3, first_token_agreement=1.0, top5_overlap=0.8)
 
@@ -87,7 +86,7 @@ def test_lora_adapter_bundle_matches_torch(tmp_path: Path, ck_lora: Path) -> Non
     assert report.passed, report.failures()
     assert len(report.clips) == 2 and all(c.first_token_agrees for c in report.clips)
     # bench's llama.cpp reference runs the bundle's model as the engine does: with its LoRA
-    from assistant.bench import LlamaCppReference
+    from llasm.assistant.bench import LlamaCppReference
 
     last = []
     for lora in (None, b.llm.lora):
@@ -106,7 +105,7 @@ def test_lora_turns_transcribe_answers_with_the_plain_llm(tmp_path: Path, ck_lor
     """--lora-turns transcribe: the runtime runs the LoRA for --transcribe turns only. Answers, spoken or typed,
     equal those of the same bundle without its LoRA; transcriptions equal those of the bundle that runs it for
     every turn (the switch prefills the conversation again under the LoRA). The default model's setting."""
-    from assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.engine import Engine, GenerationOptions
 
     out = tmp_path / "bundle"
     export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True,
@@ -143,7 +142,7 @@ def test_expect_transcribe_prefills_the_prompt_under_the_lora_ahead(tmp_path: Pa
     """A one-shot --transcribe (the CLI loads the engine with expect_transcribe) finds the system prompt already
     prefilled under the LoRA: its turn prefills its own positions only, with the same transcript. Without it the
     turn switches the LoRA on and prefills the whole prompt again."""
-    from assistant.engine import Engine, GenerationOptions
+    from llasm.assistant.engine import Engine, GenerationOptions
 
     out = tmp_path / "bundle"
     export_bundle(ck_lora, out, encoder="onnx", encoder_dtype="float32", llm_quant="f32", lora_adapter=True,
@@ -200,7 +199,7 @@ def test_ctc_full_bundle(tmp_path: Path, ck_ctc: Path) -> None:
     m = json.loads((tmp_path / "t2" / "bundle.json").read_text())
     ids = load_file(str(tmp_path / "t2" / "adaptor.safetensors"))["vocab.ids"]
     assert m["adaptor"]["shortlist"] == len(ids) and 8 <= len(ids) <= 20 and (np.diff(ids) > 0).all()
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     eng = Engine.load(tmp_path / "t2", n_threads=1, warmup=False)
     try:
@@ -336,10 +335,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 def test_real_stage1_bundle_reuses_packaged_models(tmp_path: Path) -> None:
     """whisper-base + SmolLM2 with a stage-1 (base LLM) ultravox adaptor: the bundle references the packaged
     models, and the packaged CT2 int8 encoder + Q4_1 GGUF agree with the torch checkpoint."""
-    from assistant.adaptor import AdaptorConfig, random_tensors, save_adaptor
-    from assistant.basemodels import resolve
-    from assistant.bundle import prompt_from_gguf
-    from training.convert import whisper_hf
+    from llasm.assistant.adaptor import AdaptorConfig, random_tensors, save_adaptor
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.bundle import prompt_from_gguf
+    from llasm.training.convert import whisper_hf
 
     wdir = whisper_hf("default:whisper-base")
     gguf = resolve("default:smollm2")

@@ -15,11 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-from assistant.basemodels import resolve  # noqa: E402
-from export.errors import ExportError  # noqa: E402
-from export.gguf_llm import (  # noqa: E402
+from llasm.assistant.basemodels import resolve  # noqa: E402
+from llasm.export.errors import ExportError  # noqa: E402
+from llasm.export.gguf_llm import (  # noqa: E402
     LlamaHParams,
     TokenizerMetadata,
     permute_rows,
@@ -28,7 +26,8 @@ from export.gguf_llm import (  # noqa: E402
     write_llama_gguf,
     write_lora_gguf,
 )
-from export.testing import TINY_ARCHS, make_tiny_llm, tiny_llm_config  # noqa: E402
+from llasm.export.testing import TINY_ARCHS, make_tiny_llm, tiny_llm_config  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 IDS = [1, 504, 3458, 314, 253, 1232, 30, 2, 905, 28]
 
@@ -110,7 +109,7 @@ def exported(request, tmp_path_factory, smol_tok) -> dict:
 def _gguf_index(path: Path) -> tuple[dict, set[str]]:
     """Scalar metadata and tensor names (the runtime's header reader: gguf-py's parses the 49152-token arrays
     for seconds)."""
-    from assistant.bundle import read_gguf_index
+    from llasm.assistant.bundle import read_gguf_index
 
     meta, tensors = read_gguf_index(path)
     return meta, set(tensors)
@@ -173,7 +172,7 @@ def test_arch_logits_and_greedy_match_torch(exported, dtype: str) -> None:
 
 
 def test_arch_embedding_path_equals_token_path(exported) -> None:
-    from assistant.llm import LlamaLM
+    from llasm.assistant.llm import LlamaLM
 
     ids = LONG_IDS[:32]
     for dtype in ("f32", "q8_0"):
@@ -217,10 +216,9 @@ def test_llama3_rope_freqs_survive_a_model_loaded_from_gguf(tmp_path: Path) -> N
     """transformers' GGUF loader drops rope_freqs; an export that loaded its LLM from a base GGUF passes the
     base's factors on (export.bundle does), so the re-written GGUF still equals the original model. (The
     400-token tokenizer of training.tiny: transformers converts a 49k-token GGUF tokenizer for half a minute.)"""
+    from llasm.export.gguf_llm import gguf_rope_freqs, tokenizer_from_hf
+    from llasm.training.tiny import make_tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from export.gguf_llm import gguf_rope_freqs, tokenizer_from_hf
-    from training.tiny import make_tokenizer
 
     tok_dir = make_tokenizer(tmp_path / "tok")
     n_vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))

@@ -13,15 +13,15 @@ torch = pytest.importorskip("torch")
 llama_cpp = pytest.importorskip("llama_cpp")
 mtmd = pytest.importorskip("llama_cpp.mtmd_cpp")
 
-from assistant.adaptor import Adaptor  # noqa: E402
-from assistant.audio import log_mel  # noqa: E402
-from export.bundle import export_bundle  # noqa: E402
-from export.checkpoint import Checkpoint  # noqa: E402
-from export.encoder import load_hf_encoder, varlen_encoder  # noqa: E402
-from export.errors import ExportError  # noqa: E402
-from export.gguf_llm import gguf_metadata, silence_llama_cpp  # noqa: E402
-from export.testing import make_tiny_checkpoint  # noqa: E402
-from export.validate import validate_bundle  # noqa: E402
+from llasm.assistant.adaptor import Adaptor  # noqa: E402
+from llasm.assistant.audio import log_mel  # noqa: E402
+from llasm.export.bundle import export_bundle  # noqa: E402
+from llasm.export.checkpoint import Checkpoint  # noqa: E402
+from llasm.export.encoder import load_hf_encoder, varlen_encoder  # noqa: E402
+from llasm.export.errors import ExportError  # noqa: E402
+from llasm.export.gguf_llm import gguf_metadata, silence_llama_cpp  # noqa: E402
+from llasm.export.testing import make_tiny_checkpoint  # noqa: E402
+from llasm.export.validate import validate_bundle  # noqa: E402
 
 
 def _mtmd_audio_embeddings(mmproj: Path, llm: Path, wav: np.ndarray, n_embd: int) -> np.ndarray:

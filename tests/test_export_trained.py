@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("llama_cpp")
 
-from export.bundle import export_bundle  # noqa: E402
-from export.verify import Thresholds, verify_bundle  # noqa: E402
-from training.tiny import make_dataset, make_models  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
+from llasm.export.bundle import export_bundle  # noqa: E402
+from llasm.export.verify import Thresholds, verify_bundle  # noqa: E402
+from llasm.training.tiny import make_dataset, make_models  # noqa: E402
+from llasm.training.train import TrainConfig, train  # noqa: E402
 
 
 def test_trained_lora_checkpoint_exports_and_verifies(tmp_path: Path) -> None:

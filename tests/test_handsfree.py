@@ -8,14 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from llasm.assistant import handsfree
+from llasm.assistant.capture import ArraySource
+from llasm.assistant.handsfree import main, run_headless
+from llasm.assistant.history import History
+from llasm.assistant.settings import Settings, SettingsError, load_settings, merge_options
+from llasm.assistant.tts import SpeechOutput, speakable, split_sentences
 from test_handsfree_fakes import SR, FakeEngine, conversation
-
-from assistant import handsfree
-from assistant.capture import ArraySource
-from assistant.handsfree import main, run_headless
-from assistant.history import History
-from assistant.settings import Settings, SettingsError, load_settings, merge_options
-from assistant.tts import SpeechOutput, speakable, split_sentences
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +207,7 @@ def test_main_bad_input_is_one_line(tmp_path, monkeypatch, capfd, options, messa
     monkeypatch.setenv("LLASM_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setattr(handsfree, "load_engine", lambda settings: FakeEngine())
     if options.get("mic") and not options.get("mic_file"):
-        from assistant.capture import list_input_devices
+        from llasm.assistant.capture import list_input_devices
 
         if list_input_devices():
             pytest.skip("this machine has an input device")
@@ -221,9 +220,8 @@ def test_main_bad_input_is_one_line(tmp_path, monkeypatch, capfd, options, messa
 
 def test_cli_flags_reach_handsfree_and_keep_file_settings(tmp_path, monkeypatch, convo):
     import soundfile as sf
+    from llasm.assistant.cli import app
     from typer.testing import CliRunner
-
-    from assistant.cli import app
 
     audio, truth = convo
     wav = tmp_path / "q.wav"
@@ -247,8 +245,8 @@ def test_listener_shows_what_it_hears_while_the_user_speaks(convo):
     0.6 s of speech, before the utterance is delivered; stale audio is skipped, never queued."""
     import threading
 
-    from assistant.handsfree import Listener, PartialHeard
-    from assistant.vad import Utterance
+    from llasm.assistant.handsfree import Listener, PartialHeard
+    from llasm.assistant.vad import Utterance
 
     audio, truth = convo
     events: list = []

@@ -185,7 +185,7 @@ def espeak(text: str, path: Path) -> np.ndarray:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     subprocess.run(["espeak-ng", "-w", str(path), "--", text], check=True, capture_output=True)
-    from assistant.audio import load_audio
+    from llasm.assistant.audio import load_audio
 
     return load_audio(str(path))
 

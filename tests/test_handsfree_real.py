@@ -6,16 +6,15 @@ import io
 import json
 
 import pytest
+from llasm.assistant.capture import ArraySource
+from llasm.assistant.handsfree import run_headless
+from llasm.assistant.settings import Settings
 from test_handsfree_fakes import conversation
-
-from assistant.capture import ArraySource
-from assistant.handsfree import run_headless
-from assistant.settings import Settings
 
 
 @pytest.mark.real
 def test_headless_json_with_the_real_engine(tmp_path, bundle_factory):
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     audio, truth = conversation(tmp_path, sentences=["What is the capital of France?", "Tell me a joke."],
                                 silences=[0.5, 1.0, 0.8])
@@ -33,7 +32,7 @@ def test_headless_json_with_the_real_engine(tmp_path, bundle_factory):
                 assert rec[key] > 0
             assert isinstance(rec["answer"], str) and "error" not in rec
         # the conversation continues with a typed turn after the spoken ones
-        from assistant.handsfree import Responder
+        from llasm.assistant.handsfree import Responder
 
         typed = Responder(engine, Settings(max_tokens=8)).run(text="Thanks. And Germany?")
         assert typed.answer and not typed.cancelled and typed.timings["prefill_ms"] > 0

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.audio import load_audio
-from assistant.evaluate import normalize, wer
-from assistant.hearing import (
+from llasm.assistant.audio import load_audio
+from llasm.assistant.evaluate import normalize, wer
+from llasm.assistant.hearing import (
     Heard,
     HearingOptions,
     StreamingHearing,
@@ -106,8 +105,7 @@ def test_streaming_hearing_decodes_only_what_follows_the_last_pause() -> None:
 @pytest.fixture(scope="module")
 def whisper() -> WhisperHearing:
     import ctranslate2
-
-    from assistant.basemodels import resolve
+    from llasm.assistant.basemodels import resolve
 
     path = resolve("default:whisper-base")
     model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=2)
@@ -177,7 +175,7 @@ def test_mandarin_comes_out_in_characters(whisper: WhisperHearing, tmp_path: Pat
 
 
 def test_unrepeat_drops_a_sentence_said_over() -> None:
-    from assistant.hearing import unrepeat
+    from llasm.assistant.hearing import unrepeat
 
     said = "how many days are there in a week, how many days are there in a week, how many days"
     assert unrepeat(said) == "how many days are there in a week"

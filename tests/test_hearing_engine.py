@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.audio import load_audio
-from assistant.evaluate import normalize, wer
+from llasm.assistant.audio import load_audio
+from llasm.assistant.evaluate import normalize, wer
 
 PS = Path("/usr/share/pocketsphinx/test/data")
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -36,7 +35,7 @@ def _real_clips() -> list[tuple[Path, str]]:
 
 @pytest.fixture(scope="module")
 def engine():  # noqa: ANN201
-    from assistant.engine import Engine
+    from llasm.assistant.engine import Engine
 
     eng = Engine.load(DEFAULT, n_threads=2)
     yield eng
@@ -50,8 +49,8 @@ def test_the_default_bundle_hears_with_whispers_decoder(engine) -> None:  # noqa
 def test_the_default_bundle_transcribes_real_speech_as_whisper_does(engine) -> None:  # noqa: ANN001
     """--transcribe on ten real recordings (LibriVox readings and spoken card names) against Whisper's own decoder
     on a 30-s window with beam 5 (the reference of the README's results table)."""
-    from assistant.bench import WhisperCascadeASR
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.bench import WhisperCascadeASR
+    from llasm.assistant.engine import GenerationOptions
 
     rows = _real_clips()
     ours, theirs = [], []
@@ -68,7 +67,7 @@ def test_the_default_bundle_transcribes_real_speech_as_whisper_does(engine) -> N
 
 
 def test_a_spoken_question_reads_as_the_same_question_typed(engine) -> None:  # noqa: ANN001
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     pcm = np.frombuffer((PS / "goforward.raw").read_bytes(), dtype="<i2")
     audio = load_audio(pcm, source_rate=SR)  # "go forward ten meters"
@@ -96,7 +95,7 @@ def test_silence_and_noise_give_no_turn(engine) -> None:  # noqa: ANN001
 
 
 def test_a_transcription_joins_the_conversation(engine) -> None:  # noqa: ANN001
-    from assistant.engine import GenerationOptions
+    from llasm.assistant.engine import GenerationOptions
 
     engine.new_chat()
     audio = load_audio(PS / "cards" / "001.wav")  # "ten of clubs"
@@ -125,13 +124,13 @@ def test_cli_on_real_and_silent_clips(tmp_path: Path) -> None:
     import soundfile as sf
 
     sf.write(str(silent), np.zeros(2 * SR, np.float32), SR)
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "--file", str(ASTERISK / "vm-password.wav"),
+    proc = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "--file", str(ASTERISK / "vm-password.wav"),
                            "--file", str(silent), "--transcribe", "--json", "--threads", "2"],
                           capture_output=True, text=True, timeout=300)
     records = [json.loads(x) for x in proc.stdout.splitlines()]
     assert proc.returncode == 1 and "heard nothing" in proc.stderr and len(records) == 2
     assert normalize(records[0]["answer"]) == ["password"] and records[0]["stop_reason"] == "transcript"
     assert records[1]["stop_reason"] == "silence" and records[1]["answer"] == ""
-    bad = subprocess.run([sys.executable, "-m", "assistant.cli", "--text", "hi", "--hearing", "ears"],
+    bad = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "--text", "hi", "--hearing", "ears"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "mode must be one of" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from assistant.adaptor import Adaptor as NumpyAdaptor
-from assistant.adaptor import AdaptorConfig
-from training.model import Adaptor, ModelError, WhisperEncoderVL, mask_states
+from llasm.assistant.adaptor import Adaptor as NumpyAdaptor
+from llasm.assistant.adaptor import AdaptorConfig
+from llasm.training.model import Adaptor, ModelError, WhisperEncoderVL, mask_states
 
 
 @pytest.mark.parametrize("cfg", [

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from assistant.ctcbeam import prefix_beam_search
-from assistant.ngram import BOS, HearingLM, NgramError, count_ngrams, save_ngram
+from llasm.assistant.ctcbeam import prefix_beam_search
+from llasm.assistant.ngram import BOS, HearingLM, NgramError, count_ngrams, save_ngram
 
 # five "transcripts" over 6 labels: 0 1 2 ("what color is"), 0 1 3, 4 5 ...
 SEQS = [[0, 1, 2], [0, 1, 2], [0, 1, 3], [4, 5, 2], [4, 1, 2, 3]]
@@ -108,7 +107,7 @@ def test_the_ngram_keeps_a_said_phrasing_in_the_beam() -> None:
 
 def test_remembered_lookups_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A long session asks about many contexts: the memo is cleared at MEMO_LIMIT, and answers do not change."""
-    import assistant.ngram as ngram
+    import llasm.assistant.ngram as ngram
 
     monkeypatch.setattr(ngram, "MEMO_LIMIT", 50)
     lm = _lm(4)

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from assistant.plotting import PlotUnavailable, pyplot
+from llasm.assistant.plotting import PlotUnavailable, pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +29,8 @@ def test_without_matplotlib_the_error_names_the_extra(monkeypatch: pytest.Monkey
 
 
 def test_training_plot_without_matplotlib_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from training.commands_train import errors
-    from training.train import plot_metrics
+    from llasm.training.commands_train import errors
+    from llasm.training.train import plot_metrics
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
     monkeypatch.setitem(sys.modules, "matplotlib", None)

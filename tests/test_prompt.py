@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from assistant.prompt import AUDIO, Message, PromptTemplate, Text
+from llasm.assistant.prompt import AUDIO, Message, PromptTemplate, Text
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

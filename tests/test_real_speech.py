@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
-from training.datagen.real import ASTERISK_SOUNDS, POCKETSPHINX, SETUP_WHEELS, build_real_sets
+from llasm.training.datagen.real import ASTERISK_SOUNDS, POCKETSPHINX, SETUP_WHEELS, build_real_sets
 
 pytestmark = pytest.mark.skipif(not (POCKETSPHINX.is_dir() and ASTERISK_SOUNDS.is_dir()),
                                 reason="needs pocketsphinx-testdata and asterisk-core-sounds-en-wav (make test installs them)")
@@ -48,7 +47,7 @@ def test_the_sets_hold_every_listed_recording_once(sets: Path) -> None:
 def test_the_selection_does_not_change(sets: Path, tmp_path: Path) -> None:
     """A second build gives the same clips and texts (the Asterisk prompts are chosen by a hash of their names)."""
     again = tmp_path / "again"
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "data", "real", "--out", str(again), "--quiet",
+    proc = subprocess.run([sys.executable, "-m", "llasm.training.cli", "data", "real", "--out", str(again), "--quiet",
                            *_wheel_flag()], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in ("dev.jsonl", "test.jsonl"):
@@ -63,6 +62,6 @@ def _wheel_flag() -> list[str]:
 def test_a_bad_wheel_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "pyannote_audio-0-py3-none-any.whl"
     bad.write_bytes(b"not a zip")
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "data", "real", "--out", str(tmp_path / "o"),
+    proc = subprocess.run([sys.executable, "-m", "llasm.training.cli", "data", "real", "--out", str(tmp_path / "o"),
                            "--pyannote-wheel", str(bad), "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "not a pyannote.audio wheel" in proc.stderr and "Traceback" not in proc.stderr

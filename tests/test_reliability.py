@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from llasm.export.bundle import BUNDLE_FORMAT, check_replaceable, clean_stale_temps
+from llasm.export.errors import ExportError
 from typer.testing import CliRunner
-
-from export.bundle import BUNDLE_FORMAT, check_replaceable, clean_stale_temps
-from export.errors import ExportError
 
 
 # ---- llasm-export bundle --force deletes only a bundle ------------------------------------------------------
@@ -46,7 +45,7 @@ def _files(root: Path) -> set[str]:
 
 def test_force_refuses_the_training_run_being_exported(tmp_path: Path) -> None:
     """`llasm-export bundle run/final run --force` deleted the whole run and exited 0."""
-    from export.cli import app
+    from llasm.export.cli import app
 
     run = _training_run(tmp_path / "run")
     before = _files(run)
@@ -94,7 +93,7 @@ def test_force_refuses_foreign_files(tmp_path: Path) -> None:
 
 
 def test_cli_force_on_a_notes_folder_deletes_nothing(tmp_path: Path) -> None:
-    from export.cli import app
+    from llasm.export.cli import app
 
     notes = tmp_path / "notes"
     notes.mkdir()
@@ -154,9 +153,8 @@ def _flip_in_place(path: Path, offset: int = -1) -> None:
 
 
 def test_same_size_same_mtime_change_fails_the_checksum(tmp_path: Path, cache_dir: Path) -> None:
+    from llasm.assistant.bundle import Bundle, BundleError
     from test_bundle import make_fake_bundle
-
-    from assistant.bundle import Bundle, BundleError
 
     root = make_fake_bundle(tmp_path / "b")
     Bundle.load(root)  # the digests are cached now
@@ -168,7 +166,7 @@ def test_same_size_same_mtime_change_fails_the_checksum(tmp_path: Path, cache_di
 
 def test_cache_entry_of_an_unchanged_file_is_used(tmp_path: Path, cache_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import assistant.basemodels as bm
+    import llasm.assistant.basemodels as bm
 
     f = tmp_path / "f.bin"
     f.write_bytes(b"abc" * 1000)
@@ -184,7 +182,7 @@ def _fake_single_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A one-file GGUF default model 'fakegguf' read in place from a fake package (as default:smollm2)."""
     import hashlib
 
-    import assistant.basemodels as bm
+    import llasm.assistant.basemodels as bm
 
     site = tmp_path / "site"
     site.mkdir()
@@ -202,7 +200,7 @@ def _fake_single_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_same_size_corrupt_base_model_is_caught_at_first_use(tmp_path: Path, cache_dir: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A same-size corrupt GGUF passed the size check and gave an empty answer with exit code 0."""
-    import assistant.basemodels as bm
+    import llasm.assistant.basemodels as bm
 
     gguf = _fake_single_model(tmp_path, monkeypatch)
     assert bm.resolve("default:fakegguf") == gguf
@@ -214,9 +212,8 @@ def test_same_size_corrupt_base_model_is_caught_at_first_use(tmp_path: Path, cac
 
 def test_same_size_corrupt_assembled_model_is_made_again(tmp_path: Path, cache_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import llasm.assistant.basemodels as bm
     from test_basemodels import _fake_split_model
-
-    import assistant.basemodels as bm
 
     whole = _fake_split_model(tmp_path, monkeypatch)
     out = bm.resolve("default:fake")
@@ -229,9 +226,8 @@ def test_same_size_corrupt_assembled_model_is_made_again(tmp_path: Path, cache_d
 
 
 def test_bundle_without_checksums_says_so(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from llasm.assistant.bundle import Bundle, BundleError
     from test_bundle import make_fake_bundle
-
-    from assistant.bundle import Bundle, BundleError
 
     for i, checksums in enumerate(({}, None, "missing")):
         root = make_fake_bundle(tmp_path / f"b{i}")
@@ -255,11 +251,10 @@ def test_bundle_without_checksums_says_so(tmp_path: Path, cache_dir: Path, capsy
 
 
 def test_verify_hashes_again_whatever_the_cache_says(tmp_path: Path, cache_dir: Path) -> None:
+    import llasm.assistant.basemodels as bm
+    from llasm.assistant.bundle import verify_files
+    from llasm.assistant.cli import app
     from test_bundle import make_fake_bundle
-
-    import assistant.basemodels as bm
-    from assistant.bundle import verify_files
-    from assistant.cli import app
 
     root = make_fake_bundle(tmp_path / "b")
     r = CliRunner().invoke(app, ["--verify", "--bundle", str(root)])
@@ -284,9 +279,9 @@ def test_verify_hashes_again_whatever_the_cache_says(tmp_path: Path, cache_dir: 
 
 
 def test_base_models_verify(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import assistant.basemodels as bm
-    from training import commands_models
-    from training.cli import app
+    import llasm.assistant.basemodels as bm
+    from llasm.training import commands_models
+    from llasm.training.cli import app
 
     gguf = _fake_single_model(tmp_path, monkeypatch)
     only = {"fakegguf": bm.DEFAULTS["fakegguf"]}
@@ -304,10 +299,9 @@ def test_base_models_verify(tmp_path: Path, cache_dir: Path, monkeypatch: pytest
 @pytest.mark.parametrize("field,value", [("stack", [4]), ("shortlist", {}), ("hidden", "wide"), ("d_model", 1.5),
                                          ("topk", True)])
 def test_bad_adaptor_fields_are_named(tmp_path: Path, cache_dir: Path, field: str, value: object) -> None:
+    from llasm.assistant.adaptor import AdaptorConfig, AdaptorError
+    from llasm.assistant.bundle import Bundle, BundleError
     from test_bundle import make_fake_bundle
-
-    from assistant.adaptor import AdaptorConfig, AdaptorError
-    from assistant.bundle import Bundle, BundleError
 
     root = make_fake_bundle(tmp_path / "b")
     m = json.loads((root / "bundle.json").read_text())
@@ -321,9 +315,8 @@ def test_bad_adaptor_fields_are_named(tmp_path: Path, cache_dir: Path, field: st
 
 
 def test_unwritable_cache_names_llasm_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import llasm.assistant.basemodels as bm
     from test_basemodels import _fake_split_model
-
-    import assistant.basemodels as bm
 
     _fake_split_model(tmp_path, monkeypatch)
     blocker = tmp_path / "not-a-folder"
@@ -346,8 +339,7 @@ def test_unwritable_cache_names_llasm_cache_dir(tmp_path: Path, monkeypatch: pyt
 def test_a_too_long_clip_names_the_real_limit(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf
-
-    from assistant.audio import AudioError, load_audio
+    from llasm.assistant.audio import AudioError, load_audio
 
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(8000 * 601, np.int16), 8000)
@@ -363,8 +355,7 @@ def test_empty_transcript_is_an_error_naming_the_line(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     import numpy as np
     import soundfile as sf
-
-    from training.data import DataError, read_manifest
+    from llasm.training.data import DataError, read_manifest
 
     sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     m = tmp_path / "train.jsonl"
@@ -384,8 +375,7 @@ def test_missing_audio_names_the_manifest_line(tmp_path: Path, capsys: pytest.Ca
     pytest.importorskip("torch")
     import numpy as np
     import soundfile as sf
-
-    from training.data import read_manifest
+    from llasm.training.data import read_manifest
 
     sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     m = tmp_path / "train.jsonl"
@@ -402,7 +392,7 @@ def test_missing_audio_names_the_manifest_line(tmp_path: Path, capsys: pytest.Ca
 
 def test_resumed_metrics_keep_each_step_once(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from training.train import trim_metrics
+    from llasm.training.train import trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 7)] + [{"step": 4, "eval_loss": 0.5}]

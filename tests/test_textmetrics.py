@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from assistant import evaluate, textmetrics
+from llasm.assistant import evaluate, textmetrics
 
 PAIRS = [
     ("Hello, World! It's TWO o'clock.", "hello world its 2 oclock"),
@@ -37,9 +36,9 @@ def test_wer() -> None:
 def test_training_eval_reports_evaluates_wer(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """training.train.evaluate on a tiny model, its greedy transcriptions replaced by fixed strings: the WER it
     logs is `evaluate`'s WER of the same references and transcriptions."""
-    import training.train as tt
-    from training.data import read_manifest
-    from training.model import LLaSM, ModelSpec
+    import llasm.training.train as tt
+    from llasm.training.data import read_manifest
+    from llasm.training.model import LLaSM, ModelSpec
 
     manifest = read_manifest(tiny / "data" / "train.jsonl")
     refs = [ex.text for ex in manifest.examples[:4]]

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import child_env
+from llasm.training.data import DataError, collate, read_manifest, spoken_turns_as_asr
+from llasm.training.model import LLaSM, ModelSpec
+from llasm.training.train import TrainConfig, TrainError, _sha256, hearing_sha256, latest_checkpoint, train
 from safetensors.torch import load_file
-
-from training.data import DataError, collate, read_manifest, spoken_turns_as_asr
-from training.model import LLaSM, ModelSpec
-from training.train import TrainConfig, TrainError, _sha256, hearing_sha256, latest_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +73,7 @@ def test_ctc_stage0_learns_and_transcribes(tiny: Path, tmp_path: Path) -> None:
 def test_ctc_shortlist_trains_the_softmax_over_the_transcripts_tokens(tiny: Path, tmp_path: Path) -> None:
     """`--ctc-shortlist`: the training softmax runs over the training transcripts' tokens (+ blank), the rows
     the full head would give for them; the head learns, and evaluation still scores the full vocabulary."""
-    from training.model import load_checkpoint
+    from llasm.training.model import load_checkpoint
 
     out = tmp_path / "short"
     final = train(_cfg(tiny, out, adaptor="ctc", objective="ctc", max_steps=30, lr=1e-2, log_every=5, stack=1,
@@ -175,7 +174,7 @@ def test_stage2_from_stage1(tiny: Path, tmp_path: Path, weights: str, loss: str)
 def test_stage2_on_a_mix_trains_lora_over_a_frozen_top1_ctc_adaptor(tiny: Path, tmp_path: Path) -> None:
     """The default model's stage 2: transcription requests and spoken questions in the bundle's prompt, the ctc
     adaptor read as top-1 token rows (no gradient reaches it), a small LoRA, evaluated on a conversation mix."""
-    from training.datagen.mix import build_mix
+    from llasm.training.datagen.mix import build_mix
 
     s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
     assert json.loads((s1 / "llasm.json").read_text())["adaptor"]["topk"] != 1
@@ -203,9 +202,9 @@ def test_mix_conversations_render_like_a_transcribe_turn_at_run_time(tiny: Path,
     """Training sees exactly the tokens `--transcribe` sends: system prompt, audio, then the instruction."""
     import dataclasses
 
-    from assistant.prompt import AUDIO, Message
-    from training.data import conversation_turns
-    from training.datagen.mix import build_mix
+    from llasm.assistant.prompt import AUDIO, Message
+    from llasm.training.data import conversation_turns
+    from llasm.training.datagen.mix import build_mix
 
     mix = tmp_path / "mix.jsonl"
     build_mix(mix, asr=str(tiny / "data" / "train.jsonl"), conversations=None, asr_count=3,
@@ -296,8 +295,8 @@ def test_several_manifests_read_as_one(tiny: Path) -> None:
 
 
 def test_cache_states_extends_an_existing_cache(tiny: Path, tmp_path: Path) -> None:
-    from training.data import StateCache
-    from training.train import cache_states
+    from llasm.training.data import StateCache
+    from llasm.training.train import cache_states
 
     train, evals = tiny / "data" / "train.jsonl", tiny / "data" / "eval.jsonl"
     enc = str(tiny / "whisper")
@@ -324,7 +323,7 @@ def _cli(tiny: Path, out: Path, steps: int, *launcher: str) -> list[str]:
 
 
 def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp_path: Path) -> None:
-    py = [sys.executable, "-m", "training.cli"]
+    py = [sys.executable, "-m", "llasm.training.cli"]
     env = child_env()
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny, ref, 12, *py), check=True, env=env, capture_output=True, cwd=ROOT)
@@ -357,7 +356,7 @@ def test_kill9_resume_is_exact_and_corrupt_checkpoint_falls_back(tiny: Path, tmp
 def test_two_process_gloo_run_learns(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.cli"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "llasm.training.cli"]
     env = child_env(OMP_NUM_THREADS="1")
     # torchrun-style launcher; on a machine without CUDA the trainer picks gloo (accelerate MULTI_CPU)
     r = subprocess.run(_cli(tiny, out, 16, *launcher), env=env, capture_output=True, text=True, cwd=ROOT)
@@ -374,9 +373,9 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     clips, their encoder states and the encoder gone, and trains exactly as it does from the states."""
     import shutil
 
-    from training.data import HeardCache
-    from training.datagen.mix import build_mix
-    from training.train import cache_heard, cache_states
+    from llasm.training.data import HeardCache
+    from llasm.training.datagen.mix import build_mix
+    from llasm.training.train import cache_heard, cache_states
 
     s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2, mixed_precision="no"))
     data = tmp_path / "data"
@@ -392,8 +391,8 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
     assert len(heard) == n_clips and all(len(v["ids"]) > 0 for v in heard.clips.values())
 
     # what the LLM is fed: the same rows, from the states through the adaptor or from the cache
-    from training.data import StateCache
-    from training.model import load_checkpoint
+    from llasm.training.data import StateCache
+    from llasm.training.model import load_checkpoint
 
     model = load_checkpoint(s1, adaptor_overrides={"topk": 1})
     exs = read_manifest(mix).examples[:4]
@@ -444,10 +443,9 @@ def test_stage2_from_a_heard_cache_needs_no_audio_states_or_encoder(tiny: Path, 
 def test_cache_heard_command(tiny: Path, tmp_path: Path) -> None:
     """`llasm-train cache-heard` writes what the adaptor hears (here from the audio, through the encoder) and
     refuses an adaptor whose hearing is not a token list, in one line."""
+    from llasm.training.cli import app
+    from llasm.training.data import HeardCache
     from typer.testing import CliRunner
-
-    from training.cli import app
-    from training.data import HeardCache
 
     s1 = train(_cfg(tiny, tmp_path / "s1", adaptor="ctc", objective="ctc", stack=1, max_steps=2))
     data = str(tiny / "data" / "train.jsonl")

@@ -16,7 +16,8 @@ _PROBE = """
 import sys
 args = sys.argv[1:]
 sys.argv = ["llasm-train", *args]
-import training.cli
+import llasm.training.cli
+from llasm import training
 if args:  # run the command as `llasm-train ARGS` would
     try:
         training.cli.main()
@@ -35,7 +36,7 @@ def test_start_up_does_not_import_torch(args: list[str]) -> None:
 
 
 def test_training_commands_are_registered_and_report_errors_in_one_line() -> None:
-    from training.cli import app
+    from llasm.training.cli import app
 
     r = CliRunner().invoke(app, ["stage1", "--recipe", "no-such-recipe"])
     assert r.exit_code == 2
@@ -51,8 +52,8 @@ def test_training_commands_are_registered_and_report_errors_in_one_line() -> Non
 ])
 def test_gradient_checkpointing_flag_pair(monkeypatch: pytest.MonkeyPatch, recipe: str, flag: list[str],
                                           expected: bool) -> None:
-    import training.train
-    from training.cli import app
+    from llasm import training
+    from llasm.training.cli import app
 
     seen: list[training.train.TrainConfig] = []
     monkeypatch.setattr(training.train, "train", lambda cfg: seen.append(cfg) or "final")  # parse only, no training
@@ -63,8 +64,8 @@ def test_gradient_checkpointing_flag_pair(monkeypatch: pytest.MonkeyPatch, recip
 
 
 def test_options_reach_train_config_with_their_types(monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.train
-    from training.cli import app
+    from llasm import training
+    from llasm.training.cli import app
 
     seen: list[training.train.TrainConfig] = []
     monkeypatch.setattr(training.train, "train", lambda cfg: seen.append(cfg) or "final")

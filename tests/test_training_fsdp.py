@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import child_env
+from llasm.training.train import TrainConfig, TrainError, train
 from safetensors.torch import load_file
-
-from training.train import TrainConfig, TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +38,7 @@ def _launch(tiny: Path, out: Path, *args: str, fsdp: bool = True) -> subprocess.
     mode = ["--use_fsdp", "--fsdp_version", "2"] if fsdp else ["--multi_gpu"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", "2", "--num_machines", "1",
            "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "training.cli", *args, "--recipe", str(ROOT / "training/recipes/cpu.toml"),
+           "-m", "llasm.training.cli", *args, "--recipe", str(ROOT / "training/recipes/cpu.toml"),
            "--encoder", str(tiny / "whisper"), "--llm", str(tiny / "llm"), "--out", str(out), "--batch-size", "4",
            "--log-every", "1", "--warmup-steps", "1", "--mixed-precision", "no"]
     env = child_env(OMP_NUM_THREADS="1")
@@ -119,8 +118,8 @@ def test_stage2_full_learns_resumes_exactly_and_loads_unsharded(tiny: Path, stag
         train(TrainConfig.from_recipe(None, stage=2, init=str(stage1 / "final"), llm_weights="full",
                                       data=str(tiny / "data/conv.jsonl"), out=str(run), max_steps=8))
     # the checkpoint is the unsharded format: a plain process and export read it as written
-    from export.checkpoint import Checkpoint
-    from training.model import load_checkpoint
+    from llasm.export.checkpoint import Checkpoint
+    from llasm.training.model import load_checkpoint
 
     saved = load_file(str(ref / "final/llm/model.safetensors"))
     model = load_checkpoint(ref / "final")

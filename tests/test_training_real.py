@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from training.data import StateCache, collate, load_clip, read_manifest
-from training.datagen.text import fortune_sentences
-from training.train import TrainConfig, build_model, cache_heard, cache_states, evaluate, train
+from llasm.training.data import StateCache, collate, load_clip, read_manifest
+from llasm.training.datagen.text import fortune_sentences
+from llasm.training.train import TrainConfig, build_model, cache_heard, cache_states, evaluate, train
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")]
 
@@ -58,9 +57,9 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
     cache_states(data, "default:whisper-base", tmp_path / "states", engine="ct2")
     cache = cache_states(str(tmp_path / "all.jsonl"), "default:whisper-base", tmp_path / "states", engine="ct2")
     # the cache encodes two clips at a time; its states are the runtime encoder's, one clip at a time
-    from assistant.audio import log_mel
-    from assistant.basemodels import resolve
-    from assistant.encoder import CT2Encoder
+    from llasm.assistant.audio import log_mel
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.encoder import CT2Encoder
 
     one = CT2Encoder(resolve("default:whisper-base"), n_threads=1)
     wavs = sorted(tmp_path.glob("eval*.wav")) + sorted(tmp_path.glob("train*.wav"))[:4]
@@ -85,7 +84,7 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
 
     # --ctc-shortlist on the real models: the softmax over the training transcripts' tokens; it learns too,
     # the checkpoint keeps that vocabulary, and what the head hears comes from it
-    from training.model import load_checkpoint
+    from llasm.training.model import load_checkpoint
 
     short = train(dataclasses.replace(cfg, out=str(tmp_path / "short"), ctc_shortlist=True))
     rows = [json.loads(x) for x in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
@@ -100,11 +99,10 @@ def test_real_stage1_ctc_heldout_loss_drops(tmp_path: Path) -> None:
 
 
 def test_real_stage2_reads_back_what_the_shipped_adaptor_hears(tmp_path: Path) -> None:
+    from llasm.assistant.audio import load_audio
+    from llasm.assistant.engine import Engine
+    from llasm.training.datagen.mix import build_mix
     from safetensors.torch import load_file
-
-    from assistant.audio import load_audio
-    from assistant.engine import Engine
-    from training.datagen.mix import build_mix
 
     asr = _manifest(tmp_path, "asr", SEED_SENTENCES[:8], ["en-us", "en-gb"])
     cache = cache_states(str(asr), "default:whisper-base", tmp_path / "states", engine="ct2")

@@ -8,14 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from llasm.assistant.capture import ArraySource
+from llasm.assistant.history import History
+from llasm.assistant.settings import Settings
+from llasm.assistant.tui.app import AssistantApp
+from llasm.assistant.tui.history_screen import HistoryScreen
+from llasm.assistant.tui.message import AssistantMessage, UserMessage
 from test_handsfree_fakes import FakeEngine, conversation
-
-from assistant.capture import ArraySource
-from assistant.history import History
-from assistant.settings import Settings
-from assistant.tui.app import AssistantApp
-from assistant.tui.history_screen import HistoryScreen
-from assistant.tui.message import AssistantMessage, UserMessage
 
 SIZE = (100, 32)
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_handsfree_fakes import SR, conversation, espeak
-
-from assistant.capture import ArraySource, EndOfStream
-from assistant.vad import (
+from llasm.assistant.capture import ArraySource, EndOfStream
+from llasm.assistant.vad import (
     PushToTalk,
     Segmenter,
     SpeechDiscarded,
@@ -19,6 +17,7 @@ from assistant.vad import (
     VadOptions,
     level_dbfs,
 )
+from test_handsfree_fakes import SR, conversation, espeak
 
 
 @pytest.fixture(scope="module")

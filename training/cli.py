@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib.util
 
 import typer
-
-from training import commands_models, commands_train
-from training.datagen import cli as datagen_cli
+from llasm.training import commands_models, commands_train
+from llasm.training.datagen import cli as datagen_cli
 
 app = typer.Typer(
     name="llasm-train",

@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable
 
 import typer
-
-from assistant.basemodels import DEFAULTS, ModelResolutionError, default_models, resolve_default
+from llasm.assistant.basemodels import DEFAULTS, ModelResolutionError, default_models, resolve_default
 
 
 def base_models() -> dict[str, str]:
@@ -17,7 +16,7 @@ def base_models() -> dict[str, str]:
 
     Training and export call this (or ``training.convert.whisper_hf`` / ``llama_hf`` for other references).
     """
-    from training.convert import base_models as _base_models
+    from llasm.training.convert import base_models as _base_models
 
     return _base_models()
 
@@ -85,7 +84,7 @@ def register(app: typer.Typer) -> None:
                 where = info["error"] or info["path"] or "(assembled on first use)"
                 typer.echo(f"{DEFAULTS[name].ref:<26} {info['description']}\n{'':<26} {where}")
             return
-        from training.convert import ConversionError
+        from llasm.training.convert import ConversionError
 
         t0 = time.perf_counter()
         try:

@@ -15,10 +15,10 @@ import typer
 
 def errors() -> tuple[type[Exception], ...]:
     """The exceptions a training command reports as a one-line error."""
-    from assistant.plotting import PlotUnavailable
-    from training.data import DataError
-    from training.model import ModelError
-    from training.train import TrainError
+    from llasm.assistant.plotting import PlotUnavailable
+    from llasm.training.data import DataError
+    from llasm.training.model import ModelError
+    from llasm.training.train import TrainError
 
     return (TrainError, DataError, ModelError, PlotUnavailable, FileNotFoundError)
 
@@ -29,7 +29,7 @@ def _fail(e: Exception) -> None:
 
 
 def _run(stage: int, **opts: Any) -> None:
-    from training.train import TrainConfig, train
+    from llasm.training.train import TrainConfig, train
 
     recipe = opts.pop("recipe")
     try:
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
     ) -> None:
         """Held-out loss and WER of greedy transcriptions."""
-        from training.train import evaluate_checkpoint
+        from llasm.training.train import evaluate_checkpoint
 
         try:
             res = evaluate_checkpoint(checkpoint, data, max_examples=max_examples, n_generate=n_generate)
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("int8", help="ct2 compute type: int8 | float32"),
     ) -> None:
         """Encode every clip once with the frozen encoder (sharded safetensors) for CPU training."""
-        from training.train import cache_states
+        from llasm.training.train import cache_states
 
         try:
             print(cache_states(data, encoder, out, shard_size=shard_size, engine=engine, dtype=dtype))
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, help="clips heard per batch"),
     ) -> None:
         """What a frozen top-1 ctc adaptor hears in each clip, once: stage 2 then needs no audio (`--heard-cache`)."""
-        from training.train import cache_heard
+        from llasm.training.train import cache_heard
 
         try:
             print(cache_heard(init, data, out, state_cache=state_cache, batch_size=batch_size))

@@ -8,7 +8,7 @@
 Both are written once under ``<llasm cache>/hf/`` (a temp directory renamed into place) and reused:
 a second call only checks a stamp file. ``base_models()`` materializes the defaults and returns their paths.
 
-Parity with the engines the runtime uses is measured by ``python -m training.convert --parity``
+Parity with the engines the runtime uses is measured by ``python -m llasm.training.convert --parity``
 (numbers in docs/converters.md).
 """
 
@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from assistant import basemodels
-from assistant.basemodels import ModelResolutionError
+from llasm.assistant import basemodels
+from llasm.assistant.basemodels import ModelResolutionError
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import torch
@@ -397,7 +396,7 @@ def whisper_encode(encoder: Any, input_features: torch.Tensor) -> torch.Tensor:
 def _gguf_header(gguf_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Scalar/string metadata and the tensor table of a GGUF (the runtime's header reader: milliseconds, where
     gguf-py's reader parses every tokenizer array)."""
-    from assistant.bundle import BundleError, read_gguf_index
+    from llasm.assistant.bundle import BundleError, read_gguf_index
 
     try:
         return read_gguf_index(gguf_path)
@@ -650,7 +649,7 @@ def base_models(whisper: str = DEFAULT_WHISPER, llm: str = DEFAULT_LLM) -> dict[
 
 
 # ------------------------------------------------------------------------------------------------------
-# parity with the runtime engines (python -m training.convert --parity)
+# parity with the runtime engines (python -m llasm.training.convert --parity)
 
 PARITY_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -670,7 +669,7 @@ def speak(text: str, out_wav: str | os.PathLike[str], voice: str = "en-us") -> n
     """Synthesize ``text`` with espeak-ng into ``out_wav``; return it as 16 kHz mono float32."""
     import subprocess
 
-    from assistant.audio import load_audio
+    from llasm.assistant.audio import load_audio
 
     if shutil.which("espeak-ng") is None:
         raise ConversionError("espeak-ng is not installed: apt-get install espeak-ng")
@@ -932,7 +931,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m training.convert", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m llasm.training.convert", description=__doc__.split("\n")[0])
     ap.add_argument(
         "--parity", action="store_true", help="measure converter parity with CTranslate2 / llama.cpp"
     )

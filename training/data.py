@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
-from training.samples import Sample, Turn
+from llasm.assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
+from llasm.training.samples import Sample, Turn
 
 SAMPLE_RATE = 16000
 
@@ -279,14 +278,14 @@ def example_rng(seed: int, epoch: int, index: int) -> random.Random:
 
 # ---- audio --------------------------------------------------------------------------------------------
 def load_clip(path: Path) -> np.ndarray:
-    from assistant.audio import load_audio
+    from llasm.assistant.audio import load_audio
 
     return load_audio(str(path), sample_rate=SAMPLE_RATE)
 
 
 def features_batch(audios: Sequence[np.ndarray], n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-mel of each clip at its real length, zero padded: [B, n_mels, T] and lengths [B]."""
-    from assistant.audio import log_mel
+    from llasm.assistant.audio import log_mel
 
     mels = [log_mel(a, n_mels=n_mels) for a in audios]
     t = max(m.shape[1] for m in mels)

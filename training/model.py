@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from llasm.assistant.adaptor import DEFAULT_CTC_TOPK, DEFAULT_STACK, NORM_EPS, AdaptorConfig, ctc_segments
+from llasm.assistant.prompt import AUDIO, Message, PromptTemplate
+from llasm.training.samples import Sample, Turn
 from torch import nn
-
-from assistant.adaptor import DEFAULT_CTC_TOPK, DEFAULT_STACK, NORM_EPS, AdaptorConfig, ctc_segments
-from assistant.prompt import AUDIO, Message, PromptTemplate
-from training.samples import Sample, Turn
 
 IGNORE = -100
 CTC_VOCAB = "ctc_vocab.json"  # in a checkpoint: the token ids a --ctc-shortlist head scores
@@ -339,9 +338,8 @@ class LLaSM(nn.Module):
         if not Path(llm_src).is_dir():
             raise ModelError(f"LLM directory {llm_src} not found; give a Hugging Face LLaMA dir")
         if "gguf_file" in kw:  # transformers' GGUF loader drops Llama-3 rope scaling (the rope_freqs tensor)
+            from llasm.training.convert import ConversionError, gguf_llama3_rope
             from transformers import AutoConfig
-
-            from training.convert import ConversionError, gguf_llama3_rope
 
             try:
                 rope = gguf_llama3_rope(Path(llm_src) / spec.llm_gguf)
@@ -413,7 +411,7 @@ class LLaSM(nn.Module):
 
     # -- audio --
     def features(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        from training.data import features_batch
+        from llasm.training.data import features_batch
 
         return features_batch(audios, self.encoder_info["n_mels"])
 

@@ -1,6 +1,6 @@
 """Tiny random base models and a synthetic dataset, for tests and smoke runs (seconds on a CPU).
 
-    python -m training.tiny OUT_DIR     # OUT/whisper, OUT/llm, OUT/data/{train,eval}.jsonl, OUT/data/conv.jsonl
+    python -m llasm.training.tiny OUT_DIR     # OUT/whisper, OUT/llm, OUT/data/{train,eval}.jsonl, OUT/data/conv.jsonl
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ WORDS = ("red green blue one two three four five cat dog sun moon yes no hello w
 
 
 def make_tokenizer(out: Path) -> Path:
+    from llasm.assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from assistant.prompt import TRANSCRIBE_INSTRUCTIONS_EN, TRANSCRIBE_INSTRUCTIONS_ZH
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

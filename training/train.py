@@ -1,7 +1,7 @@
 """The training loop for both stages (and the ctc "stage 0" objective), read top to bottom.
 
     cfg = TrainConfig.from_recipe("training/recipes/cpu.toml", stage=1, data="train.jsonl", out="runs/s1")
-    train(cfg)       # or: accelerate launch -m training.cli stage1 --recipe ... (DDP / FSDP)
+    train(cfg)       # or: accelerate launch -m llasm.training.cli stage1 --recipe ... (DDP / FSDP)
 
 Checkpoints go to OUT/checkpoints/step-NNNNNNN (layout in docs/architecture.md), written to a temporary
 directory and renamed, keep-last-K; OUT/final is the last one. A run restarted with the same OUT resumes
@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from assistant.plotting import pyplot
-from assistant.textmetrics import wer
-from training.data import (
+from llasm.assistant.plotting import pyplot
+from llasm.assistant.textmetrics import wer
+from llasm.training.data import (
     HeardCache,
     Manifest,
     StateCache,
@@ -42,7 +41,7 @@ from training.data import (
     read_manifest,
     spoken_turns_as_asr,
 )
-from training.model import CTC_VOCAB, LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
+from llasm.training.model import CTC_VOCAB, LLaSM, ModelSpec, load_checkpoint, read_checkpoint_config
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -163,7 +162,7 @@ def resolve_base(ref: str, kind: str) -> str:
         if not Path(ref).exists():
             raise TrainError(f"{kind} {ref} not found; give a local Hugging Face directory or default:NAME")
         return ref
-    from training import convert
+    from llasm.training import convert
 
     return str(convert.whisper_hf(ref) if kind == "encoder" else convert.llama_hf(ref))
 
@@ -566,7 +565,7 @@ def transcribe_batch(model: LLaSM, batch: dict[str, Any], examples: list[Any]) -
     emb, heard = model.batch_audio(batch)
     if heard is not None and model.adaptor.config.type == "ctc" and batch["objective"] == "ctc":
         return [model.tokenizer.decode(h, skip_special_tokens=True).strip() for h in heard]
-    from training.data import asr_turns, conversation_turns
+    from llasm.training.data import asr_turns, conversation_turns
 
     out, first = [], 0  # the batch's clips are its examples' clips, in order
     for ex in examples:
@@ -858,10 +857,9 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
     Incremental and resumable: clips already in `out`'s index are skipped, so a killed run continues where its
     last shard ended and another manifest can be added to the same cache. The index is rewritten (atomically)
     after every shard. Adding to a cache made by another encoder or engine is refused."""
+    from llasm.training.data import features_batch
     from safetensors.torch import save_file
     from tqdm import tqdm
-
-    from training.data import features_batch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -886,9 +884,8 @@ def cache_states(data: str, encoder: str, out: str | Path, *, shard_size: int = 
     if engine == "ct2":
         enc = _CT2StateEncoder(encoder, dtype)
     elif engine == "torch":
+        from llasm.training.model import WhisperEncoderVL
         from transformers import WhisperModel
-
-        from training.model import WhisperEncoderVL
 
         enc = WhisperEncoderVL(WhisperModel.from_pretrained(resolve_base(encoder, "encoder")).get_encoder()).eval()
     else:
@@ -933,9 +930,8 @@ def cache_heard(init: str | Path, data: str, out: str | Path, *, state_cache: st
     Stage 2 over that frozen adaptor then reads this file in place of the audio (`--heard-cache`): the same
     embeddings the adaptor would give, without the clips, their states or the encoder. States come from
     `state_cache` where it holds them, else the checkpoint's encoder runs on the audio."""
+    from llasm.training.data import DataError, HeardCache, clip_key, pad_states
     from tqdm import tqdm
-
-    from training.data import DataError, HeardCache, clip_key, pad_states
 
     init, out = Path(init), Path(out)
     cfg = read_checkpoint_config(init)
@@ -982,8 +978,8 @@ class _CT2StateEncoder:
     def __init__(self, ref: str, dtype: str) -> None:
         import os
 
-        from assistant.basemodels import resolve
-        from assistant.encoder import CT2Encoder
+        from llasm.assistant.basemodels import resolve
+        from llasm.assistant.encoder import CT2Encoder
 
         path = resolve(ref) if ref.startswith("default:") else Path(ref)
         if not (Path(path) / "model.bin").exists():

@@ -12,16 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
-
-from assistant.capture import AudioSource, CaptureError, MicrophoneSource
-from assistant.handsfree import (
+from llasm.assistant.capture import AudioSource, CaptureError, MicrophoneSource
+from llasm.assistant.handsfree import (
     DeviceStatus,
     EngineLike,
     Level,
@@ -33,15 +25,22 @@ from assistant.handsfree import (
     load_engine,
     make_speech,
 )
-from assistant.history import History, HistoryError
-from assistant.settings import Settings
-from assistant.tui.commands import assistant_commands
-from assistant.tui.history_screen import HistoryScreen
-from assistant.tui.level_meter import LevelMeter
-from assistant.tui.message import AssistantMessage, UserMessage
-from assistant.tui.state_indicator import HeardSoFar, StateIndicator
-from assistant.tui.transcript import Transcript
-from assistant.vad import SpeechDiscarded, SpeechStarted, Utterance
+from llasm.assistant.history import History, HistoryError
+from llasm.assistant.settings import Settings
+from llasm.assistant.tui.commands import assistant_commands
+from llasm.assistant.tui.history_screen import HistoryScreen
+from llasm.assistant.tui.level_meter import LevelMeter
+from llasm.assistant.tui.message import AssistantMessage, UserMessage
+from llasm.assistant.tui.state_indicator import HeardSoFar, StateIndicator
+from llasm.assistant.tui.transcript import Transcript
+from llasm.assistant.vad import SpeechDiscarded, SpeechStarted, Utterance
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input
 
 
 class ListenerMessage(Message):
@@ -417,7 +416,7 @@ class AssistantApp(App[int]):
             self.responder.new_chat()
         await self.transcript.clear()
         turns = self.history.turns(chat_id)
-        from assistant.tui.message import latency_line
+        from llasm.assistant.tui.message import latency_line
 
         for t in turns:
             if t.role == "user":

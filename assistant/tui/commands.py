@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from textual.app import SystemCommand
 
 if TYPE_CHECKING:
-    from assistant.tui.app import AssistantApp
+    from llasm.assistant.tui.app import AssistantApp
 
 
 def assistant_commands(app: AssistantApp) -> Iterator[SystemCommand]:

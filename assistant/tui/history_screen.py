@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
+from llasm.assistant.history import ChatSummary
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
-
-from assistant.history import ChatSummary
 
 
 class HistoryScreen(ModalScreen[int | None]):

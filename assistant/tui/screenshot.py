@@ -1,6 +1,6 @@
 """Save an SVG screenshot of the TUI mid-conversation (used for docs/tui-screenshot.svg).
 
-    python -m assistant.tui.screenshot docs/tui-screenshot.svg [--bundle DIR] [--mic-file talk.wav]
+    python -m llasm.assistant.tui.screenshot docs/tui-screenshot.svg [--bundle DIR] [--mic-file talk.wav]
         [--text "What is the capital of France?"] ...
 
 Runs the real app headlessly (Textual's test driver): asks each typed question, replays the recording
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.capture import FileSource
-from assistant.handsfree import load_engine
-from assistant.settings import Settings
-from assistant.tui.app import AssistantApp
+from llasm.assistant.capture import FileSource
+from llasm.assistant.handsfree import load_engine
+from llasm.assistant.settings import Settings
+from llasm.assistant.tui.app import AssistantApp
 
 
 async def _shoot(out: Path, settings: Settings, texts: list[str], mic_file: str | None, size: tuple[int, int],

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from llasm.assistant.tui.message import AssistantMessage, UserMessage
 from textual.containers import VerticalScroll
 from textual.widgets import Static
-
-from assistant.tui.message import AssistantMessage, UserMessage
 
 
 class Transcript(VerticalScroll):

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from assistant.audio import SAMPLE_RATE, AudioError, load_audio, save_wav
-from training.datagen import augment
-from training.datagen.text import text_is_eval
-from training.datagen.tts import TtsError, Voice, available_backends, synthesize, voices
+from llasm.assistant.audio import SAMPLE_RATE, AudioError, load_audio, save_wav
+from llasm.training.datagen import augment
+from llasm.training.datagen.text import text_is_eval
+from llasm.training.datagen.tts import TtsError, Voice, available_backends, synthesize, voices
 
 MIN_SECONDS, MAX_SECONDS = 0.4, 30.0
 
@@ -372,7 +371,7 @@ def build_asr(
     chinese: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build an ASR dataset of `count` clips in `out`; returns the summary. Texts default to `text.py`'s."""
-    from training.datagen import text as textmod
+    from llasm.training.datagen import text as textmod
 
     opts = opts or BuildOptions()
     root = Path(out)

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-
-from training.datagen.build import BuildOptions, DataGenError
+from llasm.training.datagen.build import BuildOptions, DataGenError
 
 data_app = typer.Typer(help="Build speech datasets offline with text-to-speech.", no_args_is_help=True)
 
@@ -32,11 +31,11 @@ def _opts(seed: int, eval_fraction: float, tts: str, hibari_fraction: float, wor
         raise DataGenError(f"--eval-fraction must be in [0, 1), not {eval_fraction}")
     if workers < 1:
         raise DataGenError(f"--workers must be at least 1, not {workers}")
-    from training.datagen.augment import EVAL_ACOUSTICS
+    from llasm.training.datagen.augment import EVAL_ACOUSTICS
 
     if eval_acoustics not in EVAL_ACOUSTICS:
         raise DataGenError(f"--eval-acoustics must be one of {', '.join(EVAL_ACOUSTICS)}, not {eval_acoustics!r}")
-    from training.datagen.tts import VOICE_SETS
+    from llasm.training.datagen.tts import VOICE_SETS
 
     if voice_set not in VOICE_SETS:
         raise DataGenError(f"--voice-set must be one of {', '.join(VOICE_SETS)}, not {voice_set!r}")
@@ -70,7 +69,7 @@ def asr_cmd(
     voice_set: str = typer.Option("base", help=_VOICES_HELP),
 ) -> None:
     """ASR clips of natural English (and Mandarin) sentences: DIR/train.jsonl, DIR/eval.jsonl."""
-    from training.datagen.build import build_asr
+    from llasm.training.datagen.build import build_asr
 
     def go() -> None:
         build_asr(out, count, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
@@ -105,8 +104,8 @@ def instructions_cmd(
                                                "docs/data.md)"),
 ) -> None:
     """Spoken requests answered by the text LLM (LLaVA-style conversations)."""
-    from training.datagen.conversations import build_instructions
-    from training.datagen.replies import ReplySettings
+    from llasm.training.datagen.conversations import build_instructions
+    from llasm.training.datagen.replies import ReplySettings
 
     def go() -> None:
         reply = ReplySettings(model=llm, max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads)
@@ -133,7 +132,7 @@ def convert_cmd(
     voice_set: str = typer.Option("base", help=_VOICES_HELP),
 ) -> None:
     """Speak the human turns of your own text conversations (the paper's construction)."""
-    from training.datagen.conversations import build_converted
+    from llasm.training.datagen.conversations import build_converted
 
     def go() -> None:
         build_converted(src, out, _opts(seed, eval_fraction, tts, hibari_fraction, workers, quiet, eval_acoustics,
@@ -159,7 +158,7 @@ def mix_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Stage-2 conversations in the bundle's own prompt: transcription requests and spoken questions."""
-    from training.datagen.mix import build_mix
+    from llasm.training.datagen.mix import build_mix
 
     def go() -> None:
         n = build_mix(out, asr=asr, conversations=conversations, asr_count=asr_count, system_prompt=system_prompt,
@@ -179,7 +178,7 @@ def real_cmd(
 ) -> None:
     """Real recorded speech that packages ship, as a dev and a test set for `llasm-assistant evaluate`
     (never for training; the recordings are listed in docs/data.md)."""
-    from training.datagen.real import RealSpeechError, build_real_sets
+    from llasm.training.datagen.real import RealSpeechError, build_real_sets
 
     def go() -> None:
         try:

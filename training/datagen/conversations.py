@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from training.datagen.build import (
+from llasm.training.datagen.build import (
     BuildOptions,
     Conversation,
     DataGenError,
@@ -22,8 +22,8 @@ from training.datagen.build import (
     check_meta,
     clip_split,
 )
-from training.datagen.prompts import TEMPLATE_SETS, generate_requests
-from training.datagen.replies import LlamaReplier, Replier, ReplySettings
+from llasm.training.datagen.prompts import TEMPLATE_SETS, generate_requests
+from llasm.training.datagen.replies import LlamaReplier, Replier, ReplySettings
 
 HUMAN_ROLES = {"human", "user", "question", "instruction"}
 GPT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "bing", "model", "answer", "response"}

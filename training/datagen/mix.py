@@ -17,15 +17,14 @@ import os
 import random
 from pathlib import Path
 
-from training.data import DataError, read_manifest
+from llasm.training.data import DataError, read_manifest
 
 
 def heard_transcripts(bundle: str | Path, clips: list[Path], *, progress: bool = False) -> list[str]:
     """What a bundle's adaptor hears in each clip (its ctc transcript), through the runtime's own encoder."""
+    from llasm.assistant.audio import load_audio
+    from llasm.assistant.engine import Engine
     from tqdm import tqdm
-
-    from assistant.audio import load_audio
-    from assistant.engine import Engine
 
     eng = Engine.load(bundle, n_threads=None)
     try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from training.datagen import everyday, general
-from training.datagen.text import norm_key, text_is_eval
+from llasm.training.datagen import everyday, general
+from llasm.training.datagen.text import norm_key, text_is_eval
 
 SLOTS: dict[str, list[str]] = {
     "country": "France Japan Brazil Canada Egypt India Mexico Kenya Norway Peru Italy Spain Germany Chile "

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from assistant.audio import AudioError, load_audio
+from llasm.assistant.audio import AudioError, load_audio
 
 SAMPLE_RATE = 16000
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")

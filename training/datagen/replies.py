@@ -35,7 +35,7 @@ class LlamaReplier:
     """`replier(history)` -> the assistant's next message for `[{"role", "content"}, ...]`."""
 
     def __init__(self, settings: ReplySettings) -> None:
-        from assistant.basemodels import resolve
+        from llasm.assistant.basemodels import resolve
 
         self.settings = settings
         self.model_path = str(resolve(settings.model))

@@ -29,10 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from assistant.audio import load_audio
-from training.datagen import accents
-from training.datagen.accents import FOREIGN_ACCENTS, FOREIGN_TABLES, RANDOM_ACCENTS
+from llasm.assistant.audio import load_audio
+from llasm.training.datagen import accents
+from llasm.training.datagen.accents import FOREIGN_ACCENTS, FOREIGN_TABLES, RANDOM_ACCENTS
 
 ESPEAK_EN_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 ESPEAK_ZH_ACCENTS = ("cmn",)
