@@ -520,6 +520,69 @@ def test_a_transcript_that_spells_control_tokens_stays_text(default_engine,  # n
     engine.new_chat()
 
 
+def _noises(seconds: float = 3.0) -> dict[str, object]:
+    import numpy as np
+
+    n = int(16000 * seconds)
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(n)
+    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n)
+    brown = np.cumsum(white)
+    brown -= np.convolve(brown, np.ones(400) / 400, "same")
+    hum = np.sin(2 * np.pi * 50 * np.arange(n) / 16000) + 0.05 * white
+    tone = np.sin(2 * np.pi * 440 * np.arange(n) / 16000)
+    return {k: (0.3 * v / np.std(v)).astype(np.float32)
+            for k, v in {"white": white, "pink": pink, "brown": brown, "hum": hum, "tone": tone}.items()}
+
+
+def test_steady_sounds_are_not_speech() -> None:
+    """The loudness of noise, hum and tones hardly changes; speech rises and falls with its syllables, in a quiet
+    room and in white noise at 5 dB SNR."""
+    import numpy as np
+    from llasm.assistant.audio import STEADY_DB, energy_spread_db, load_audio, steady_sound
+
+    for name, audio in _noises().items():
+        assert steady_sound(audio), (name, energy_spread_db(audio))
+    clip = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
+    if not clip.is_file():
+        pytest.skip("Debian pocketsphinx-testdata is not installed")
+    speech = load_audio(clip)
+    assert energy_spread_db(speech) > STEADY_DB + 5
+    noise = np.random.default_rng(1).standard_normal(len(speech))
+    noise *= np.sqrt(np.mean(speech**2) / 10 ** 0.5) / np.std(noise)
+    assert not steady_sound((speech + noise).astype(np.float32))
+    assert steady_sound(np.zeros(10, np.float32))  # shorter than a frame
+
+
+@pytest.mark.real
+def test_noise_is_heard_as_nothing(default_engine, tmp_path: Path) -> None:  # noqa: ANN001
+    """3 s of loud white noise in a 16-bit wav was heard as "I'm going to cut it in half and cut it in half."
+    (--transcribe) and answered, exit code 0; a tone as ".". Noise of every colour, hum and a tone are no turn;
+    speech still is."""
+    import numpy as np
+    import soundfile as sf
+    from llasm.assistant.audio import load_audio
+    from llasm.assistant.engine import GenerationOptions
+
+    engine = default_engine
+    sounds = dict(_noises())
+    sf.write(tmp_path / "noise.wav", (0.3 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32), 16000)
+    sounds["white, 16-bit wav"] = load_audio(tmp_path / "noise.wav")
+    alsa = Path("/usr/share/sounds/alsa/Noise.wav")
+    if alsa.is_file():
+        sounds["alsa Noise.wav"] = load_audio(alsa)
+    for name, audio in sounds.items():
+        for transcribe in (False, True):
+            engine.new_chat()
+            done = engine.ask(audio=audio, transcribe=transcribe, options=GenerationOptions(max_tokens=4))
+            assert (done.stop_reason, done.heard, done.answer) == ("silence", "", ""), (name, transcribe, done.heard)
+    clip = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
+    if clip.is_file():
+        engine.new_chat()
+        assert "clubs" in engine.ask(audio=load_audio(clip), transcribe=True).answer.lower()  # "ten of clubs"
+    engine.new_chat()
+
+
 # ---- training data and logs ---------------------------------------------------------------------------------
 def test_empty_transcript_is_an_error_naming_the_line(tmp_path: Path) -> None:
     pytest.importorskip("torch")
