@@ -142,8 +142,9 @@ class Bundle:
 # "source" is free-form (what the export read), "adaptor" keeps extra keys as the adaptor config does.
 @dataclass(frozen=True)
 class Field:
-    """One bundle.json field: `kind` is "str", "text" (a string, empty allowed), "int", "list[str]",
-    "object" or "any"; `null` admits JSON null; `choices` and `minimum` bound the value."""
+    """One bundle.json field: `kind` is "str" (non-empty), "text" (a string, empty allowed), "int",
+    "list[str]" or "object"; `required` inside a section (the top level's are `REQUIRED_SECTIONS`); `null` admits
+    JSON null; `choices` and `minimum` bound the value."""
 
     kind: str
     required: bool = False
@@ -156,13 +157,13 @@ class Field:
 
 _PROMPT_FORMAT = Field("text", content_slot=True)
 SCHEMA: dict[str, Field | dict[str, Field]] = {
-    "format": Field("str", required=True, choices=(BUNDLE_FORMAT,)),
-    "version": Field("int", required=True, choices=(BUNDLE_VERSION,)),
+    "format": Field("str", choices=(BUNDLE_FORMAT,)),
+    "version": Field("int", choices=(BUNDLE_VERSION,)),
     # the runtime feeds the encoder 16 kHz log-mels; Whisper models take 80 (tiny ... large-v2) or 128 bins
     "audio": {"sample_rate": Field("int", choices=(16000,)), "n_mels": Field("int", choices=(80, 128))},
     "encoder": {"format": Field("str", required=True, choices=("ct2", "onnx")), "path": Field("str", required=True),
                 "dtype": Field("str"), "d_model": Field("int", minimum=0)},
-    "adaptor": Field("object", required=True),
+    "adaptor": Field("object"),
     # n_ctx 0 = DEFAULT_N_CTX
     "llm": {"path": Field("str", required=True), "quant": Field("text"), "lora": Field("text", null=True),
             "n_ctx": Field("int", minimum=0), "lora_turns": Field("str", choices=LORA_TURNS),
