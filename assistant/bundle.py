@@ -78,15 +78,10 @@ class Bundle:
     def load(cls, root: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
         """Read `root/bundle.json` (None: the default bundle) and check every file it names."""
         root, manifest_path, m = read_manifest(root)
-        try:
-            enc, llm, ad = dict(m["encoder"]), dict(m["llm"]), dict(m["adaptor"])
-            audio = dict(m.get("audio", {}))
-            prompt = PromptTemplate.from_dict(m["prompt"])
-        except KeyError as e:
-            raise BundleError(f"{manifest_path} lacks the {e.args[0]!r} section: re-export the bundle") from None
-        except (TypeError, ValueError) as e:
-            raise BundleError(f"{manifest_path} has a malformed section ({_one_line(e)}): re-export the "
-                              f"bundle") from None
+        validate_manifest(m, manifest_path)
+        enc, llm, ad = dict(m["encoder"]), dict(m["llm"]), dict(m["adaptor"])
+        audio = dict(m.get("audio") or {})
+        prompt = PromptTemplate.from_dict(m["prompt"])
 
         checksums = _checksums(m, manifest_path)
         warnings: list[str] = []
@@ -97,11 +92,8 @@ class Bundle:
         if verify:
             for rel, digest in checksums.items():
                 _verify_checksum(root, rel, digest)
-        _check_adaptor(ad, manifest_path)
 
-        enc_format = enc.get("format")
-        if enc_format not in ("ct2", "onnx"):
-            raise BundleError(f"{manifest_path}: encoder.format is {enc_format!r}; use 'ct2' or 'onnx'")
+        enc_format = enc["format"]
         enc_ref = str(enc.get("path", ""))
         enc_path = _resolve(root, enc_ref, "encoder.path", manifest_path)
         if enc_format == "ct2":
@@ -121,32 +113,143 @@ class Bundle:
             lora_path = _resolve(root, str(llm["lora"]), "llm.lora", manifest_path)
             check_gguf(lora_path)
         lora_turns = str(llm.get("lora_turns", "all"))
-        if lora_turns not in LORA_TURNS:
-            raise BundleError(f"{manifest_path}: llm.lora_turns must be one of {', '.join(LORA_TURNS)}, "
-                              f"got {lora_turns!r}")
-
         stop = m.get("stop", list(prompt.stop))
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise BundleError(f"{manifest_path}: 'stop' must be a list of strings")
-        try:
-            return cls(
-                root=root,
-                manifest=m,
-                sample_rate=int(audio.get("sample_rate", 16000)),
-                n_mels=int(audio.get("n_mels", 80)),
-                encoder=EncoderSpec(enc_format, enc_path, enc_ref, str(enc.get("dtype", "int8")),
-                                    int(enc.get("d_model", 0))),
-                adaptor=ad,
-                adaptor_path=ad_path,
-                llm=LLMSpec(llm_path, llm_ref, str(llm.get("quant", "")), lora_path,
-                            int(llm.get("n_ctx") or DEFAULT_N_CTX), lora_turns),
-                prompt=prompt,
-                stop=tuple(s for s in stop if s),
-                warnings=tuple(warnings),
-            )
-        except (TypeError, ValueError) as e:
-            raise BundleError(f"{manifest_path} has a malformed value ({_one_line(e)}): re-export the "
-                              f"bundle") from None
+        return cls(
+            root=root,
+            manifest=m,
+            sample_rate=int(audio.get("sample_rate", 16000)),
+            n_mels=int(audio.get("n_mels", 80)),
+            encoder=EncoderSpec(enc_format, enc_path, enc_ref, str(enc.get("dtype", "int8")),
+                                int(enc.get("d_model", 0))),
+            adaptor=ad,
+            adaptor_path=ad_path,
+            llm=LLMSpec(llm_path, llm_ref, str(llm.get("quant", "")), lora_path,
+                        int(llm.get("n_ctx") or DEFAULT_N_CTX), lora_turns),
+            prompt=prompt,
+            stop=tuple(s for s in stop if s),
+            warnings=tuple(warnings),
+        )
+
+
+# ---- the bundle.json schema ----------------------------------------------------------------------
+# One table states every field bundle.json may hold: its kind, whether it must be there, and its range.
+# `validate_manifest` checks a manifest against it before any value is read, so a wrong field is one line that
+# names it ("bundle.json: llm.n_ctx must be a whole number >= 0, got 'lots': re-export the bundle") instead of a
+# TypeError deep in the engine, or a wrong value that silently changes the answer (a prompt section that is not
+# an object once loaded as an empty template). The adaptor and hearing sections are checked by their own
+# readers (`AdaptorConfig.from_dict`, `HearingOptions.from_dict`), each the one definition of its fields.
+# Unknown keys are errors where the table lists every key (a typo such as "n_cxt" would otherwise be ignored);
+# "source" is free-form (what the export read), "adaptor" keeps extra keys as the adaptor config does.
+@dataclass(frozen=True)
+class Field:
+    """One bundle.json field: `kind` is "str" (non-empty), "text" (a string, empty allowed), "int",
+    "list[str]" or "object"; `required` inside a section (the top level's are `REQUIRED_SECTIONS`); `null` admits
+    JSON null; `choices` and `minimum` bound the value."""
+
+    kind: str
+    required: bool = False
+    null: bool = False
+    choices: tuple[Any, ...] = ()
+    minimum: int | None = None
+    content_slot: bool = False  # a prompt format: "{content}" exactly once
+    hex64: bool = False  # a sha256 hex digest
+
+
+_PROMPT_FORMAT = Field("text", content_slot=True)
+SCHEMA: dict[str, Field | dict[str, Field]] = {
+    "format": Field("str", choices=(BUNDLE_FORMAT,)),
+    "version": Field("int", choices=(BUNDLE_VERSION,)),
+    # the runtime feeds the encoder 16 kHz log-mels; Whisper models take 80 (tiny ... large-v2) or 128 bins
+    "audio": {"sample_rate": Field("int", choices=(16000,)), "n_mels": Field("int", choices=(80, 128))},
+    "encoder": {"format": Field("str", required=True, choices=("ct2", "onnx")), "path": Field("str", required=True),
+                "dtype": Field("str"), "d_model": Field("int", minimum=0)},
+    "adaptor": Field("object"),
+    # n_ctx 0 = DEFAULT_N_CTX
+    "llm": {"path": Field("str", required=True), "quant": Field("text"), "lora": Field("text", null=True),
+            "n_ctx": Field("int", minimum=0), "lora_turns": Field("str", choices=LORA_TURNS),
+            "name": Field("text", null=True), "n_embd": Field("int", minimum=1),
+            "n_vocab": Field("int", minimum=1), "vocab_sha256": Field("str", hex64=True)},
+    "prompt": {"prefix": Field("text"), "system": _PROMPT_FORMAT, "user": Field("text", True, content_slot=True),
+               "assistant": Field("text", True, content_slot=True), "generation": Field("text"),
+               "default_system": Field("text", null=True), "stop": Field("list[str]"),
+               "audio_separator": Field("text"), "transcribe": Field("text")},
+    "stop": Field("list[str]"),
+    "source": Field("object"),
+    "checksums": Field("object", null=True),
+    "hearing": Field("object", null=True),
+    "mmproj": {"path": Field("str", required=True)},
+}
+REQUIRED_SECTIONS = ("format", "version", "encoder", "adaptor", "llm", "prompt")
+
+
+def validate_manifest(m: dict[str, Any], manifest_path: Path) -> None:
+    """Check every field of a parsed bundle.json against `SCHEMA` (and the adaptor, hearing and checksums
+    sections against their readers); the first wrong field is a one-line BundleError naming it."""
+    from .adaptor import AdaptorConfig, AdaptorError
+    from .hearing import HearingOptions
+
+    def fail(what: str) -> BundleError:
+        return BundleError(f"{manifest_path}: {what}: re-export the bundle")
+
+    def check(name: str, spec: Field, value: Any) -> None:
+        if value is None and spec.null:
+            return
+        kind = spec.kind
+        if kind in ("str", "text"):
+            if not isinstance(value, str) or (kind == "str" and not value):
+                raise fail(f"{name} must be {'a non-empty' if kind == 'str' else 'a'} string, got {_short(value)}")
+            if spec.content_slot and value.count("{content}") != 1:
+                raise fail(f"{name} must hold {{content}} exactly once, got {_short(value)}")
+            if spec.hex64 and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+                raise fail(f"{name} must be a sha256 hex digest (64 hex digits), got {_short(value)}")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise fail(f"{name} must be a whole number, got {_short(value)}")
+            if spec.minimum is not None and value < spec.minimum:
+                raise fail(f"{name} must be a whole number >= {spec.minimum}, got {value}")
+        elif kind == "list[str]":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise fail(f"{name} must be a list of strings, got {_short(value)}")
+        elif kind == "object" and not isinstance(value, dict):
+            raise fail(f"{name} must be a JSON object, got {_short(value)}")
+        if spec.choices and value not in spec.choices:
+            raise fail(f"{name} must be {' or '.join(repr(c) for c in spec.choices)}, got {_short(value)}")
+
+    def known(where: str, got: dict[str, Any], table: dict[str, Any]) -> None:
+        extra = sorted(set(got) - set(table))
+        if extra:
+            raise fail(f"unknown {where}key(s) {', '.join(repr(k) for k in extra)} (known: {', '.join(table)})")
+
+    known("", m, SCHEMA)
+    for name, spec in SCHEMA.items():
+        if name not in m:
+            if name in REQUIRED_SECTIONS:
+                raise BundleError(f"{manifest_path} lacks the {name!r} section: re-export the bundle")
+            continue
+        value = m[name]
+        if isinstance(spec, Field):
+            check(name, spec, value)
+            continue
+        if not isinstance(value, dict):
+            raise fail(f"{name} must be a JSON object, got {_short(value)}")
+        known(f"{name} ", value, spec)
+        for key, field_spec in spec.items():
+            if key in value:
+                check(f"{name}.{key}", field_spec, value[key])
+            elif field_spec.required:
+                raise fail(f"{name}.{key} is missing")
+    ad = dict(m["adaptor"])
+    if "path" in ad:
+        check("adaptor.path", Field("str"), ad.pop("path"))
+    try:
+        AdaptorConfig.from_dict(ad)
+    except AdaptorError as e:
+        raise fail(f"adaptor: {_one_line(e)}") from None
+    try:
+        HearingOptions.from_dict(m.get("hearing"))
+    except ValueError as e:
+        raise fail(_one_line(e)) from None
+    _checksums(m, manifest_path)
 
 
 def read_manifest(root: str | os.PathLike[str] | None = None) -> tuple[Path, Path, dict[str, Any]]:
@@ -213,16 +316,6 @@ def _checksums(m: dict[str, Any], manifest_path: Path) -> dict[str, str]:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check_adaptor(ad: dict[str, Any], manifest_path: Path) -> None:
-    """The adaptor section as `AdaptorConfig.from_dict` reads it: a wrong field is a one-line BundleError."""
-    from .adaptor import AdaptorConfig, AdaptorError
-
-    try:
-        AdaptorConfig.from_dict(ad)
-    except AdaptorError as e:
-        raise BundleError(f"{manifest_path}: adaptor: {_one_line(e)}: re-export the bundle") from None
 
 
 def _one_line(e: BaseException) -> str:

@@ -184,10 +184,14 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
             except AudioError as e:
                 _err(f"{path}: {e}")
                 failed = True
+                if json_out:
+                    print(json.dumps(error_record(label, str(e)), ensure_ascii=False), flush=True)
                 continue
         elif not question or not question.strip():
             _err("--text is empty: type a question")
             failed = True
+            if json_out:
+                print(json.dumps(error_record(label, "--text is empty: type a question")), flush=True)
             continue
         if engine is None:
             try:
@@ -226,10 +230,18 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
         except (AudioError, EngineError) as e:
             _err(f"{label}: {e}")
             failed = True
+            if json_out:
+                print(json.dumps(error_record(label, str(e)), ensure_ascii=False), flush=True)
         except KeyboardInterrupt:
             _err("interrupted")
             return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT if failed else 0
+
+
+def error_record(label: str, error: str) -> dict[str, Any]:
+    """The --json line of an input that failed (unreadable audio, an empty --text, a turn too long): every
+    input gets a record, so a consumer can match records to inputs; "error" holds the one-line reason."""
+    return {"input": label, "answer": None, "heard": None, "n_tokens": 0, "stop_reason": "error", "error": error}
 
 
 def result_record(label: str, done: Any, llm: str | None = None) -> dict[str, Any]:

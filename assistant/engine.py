@@ -971,7 +971,7 @@ class Engine:
         try:
             self._fit(1)
         except EngineError:
-            self._turns.pop()  # a turn longer than the context: answered, but not kept
+            pass  # a turn longer than the context: answered, but not kept (_fit has dropped it)
         now = time.perf_counter()
         yield Token(heard)
         timings.update(n_tokens=len(turn.pieces[-2]), ttft_ms=(now - t0) * 1e3, prefill_ms=0.0,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import quiet_cuts
+from .audio import quiet_cuts, steady_sound
 
 SAMPLE_RATE = 16000
 TIMESTAMP_S = 0.02  # one timestamp token step
@@ -240,7 +240,8 @@ class WhisperHearing:
                      timings=timings)
 
     def _window(self, audio: np.ndarray) -> Heard:
-        if not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS:
+        if (not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS
+                or steady_sound(audio)):  # noise, hum, a tone: nothing to decode (assistant/audio.py STEADY_DB)
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
         t0 = time.perf_counter()
         feats = self._features(audio)

@@ -155,11 +155,16 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     err = r.stderr.strip().splitlines()
     assert len(err) == 2 and "bad.wav" in err[0] and "empty.wav" in err[1]
     records = [json.loads(line) for line in r.stdout.strip().splitlines()]
-    assert [rec["input"] for rec in records] == [str(good), "Name a colour."]
+    # every input has a record, in order; the failed ones say why in one line
+    assert [rec["input"] for rec in records] == [str(good), str(bad), str(empty), "Name a colour."]
+    failed = records[1:3]
+    assert all(rec["stop_reason"] == "error" and rec["answer"] is None for rec in failed)
+    assert "bad.wav" in failed[0]["error"] and "empty" in failed[1]["error"]
+    records = [records[0], records[3]]
     keys = {"input", "answer", "encoder_ms", "adaptor_ms", "rescore_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s",
             "audio_s", "heard"}
     for rec in records:
-        assert keys <= set(rec) and rec["answer"]
+        assert keys <= set(rec) and rec["answer"] and "error" not in rec
     assert records[0]["audio_s"] == pytest.approx(2.0) and records[0]["encoder_ms"] > 0
     assert records[1]["audio_s"] == 0
 
