@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from llasm.assistant import cli
 from llasm.assistant.cli import app
 from typer.testing import CliRunner
 
@@ -41,12 +41,7 @@ def test_all_bad_files_fail_before_loading(tmp_path):
 
 def test_handsfree_flags_delegate(monkeypatch):
     seen = {}
-    fake = types.ModuleType("llasm.assistant.handsfree")
-    fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
-    from llasm import assistant
-
-    monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
+    monkeypatch.setattr(cli, "handsfree_main", lambda options: seen.update(options) or 0)
     r = runner.invoke(app, ["--mic", "--no-tui", "--speak", "--input-device", "2", "--json", "--max-tokens", "9"])
     assert r.exit_code == 0, r.stderr
     assert seen["mic"] and seen["no_tui"] and seen["speak"] and seen["json"]
@@ -111,14 +106,10 @@ def test_one_shot_bad_settings_file_is_one_line(monkeypatch, tmp_path):
 
 
 def test_handsfree_flag_beats_settings_file_even_at_the_default(monkeypatch, tmp_path):
-    from llasm import assistant
     from llasm.assistant.settings import Settings, load_settings, merge_options
 
     seen: dict = {}
-    fake = types.ModuleType("llasm.assistant.handsfree")
-    fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
-    monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
+    monkeypatch.setattr(cli, "handsfree_main", lambda options: seen.update(options) or 0)
     cfg = tmp_path / "settings.toml"
     cfg.write_text(TOML)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from llasm.assistant import handsfree
 from llasm.assistant.capture import ArraySource
-from llasm.assistant.handsfree import main, run_headless
+from llasm.assistant.cli import handsfree_main as main
+from llasm.assistant.handsfree import run_headless
 from llasm.assistant.history import History
 from llasm.assistant.settings import Settings, SettingsError, load_settings, merge_options
 from llasm.assistant.tts import SpeechOutput, speakable, split_sentences
