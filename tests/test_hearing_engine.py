@@ -74,7 +74,7 @@ def test_a_spoken_question_reads_as_the_same_question_typed(engine) -> None:  # 
     ids, heard, _ = engine.encode_audio(audio)
     assert normalize(heard) == ["go", "forward", "10", "meters"]
     assert ids.ndim == 1  # token ids, not embeddings: the transcript's own tokens
-    assert [p.tolist() for p in engine._turn_pieces("", ids)] == [p.tolist() for p in engine._turn_pieces(heard, None)]
+    assert [p.tolist() for p in engine.chat.turn_pieces("", ids)] == [p.tolist() for p in engine.chat.turn_pieces(heard, None)]
     greedy = GenerationOptions(max_tokens=24)
     engine.new_chat()
     spoken = engine.ask(audio=audio, options=greedy)
@@ -111,7 +111,7 @@ def test_hands_free_hears_the_utterance_while_it_is_spoken(engine) -> None:  # n
     utterance = np.concatenate([load_audio(rows[1][0]), gap, load_audio(rows[4][0])])  # two readings, 7 s
     texts = [engine.hear_partial(utterance[: int(s * SR)]) for s in np.arange(1.0, len(utterance) / SR, 0.5)]
     assert texts[-1] and normalize(texts[-1])[:3] == ["he", "was", "not"], texts
-    assert engine._stream is not None and engine._stream._texts  # the first reading was heard once and kept
+    assert engine.listening.stream is not None and engine.listening.stream._texts  # the first reading was heard once and kept
     ids, heard, timings = engine.encode_audio(utterance)
     assert timings["committed_s"] > 2.5  # the end of the utterance decoded the last piece only
     assert "amiable" in heard.lower() and heard.lower().startswith("he was not")
