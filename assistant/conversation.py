@@ -50,7 +50,7 @@ TRANSCRIPT_MARGIN_TOKENS = 16
 # runs ("very very", "ha ha ha", a list's "- " items, a table's "|---|"), so the guard waits for a long periodic
 # tail that no answer to the 200 typed test questions has (docs/model-card.md): "The key to the answer is "
 # said over and over stops after about 32 tokens instead of running to the token limit.
-ANSWER_LOOP_BLOCK = 40
+ANSWER_LOOP_BLOCK = 64
 ANSWER_LOOP_TOKENS = 32
 
 
@@ -66,6 +66,8 @@ def looping(ids: Sequence[int], max_block: int = 8, min_tokens: int = 0) -> bool
         span = size * times  # never shrinks as `size` grows, so the first span too long ends the search
         if n < span:
             break
+        if ids[n - 1] != ids[n - 1 - size]:  # the last token must equal the one a block earlier
+            continue
         tail = list(ids[n - span:])
         if tail[size:] == tail[:-size]:  # every token equals the one a block earlier: `times` equal blocks
             return True

@@ -325,12 +325,16 @@ class TurnResult:
     segment: Utterance | None = None
     text: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None  # the engine's Done.stop_reason (eos, stop, length, loop, cancelled, ...)
 
     def record(self, input_name: str) -> dict[str, Any]:
-        """The runtime's JSON fields (`input`, `answer`, timings, `heard`) plus the segment bounds."""
+        """The runtime's JSON fields (`input`, `answer`, timings, `heard`, `stop_reason`) plus the segment
+        bounds."""
         rec: dict[str, Any] = {"input": input_name, "answer": self.answer}
         rec.update(self.timings)
         rec["heard"] = self.heard
+        if self.stop_reason is not None:
+            rec["stop_reason"] = self.stop_reason
         if self.segment is not None:
             rec["segment_start_s"] = round(self.segment.start_s, 3)
             rec["segment_end_s"] = round(self.segment.end_s, 3)
@@ -402,7 +406,8 @@ class Responder:
                     timings.setdefault("turn_ms", round((time.perf_counter() - t0) * 1000, 1))
                     heard = heard if heard is not None else getattr(ev, "heard", None)
                     cancelled = bool(getattr(ev, "cancelled", False)) or cancel.is_set()
-                    return TurnResult(ev.answer, heard, timings, cancelled, segment, text)
+                    return TurnResult(ev.answer, heard, timings, cancelled, segment, text,
+                                      stop_reason=getattr(ev, "stop_reason", None))
             answer = "".join(parts)
             return TurnResult(answer, heard, {"turn_ms": round((time.perf_counter() - t0) * 1000, 1)},
                               True, segment, text)

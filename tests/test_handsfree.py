@@ -42,6 +42,16 @@ def test_headless_json_one_record_per_utterance(convo):
     assert "listening on talk.wav" in err.getvalue()
 
 
+def test_headless_json_says_why_each_answer_stopped(convo):
+    audio, truth = convo
+    for reason in ("eos", "loop"):
+        out = io.StringIO()
+        rc = run_headless(FakeEngine(stop_reason=reason), ArraySource(audio, realtime=False, name="talk.wav"),
+                          Settings(json=True), out=out, err=io.StringIO())
+        recs = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert rc == 0 and len(recs) == len(truth) and all(r["stop_reason"] == reason for r in recs)
+
+
 def test_headless_prepares_each_utterance_before_it_is_answered(convo):
     """The listener hands each utterance's final audio to Engine.prepare as soon as its tail is in, before
     the VAD's end-of-speech silence has passed; the turn then gets the very same samples."""

@@ -134,3 +134,33 @@ def test_cli_on_real_and_silent_clips(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "--text", "hi", "--hearing", "ears"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "mode must be one of" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_hearing_mode_stops_an_answer_that_repeats_itself(engine, monkeypatch) -> None:  # noqa: ANN001
+    """The repetition guard runs after every hearing: the LLM's token choice is scripted to say one phrase over
+    and over (the hearing, the prefill and the decode are real), and each turn stops as a loop well before the
+    token limit: spoken in each hearing mode, `--transcribe` through the adaptor, and typed."""
+    import itertools
+
+    import llasm.assistant.conversation as conversation
+    from llasm.assistant.engine import GenerationOptions
+
+    block = engine.lm.tokenize(" The key to the answer is", special=False)
+    script = itertools.cycle(block)
+    monkeypatch.setattr(conversation, "sample", lambda logits, opts, rng: next(script))
+    audio = load_audio(_real_clips()[0][0])
+    opts = GenerationOptions(max_tokens=200)
+    try:
+        for mode, transcribe in [("whisper", False), ("adaptor", False), ("adaptor", True), ("embeddings", False)]:
+            engine.set_mode(mode)
+            engine.new_chat()
+            script = itertools.cycle(block)
+            done = engine.ask(audio=audio, transcribe=transcribe, options=opts)
+            assert done.stop_reason == "loop" and done.timings["n_tokens"] < 60, (mode, transcribe, done)
+            assert done.answer.count("The key to the answer is") >= 3
+        engine.new_chat()
+        script = itertools.cycle(block)
+        typed = engine.ask(text="What is the key?", options=opts)
+        assert typed.stop_reason == "loop" and typed.timings["n_tokens"] < 60
+    finally:
+        engine.set_mode("whisper")
