@@ -45,24 +45,28 @@ CLOSE_MARGIN = 8  # positions reserved for the closing tokens of a reply
 # it at the third or fourth repeat.
 TRANSCRIPT_TOKENS_PER_S = 8.0
 TRANSCRIPT_MARGIN_TOKENS = 16
-# The repetition guard on answers: a block of up to ANSWER_LOOP_BLOCK tokens repeated until the repeats cover
-# ANSWER_LOOP_TOKENS tokens (and at least three times). Answers, unlike transcripts, legitimately repeat short
-# runs ("very very", "ha ha ha", a list's "- " items, a table's "|---|"), so the guard waits for a long periodic
-# tail that no answer to the 200 typed test questions has (docs/model-card.md): "The key to the answer is "
-# said over and over stops after about 32 tokens instead of running to the token limit.
+# The repetition guard on answers: a block of up to ANSWER_LOOP_BLOCK tokens said ANSWER_LOOP_REPEATS times in a
+# row, the repeats covering at least ANSWER_LOOP_TOKENS tokens. Answers, unlike transcripts, legitimately repeat
+# short runs ("very very", "ha ha ha", list items, a table's "|---|"), and a small LLM sometimes repeats a list
+# item or a sentence three times and then goes on (a list naming one book three times), so the guard waits for a
+# fourth repeat over a long enough stretch. Measured on SmolLM2's typed answers to the 200 test questions the
+# model card uses (greedy, 256 tokens): it fires on 9, each an answer saying one block over and over (6 ran to the
+# token limit; 3 said a sentence or a code block 4 to 6 times before ending), and on none that is not a loop.
+# "The key to the answer is " said over and over stops after about 36 tokens instead of 256.
 ANSWER_LOOP_BLOCK = 64
 ANSWER_LOOP_TOKENS = 32
+ANSWER_LOOP_REPEATS = 4
 
 
-def looping(ids: Sequence[int], max_block: int = 8, min_tokens: int = 0) -> bool:
+def looping(ids: Sequence[int], max_block: int = 8, min_tokens: int = 0, min_repeats: int = 3) -> bool:
     """True when `ids` ends with one block of tokens said over and over: a block of 1-2 tokens at least 4
-    times, or of 3-`max_block` tokens at least 3 times, and in either case until the repeats cover `min_tokens`
-    tokens ("a business that is a business that is a business that is"). Speech rarely does that; a small LLM
-    that lost track of a transcript or an answer does. Transcripts use the defaults; answers a larger
-    `max_block` and `min_tokens` (ANSWER_LOOP_BLOCK, ANSWER_LOOP_TOKENS)."""
+    times, or of 3-`max_block` tokens at least `min_repeats` times, and in either case until the repeats cover
+    `min_tokens` tokens ("a business that is a business that is a business that is"). Speech rarely does that;
+    a small LLM that lost track of a transcript or an answer does. Transcripts use the defaults; answers
+    ANSWER_LOOP_BLOCK, ANSWER_LOOP_TOKENS and ANSWER_LOOP_REPEATS."""
     n = len(ids)
     for size in range(1, max_block + 1):
-        times = max(4 if size <= 2 else 3, -(-min_tokens // size))
+        times = max(4 if size <= 2 else min_repeats, -(-min_tokens // size))
         span = size * times  # never shrinks as `size` grows, so the first span too long ends the search
         if n < span:
             break
@@ -278,7 +282,7 @@ class Conversation:
                 t0: float) -> Iterator[Token]:
         """Sample and stream tokens from `logits` on; returns why the reply stopped."""
         rng = np.random.default_rng(opts.seed)
-        loop_block, loop_tokens = (8, 0) if transcribe else (ANSWER_LOOP_BLOCK, ANSWER_LOOP_TOKENS)
+        guard = (8, 0, 3) if transcribe else (ANSWER_LOOP_BLOCK, ANSWER_LOOP_TOKENS, ANSWER_LOOP_REPEATS)
         while len(reply.tokens) < max_tokens:
             if cancel is not None and cancel.is_set():
                 return "cancelled"
@@ -296,7 +300,7 @@ class Conversation:
                 yield Token(out)
             if reply.scanner.stopped:
                 return "stop"
-            if looping(reply.tokens, loop_block, loop_tokens):
+            if looping(reply.tokens, *guard):
                 return "loop"
             if len(reply.tokens) >= max_tokens:
                 break

@@ -160,3 +160,22 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0 and r.stderr == ""
     assert len(r.stdout.strip().splitlines()) == 2
+
+
+@pytest.mark.real
+def test_an_answer_that_loops_stops_and_json_says_loop(tmp_path):
+    """The default model, typed, unscripted: SmolLM2 answers "What is the largest ocean on Earth?" with
+    "...approximately 149,000,000,000,000,..." until the token limit; the repetition guard stops it within 64
+    tokens and the record says why. The other question's answer ends at its end-of-turn, untouched."""
+    import os
+
+    env = dict(os.environ, LLASM_CONFIG=str(tmp_path / "none.toml"))
+    env.pop("LLASM_BUNDLE", None)
+    cmd = [sys.executable, "-m", "llasm.assistant.cli", "--threads", "2", "--json",
+           "--text", "What is the largest ocean on Earth?", "--text", "What is the opposite of hot?"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=Path(__file__).parent.parent, env=env)
+    assert r.returncode == 0, r.stderr
+    looped, plain = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert looped["stop_reason"] == "loop" and looped["n_tokens"] < 64, looped
+    assert looped["answer"].startswith("The largest ocean on Earth is the Pacific Ocean")
+    assert plain["stop_reason"] == "eos" and plain["answer"] == "The opposite of hot is cold."

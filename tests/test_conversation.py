@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from llasm.assistant.conversation import (
     ANSWER_LOOP_BLOCK,
+    ANSWER_LOOP_REPEATS,
     ANSWER_LOOP_TOKENS,
     Conversation,
     Done,
@@ -97,7 +98,7 @@ def test_an_answer_repeating_itself_stops_as_a_loop(chat):
     assert done.stop_reason == "loop"
     n = done.timings["n_tokens"]
     # the block is 6 tokens: it stops once the repeats cover ANSWER_LOOP_TOKENS tokens, long before the limit
-    assert n == 3 + 6 * -(-ANSWER_LOOP_TOKENS // 6) and n < 60
+    assert n == 3 + 6 * max(ANSWER_LOOP_REPEATS, -(-ANSWER_LOOP_TOKENS // 6)) and n < 60
     assert answer.startswith("Let me think. The key to the answer is The key")
     # the turn is kept with its reply, and the next turn answers normally
     assert conv.history[-1] == ("assistant", answer, False)
@@ -115,6 +116,10 @@ def test_legitimate_repeats_are_answered_whole(chat):
         "1. Mix the flour.\n2. Mix the eggs.\n3. Mix the milk.\n4. Mix it all.\n5. Bake it.\n6. Eat it.",
         "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n| 5 | 6 |",
         "No, no, no, no, no! Not like that.",
+        # one list item said three times over more than ANSWER_LOOP_TOKENS tokens, then the answer goes on
+        # (SmolLM2 answers a request for books so): not yet a loop
+        "Books:" + " - The Nightingale, a novel by Elizabeth St. John about two sisters in France." * 3
+        + " These are just a few examples.",
     ]
     for text in replies:
         lm.say(text)
@@ -143,9 +148,9 @@ def test_looping_rules():
     assert looping([5, 7, 7, 7, 7]) and not looping([5, 7, 7, 7])
     assert looping([9] + list(range(8)) * 3) and not looping(list(range(9)) * 2 + [0])
     # the answer rule: the repeats must also cover ANSWER_LOOP_TOKENS tokens
-    answer = {"max_block": ANSWER_LOOP_BLOCK, "min_tokens": ANSWER_LOOP_TOKENS}
+    answer = {"max_block": ANSWER_LOOP_BLOCK, "min_tokens": ANSWER_LOOP_TOKENS, "min_repeats": ANSWER_LOOP_REPEATS}
     assert not looping([1, 2] * 8, **answer) and looping([1, 2] * (ANSWER_LOOP_TOKENS // 2), **answer)
     block = list(range(ANSWER_LOOP_BLOCK))
-    assert looping(block * 3, **answer) and not looping(block * 2, **answer)
-    assert not looping(list(range(ANSWER_LOOP_BLOCK + 1)) * 3, **answer)  # longer blocks are not looked for
+    assert looping(block * 4, **answer) and not looping(block * 3, **answer)
+    assert not looping(list(range(ANSWER_LOOP_BLOCK + 1)) * 4, **answer)  # longer blocks are not looked for
     assert not looping([], **answer)
