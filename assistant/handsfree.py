@@ -85,7 +85,8 @@ def generation_options(settings: Settings) -> Any:
     values = settings.generation_options()
     if not values:
         return None
-    from llasm.assistant.engine import GenerationOptions  # here: the engine loads llama.cpp and numpy-heavy parts
+    # imported here: the engine module brings llama.cpp and the hearing stack
+    from llasm.assistant.engine import GenerationOptions
 
     known = {f.name for f in dataclasses.fields(GenerationOptions)}
     return GenerationOptions(**{k: v for k, v in values.items() if k in known})

@@ -14,8 +14,8 @@ from llasm.assistant.engine import (
     EngineError,
     GenerationOptions,
     Heard,
-    Token,
     StopScanner,
+    Token,
     sample,
 )
 
