@@ -137,72 +137,21 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
               cascade: bool = True, hearing: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`hearing`: Engine.load's hearing keywords (mode, language, n_best, fusion, ngram_fusion) and llm, device."""
     from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
 
-    from .basemodels import resolve
     from .engine import Engine, GenerationOptions
 
     console = Console(stderr=True)
     clips_dir, out = Path(clips_dir), Path(out)
-    if not clips_dir.is_dir():
-        raise BenchError(f"{clips_dir} is not a folder: pass a folder of wav/flac/ogg clips")
-    paths = sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in AUDIO_EXTS)
-    clips: list[tuple[Path, np.ndarray]] = []
-    for p in paths:
-        try:
-            clips.append((p, load_audio(p)))
-        except AudioError as e:
-            console.print(f"skipping {p.name}: {e}")
-    if not clips:
-        raise BenchError(f"no readable audio clips in {clips_dir}: add .wav/.flac/.ogg files")
-
+    clips = _load_clips(clips_dir, console)
     t0 = time.perf_counter()
     engine = Engine.load(bundle, n_threads=threads, **dict(hearing or {}))
     load_s = time.perf_counter() - t0
     opts = GenerationOptions(max_tokens=max_tokens)
-    rows: list[dict[str, Any]] = []
-    with Progress(console=console, transient=True) as prog:
-        task = prog.add_task("llasm", total=len(clips) * repeats)
-        for _ in range(repeats):
-            for p, audio in clips:
-                engine.new_chat()
-                d = engine.ask(audio=audio, options=opts)
-                t = d.timings
-                rows.append({"clip": p.name, "answer": d.answer, "heard": d.heard, "n_tokens": t["n_tokens"],
-                             "encoder_ms": t["encoder_ms"] + t["features_ms"], "adaptor_ms": t["adaptor_ms"],
-                             "decoder_ms": t.get("decoder_ms", 0.0), "rescore_ms": t.get("rescore_ms", 0.0), "prefill_ms": t["prefill_ms"], "ttft_ms": t["ttft_ms"],
-                             "decode_tokens_per_s": t["decode_tokens_per_s"], "audio_s": t["audio_s"],
-                             "audio_positions": t["audio_positions"]})
-                prog.advance(task)
+    rows = _bench_llasm(engine, clips, opts, repeats, console)
     rss_mb = peak_rss_mb()
     summary = {k: summarize([r[k] for r in rows if not (k == "decode_tokens_per_s" and r["n_tokens"] < 2)])
                for k in (*KEYS, "audio_positions")}
-
-    cascade_rows: list[dict[str, Any]] = []
-    cascade_summary: dict[str, Any] = {}
-    if cascade:
-        enc = engine.bundle.encoder
-        whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
-            resolve("default:whisper-base")
-        asr = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, device=engine.devices.ct2)
-        with Progress(console=console, transient=True) as prog:
-            task = prog.add_task("cascade", total=len(clips) * repeats)
-            for _ in range(repeats):
-                for p, audio in clips:
-                    ta = time.perf_counter()
-                    text = asr.transcribe(audio)
-                    asr_ms = (time.perf_counter() - ta) * 1e3
-                    engine.new_chat()
-                    d = engine.ask(text=text or ".", options=opts)
-                    cascade_rows.append({"clip": p.name, "transcript": text, "answer": d.answer, "asr_ms": asr_ms,
-                                         "prefill_ms": d.timings["prefill_ms"],
-                                         "ttft_ms": asr_ms + d.timings["ttft_ms"],
-                                         "decode_tokens_per_s": d.timings["decode_tokens_per_s"]})
-                    prog.advance(task)
-        cascade_summary = {k: summarize([r[k] for r in cascade_rows])
-                           for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s")}
-        cascade_summary["whisper"] = str(whisper_dir)
+    cascade_rows, cascade_summary = _bench_cascade(engine, clips, opts, repeats, console) if cascade else ([], {})
 
     gguf, n_threads = engine.lm.path, engine.n_threads  # the GGUF that answered (--llm's, else the bundle's)
     # llama.cpp's reference is loaded after the peak RSS is taken, then timed in turns with spoken turns
@@ -229,10 +178,90 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot_bench(result, out / "bench.png")
+    _print_table(result)
+    console.print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return result
 
-    table = Table(title=f"llasm bench: {engine.llm_name} ({engine.devices.describe()}), {len(clips)} clips x "
-                        f"{repeats}, {n_threads} threads, "
-                        f"peak RSS {rss_mb:.0f} MB (before the cascade)")
+
+def _load_clips(clips_dir: Path, console: Any) -> list[tuple[Path, np.ndarray]]:
+    """The folder's readable clips (an unreadable one is skipped with a line on the console)."""
+    if not clips_dir.is_dir():
+        raise BenchError(f"{clips_dir} is not a folder: pass a folder of wav/flac/ogg clips")
+    paths = sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in AUDIO_EXTS)
+    clips: list[tuple[Path, np.ndarray]] = []
+    for p in paths:
+        try:
+            clips.append((p, load_audio(p)))
+        except AudioError as e:
+            console.print(f"skipping {p.name}: {e}")
+    if not clips:
+        raise BenchError(f"no readable audio clips in {clips_dir}: add .wav/.flac/.ogg files")
+    return clips
+
+
+def _bench_llasm(engine: Any, clips: list[tuple[Path, np.ndarray]], opts: Any, repeats: int,
+                 console: Any) -> list[dict[str, Any]]:
+    """One row per spoken turn, each in a new conversation: the answer and where its time went."""
+    from rich.progress import Progress
+
+    rows: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("llasm", total=len(clips) * repeats)
+        for _ in range(repeats):
+            for p, audio in clips:
+                engine.new_chat()
+                d = engine.ask(audio=audio, options=opts)
+                t = d.timings
+                rows.append({"clip": p.name, "answer": d.answer, "heard": d.heard, "n_tokens": t["n_tokens"],
+                             "encoder_ms": t["encoder_ms"] + t["features_ms"], "adaptor_ms": t["adaptor_ms"],
+                             "decoder_ms": t.get("decoder_ms", 0.0), "rescore_ms": t.get("rescore_ms", 0.0), "prefill_ms": t["prefill_ms"], "ttft_ms": t["ttft_ms"],
+                             "decode_tokens_per_s": t["decode_tokens_per_s"], "audio_s": t["audio_s"],
+                             "audio_positions": t["audio_positions"]})
+                prog.advance(task)
+    return rows
+
+
+def _bench_cascade(engine: Any, clips: list[tuple[Path, np.ndarray]], opts: Any, repeats: int,
+                   console: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The baseline on the same clips: Whisper on a 30-s window, then the same LLM reads its transcript typed."""
+    from rich.progress import Progress
+
+    from .basemodels import resolve
+
+    enc = engine.bundle.encoder
+    whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
+        resolve("default:whisper-base")
+    asr = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, device=engine.devices.ct2)
+    rows: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("cascade", total=len(clips) * repeats)
+        for _ in range(repeats):
+            for p, audio in clips:
+                ta = time.perf_counter()
+                text = asr.transcribe(audio)
+                asr_ms = (time.perf_counter() - ta) * 1e3
+                engine.new_chat()
+                d = engine.ask(text=text or ".", options=opts)
+                rows.append({"clip": p.name, "transcript": text, "answer": d.answer, "asr_ms": asr_ms,
+                             "prefill_ms": d.timings["prefill_ms"],
+                             "ttft_ms": asr_ms + d.timings["ttft_ms"],
+                             "decode_tokens_per_s": d.timings["decode_tokens_per_s"]})
+                prog.advance(task)
+    summary: dict[str, Any] = {k: summarize([r[k] for r in rows])
+                               for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s")}
+    summary["whisper"] = str(whisper_dir)
+    return rows, summary
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    """The medians and p90s on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary, cascade_summary = result["llasm"], result["cascade"]
+    table = Table(title=f"llasm bench: {result['llm']} ({result['devices']}), {result['n_clips']} clips x "
+                        f"{result['repeats']}, {result['threads']} threads, "
+                        f"peak RSS {result['peak_rss_mb']:.0f} MB (before the cascade)")
     table.add_column("metric")
     table.add_column("median", justify="right")
     table.add_column("p90", justify="right")
@@ -241,11 +270,10 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
     for k in ("asr_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s"):
         if k in cascade_summary:
             table.add_row(f"cascade {k}", f"{cascade_summary[k]['median']:.1f}", f"{cascade_summary[k]['p90']:.1f}")
-    table.add_row("llama.cpp decode_tokens_per_s", f"{ref_tps:.1f}", "")
-    table.add_row(f"llasm decode / llama.cpp ({len(pairs)} interleaved pairs)", f"{ratio:.2f}", "")
+    table.add_row("llama.cpp decode_tokens_per_s", f"{result['llama_cpp_decode_tokens_per_s']:.1f}", "")
+    table.add_row(f"llasm decode / llama.cpp ({len(result['decode_pairs'])} interleaved pairs)",
+                  f"{result['decode_vs_llama_cpp']:.2f}", "")
     Console().print(table)
-    console.print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
-    return result
 
 
 def plot_bench(result: dict[str, Any], path: Path) -> None:

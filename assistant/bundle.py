@@ -499,8 +499,6 @@ class GGUFTensorInfo:
 def read_gguf_index(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, GGUFTensorInfo]]:
     """Parse a GGUF's header: scalar/string metadata (arrays skipped) and the tensor table with absolute
     offsets. Raises BundleError naming the file when it is not a GGUF or is truncated."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path} is missing: re-export the bundle")
@@ -513,90 +511,99 @@ def read_gguf_index(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
         if version not in (2, 3) or n_tensors > 1 << 20 or n_kv > 1 << 20:
             raise BundleError(f"{path} has an unsupported or corrupt GGUF header (version {version})")
-        pos = 24
+        header = _GGUFHeader(path, mm, size)
         meta: dict[str, Any] = {}
-
-        def need(n: int) -> None:
-            if pos + n > size:
-                raise BundleError(f"{path} is truncated inside its header: re-export or re-download the GGUF")
-
-        def read_str() -> str:
-            nonlocal pos
-            need(8)
-            (n,) = struct.unpack_from("<Q", mm, pos)
-            need(8 + n)
-            s = mm[pos + 8:pos + 8 + n].decode("utf-8", "replace")
-            pos += 8 + n
-            return s
-
-        def read_value(vtype: int) -> Any:
-            nonlocal pos
-            if vtype == _GGUF_STRING:
-                return read_str()
-            if vtype == _GGUF_ARRAY:
-                need(12)
-                etype, count = struct.unpack_from("<IQ", mm, pos)
-                pos += 12
-                if etype == _GGUF_STRING:
-                    for _ in range(count):
-                        need(8)
-                        (n,) = struct.unpack_from("<Q", mm, pos)
-                        pos += 8 + n
-                    need(0)
-                elif etype in _GGUF_SCALAR:
-                    pos += count * _GGUF_SCALAR[etype]
-                    need(0)
-                else:
-                    raise BundleError(f"{path} is corrupt (array of unknown type {etype}): re-export it")
-                return None
-            if vtype not in _GGUF_SCALAR:
-                raise BundleError(f"{path} is corrupt (metadata of unknown type {vtype}): re-export it")
-            width = _GGUF_SCALAR[vtype]
-            need(width)
-            fmt = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-                   12: "<d"}[vtype]
-            (v,) = struct.unpack_from(fmt, mm, pos)
-            pos += width
-            return v
-
         for _ in range(n_kv):
-            key = read_str()
-            need(4)
-            (vtype,) = struct.unpack_from("<I", mm, pos)
-            pos += 4
-            value = read_value(vtype)
+            key = header.read_str()
+            value = header.read_value(header.unpack("<I")[0])
             if value is not None:
                 meta[key] = value
-        raw_tensors = []
-        for _ in range(n_tensors):
-            name = read_str()
-            need(4)
-            (n_dims,) = struct.unpack_from("<I", mm, pos)
-            pos += 4
-            need(8 * n_dims + 12)
-            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos)
-            pos += 8 * n_dims
-            ttype, offset = struct.unpack_from("<IQ", mm, pos)
-            pos += 12
-            raw_tensors.append((name, tuple(int(d) for d in dims), int(ttype), int(offset)))
+        raw_tensors = [header.read_tensor_info() for _ in range(n_tensors)]
     align = int(meta.get("general.alignment", 32))
-    data_start = -(-pos // align) * align
-    tensors: dict[str, GGUFTensorInfo] = {}
-    for name, dims, ttype, offset in raw_tensors:
-        try:
-            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-        except (ValueError, KeyError):
-            raise BundleError(f"{path}: tensor {name} has unknown ggml type {ttype}; upgrade gguf/llasm") from None
-        n_el = 1
-        for d in dims:
-            n_el *= d
-        nbytes = n_el // block * type_size
-        info = GGUFTensorInfo(name, dims, ttype, data_start + offset, nbytes)
-        if info.offset + nbytes > size:
-            raise BundleError(f"{path} is truncated (tensor {name} ends at byte {info.offset + nbytes}, the file "
-                              f"has {size}): re-export or re-download the GGUF")
-        tensors[name] = info
-    return meta, tensors
+    data_start = -(-header.pos // align) * align
+    return meta, {name: _tensor_info(path, size, name, dims, ttype, data_start + offset)
+                  for name, dims, ttype, offset in raw_tensors}
+
+
+_GGUF_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+class _GGUFHeader:
+    """A cursor over a GGUF's header bytes; every read checks the file holds it (BundleError otherwise)."""
+
+    def __init__(self, path: Path, mm: mmap.mmap, size: int) -> None:
+        self.path, self.mm, self.size = path, mm, size
+        self.pos = 24  # after magic, version, tensor count and key count
+
+    def need(self, n: int) -> None:
+        if self.pos + n > self.size:
+            raise BundleError(f"{self.path} is truncated inside its header: re-export or re-download the GGUF")
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        n = struct.calcsize(fmt)
+        self.need(n)
+        out = struct.unpack_from(fmt, self.mm, self.pos)
+        self.pos += n
+        return out
+
+    def read_str(self) -> str:
+        (n,) = self.unpack("<Q")
+        self.need(n)
+        s = self.mm[self.pos:self.pos + n].decode("utf-8", "replace")
+        self.pos += n
+        return s
+
+    def read_value(self, vtype: int) -> Any:
+        """A metadata value; None for an array, which is skipped."""
+        if vtype == _GGUF_STRING:
+            return self.read_str()
+        if vtype == _GGUF_ARRAY:
+            etype, count = self.unpack("<IQ")
+            if etype == _GGUF_STRING:  # the vocabulary: 100k strings, skipped in a tight loop
+                pos, mm = self.pos, self.mm
+                for _ in range(count):
+                    if pos + 8 > self.size:
+                        self.pos = pos
+                        self.need(8)  # raises: the file ends inside the array
+                    pos += 8 + struct.unpack_from("<Q", mm, pos)[0]
+                self.pos = pos
+                self.need(0)
+            elif etype in _GGUF_SCALAR:
+                self.pos += count * _GGUF_SCALAR[etype]
+                self.need(0)
+            else:
+                raise BundleError(f"{self.path} is corrupt (array of unknown type {etype}): re-export it")
+            return None
+        if vtype not in _GGUF_SCALAR:
+            raise BundleError(f"{self.path} is corrupt (metadata of unknown type {vtype}): re-export it")
+        return self.unpack(_GGUF_FORMATS[vtype])[0]
+
+    def read_tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
+        """(name, dims, ggml type, offset from the data start) of the next tensor."""
+        name = self.read_str()
+        (n_dims,) = self.unpack("<I")
+        self.need(8 * n_dims + 12)
+        dims = self.unpack(f"<{n_dims}Q")
+        ttype, offset = self.unpack("<IQ")
+        return name, tuple(int(d) for d in dims), int(ttype), int(offset)
+
+
+def _tensor_info(path: Path, size: int, name: str, dims: tuple[int, ...], ttype: int, offset: int) -> GGUFTensorInfo:
+    """A tensor's byte size from its ggml type, checked to lie inside the file."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+    except (ValueError, KeyError):
+        raise BundleError(f"{path}: tensor {name} has unknown ggml type {ttype}; upgrade gguf/llasm") from None
+    n_el = 1
+    for d in dims:
+        n_el *= d
+    nbytes = n_el // block * type_size
+    if offset + nbytes > size:
+        raise BundleError(f"{path} is truncated (tensor {name} ends at byte {offset + nbytes}, the file "
+                          f"has {size}): re-export or re-download the GGUF")
+    return GGUFTensorInfo(name, dims, ttype, offset, nbytes)
 
 
 def check_gguf(path: Path) -> None:

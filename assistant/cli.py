@@ -124,7 +124,7 @@ def main_command(
             "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion, "files": files, "texts": texts,
             "hearing": hearing, "language": language, "llm": llm, "device": device,
         }
-        raise typer.Exit(_handsfree(options))
+        raise typer.Exit(handsfree_main(options))
     from .settings import SettingsError
 
     try:
@@ -143,17 +143,74 @@ def main_command(
                                 device=settings.device))
 
 
-def _handsfree(options: dict[str, Any]) -> int:
+def handsfree_main(options: dict[str, Any]) -> int:
+    """`llasm-assistant` without --file/--text: the TUI, or `--no-tui` headless hands-free mode. Imported here,
+    not at the top, so --file/--text start without textual and the capture stack."""
+    from . import handsfree
+    from .capture import AudioSource, CaptureError, format_devices, list_input_devices
+    from .settings import SettingsError, load_settings, merge_options
+
     try:
-        from . import handsfree
-    except ImportError as e:
-        _err(f"the hands-free/TUI mode is not available ({e}); use --file or --text")
-        return EXIT_BAD_INPUT
-    main = getattr(handsfree, "main", None)
-    if main is None:
-        _err("the hands-free/TUI mode is not available (assistant.handsfree.main is missing); use --file or --text")
-        return EXIT_BAD_INPUT
-    return int(main(options) or 0)
+        settings = merge_options(load_settings(), dict(options))
+    except SettingsError as e:
+        return _fail(str(e))
+    if options.get("list_devices"):
+        try:
+            print(format_devices(list_input_devices()))
+        except CaptureError as e:
+            return _fail(str(e))
+        return 0
+    problem = _handsfree_conflict(settings, options)
+    if problem:
+        return _fail(problem)
+    source: AudioSource | None = None
+    reopen = None
+    try:
+        if settings.mic or settings.mic_file:
+            source, reopen = handsfree.make_source(settings)
+            source.open()
+    except (CaptureError, handsfree.HandsFreeError) as e:
+        return _fail(str(e))
+    if not settings.no_tui:
+        from .tui.app import AssistantApp
+
+        app_ = AssistantApp(settings=settings, source=source, reopen=reopen)
+        app_.run()
+        return int(app_.return_code or 0)
+    assert source is not None
+    try:
+        engine = handsfree.load_engine(settings)
+    except Exception as e:  # the engine's own errors carry one-line messages
+        source.close()
+        return _fail(f"cannot load the model: {e}", 1)
+    speech = None
+    if settings.speak:
+        try:
+            speech = handsfree.make_speech(settings)
+        except Exception as e:
+            source.close()
+            return _fail(str(e))
+    return handsfree.run_headless(engine, source, settings, reopen=reopen, speech=speech)
+
+
+def _handsfree_conflict(settings: Settings, options: dict[str, Any]) -> str | None:
+    """Why these hands-free options cannot run together (None: they can)."""
+    if options.get("files") or options.get("texts"):
+        return "--file/--text answer recordings or typed questions once; drop them to use --mic/--mic-file/the TUI"
+    if settings.mic and settings.mic_file:
+        return "--mic and --mic-file both given; pick one input"
+    if settings.no_tui and not (settings.mic or settings.mic_file):
+        return "--no-tui needs an audio input: add --mic or --mic-file PATH (or use --text/--file)"
+    if settings.ptt and settings.mic_file:
+        return "--ptt needs a live microphone; drop it with --mic-file (the file is segmented by VAD)"
+    if settings.ptt and settings.no_tui and not sys.stdin.isatty():
+        return "--ptt in --no-tui mode reads Enter presses from a terminal; run it in a terminal or drop --ptt"
+    return None
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"llasm-assistant: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,

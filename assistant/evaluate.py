@@ -150,9 +150,7 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     from rich.console import Console
     from rich.progress import Progress
 
-    from .basemodels import resolve
-    from .bench import WhisperCascadeASR
-    from .engine import Engine, GenerationOptions
+    from .engine import Engine
 
     console = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,89 +159,124 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     overrides = dict(hearing or {})
     engine = Engine.load(bundle, n_threads=threads, **overrides)
     modes = list(modes or [engine.hearing.mode])
-    enc = engine.bundle.encoder
-    whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
-        resolve("default:whisper-base")
-    whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, beam_size=whisper_beam,
-                                device=engine.devices.ct2)
-    greedy = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
-    audio: dict[Path, Any] = {}
-    for c in [*asr_clips, *q_clips]:
-        try:
-            audio[c.audio] = load_audio(c.audio)
-        except AudioError as e:
-            console.print(f"skipping {c.audio.name}: {e}")
+    audio = _read_audio([*asr_clips, *q_clips], console)
     asr_clips = [c for c in asr_clips if c.audio in audio]
     q_clips = [c for c in q_clips if c.audio in audio]
     if not asr_clips:
         raise EvalError("no readable clips to evaluate: check the manifests' audio paths")
-    typed: dict[str, str] = {}
-
-    def ask_typed(text: str) -> str:
-        if text not in typed:
-            engine.new_chat()
-            typed[text] = engine.ask(text=text, options=greedy).answer
-        return typed[text]
-
     result: dict[str, Any] = {"bundle": str(engine.bundle.root), "llm": engine.llm_name,
                               "devices": engine.devices.describe(), "asr_manifest": str(asr),
                               "questions_manifest": str(questions) if questions else None,
                               "n_asr": len(asr_clips), "n_questions": len(q_clips), "modes": {}}
     with Progress(console=console, transient=True) as prog:
-        task = prog.add_task(f"Whisper, 30-s window, beam {whisper_beam}", total=len(asr_clips) + len(q_clips))
-        ref: dict[Path, tuple[str, float]] = {}
-        for c in [*asr_clips, *q_clips]:
-            t0 = time.perf_counter()
-            ref[c.audio] = (whisper.transcribe(audio[c.audio]), (time.perf_counter() - t0) * 1e3)
-            prog.advance(task)
+        ref = _whisper_reference(engine, asr_clips, q_clips, audio, whisper_beam, prog)
         refs = [c.text for c in asr_clips]
         result["whisper"] = {"wer": wer(refs, [ref[c.audio][0] for c in asr_clips]), "beam": whisper_beam,
                              "window_s": 30, "ms_median": statistics.median(ref[c.audio][1] for c in asr_clips)}
+        hear = _ModeRun(engine, audio, ref, max_tokens, prog)
         for mode in modes:
             engine.set_mode(mode, overrides.get("language"))
-            task = prog.add_task(f"hearing: {mode}", total=len(asr_clips) + len(q_clips))
-            rows = []
-            for c in asr_clips:
-                engine.new_chat()
-                tr = engine.ask(audio=audio[c.audio], transcribe=True, options=GenerationOptions(max_tokens=96))
-                engine.new_chat()
-                spoken = engine.ask(audio=audio[c.audio], options=greedy)
-                rows.append({"audio": c.audio.name, "reference": c.text, "llm": tr.answer, "heard": tr.heard,
-                             "whisper": ref[c.audio][0], "spoken_answer": spoken.answer,
-                             "typed_answer": ask_typed(c.text), "ttft_ms": spoken.timings["ttft_ms"],
-                             "audio_s": spoken.timings["audio_s"]})
-                prog.advance(task)
-            m = _asr_metrics(rows, result["whisper"]["wer"])
-            if q_clips:
-                m |= _question_metrics([_question_row(engine, c, audio[c.audio], ref[c.audio][0], greedy, ask_typed)
-                                        for c in q_clips])
-                prog.advance(task, len(q_clips))
-            result["modes"][mode] = m
+            result["modes"][mode] = hear.metrics(mode, asr_clips, q_clips, result["whisper"]["wer"])
     result["mode"] = modes[0]
     result |= {k: v for k, v in result["modes"][modes[0]].items()}  # the first mode's figures at the top level
     engine.close()
-
     if latency:
-        lat_dir = out / "latency_clips"
-        shutil.rmtree(lat_dir, ignore_errors=True)
-        lat_dir.mkdir()
-        lo, hi = LATENCY_SECONDS
-        for c in [*q_clips, *asr_clips]:
-            if lo <= len(audio[c.audio]) / 16000 <= hi and not (lat_dir / c.audio.name).exists():
-                shutil.copy(c.audio, lat_dir / c.audio.name)
-        if not any(lat_dir.iterdir()):
-            raise EvalError(f"no clip lasts {lo:g}-{hi:g} s: evaluate on more clips")
-        bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads,
-                                       hearing=overrides | {"mode": modes[0]})
-        result["latency"] = {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s",
-                                                   "decode_vs_llama_cpp", "peak_rss_mb", "n_clips", "threads")}
-
+        result["latency"] = _latency(bundle, out, threads, overrides | {"mode": modes[0]}, [*q_clips, *asr_clips],
+                                     audio)
     (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     _examples(result, out / "examples.md")
     _plot(result, out / "eval.png")
     _table(result)
     console.print(f"wrote {out / 'eval.json'}, {out / 'eval.png'} and {out / 'examples.md'}")
     return result
+
+
+def _read_audio(clips: list[Any], console: Any) -> dict[Path, Any]:
+    """Each clip's samples by path (an unreadable clip is skipped with a line on the console)."""
+    audio: dict[Path, Any] = {}
+    for c in clips:
+        try:
+            audio[c.audio] = load_audio(c.audio)
+        except AudioError as e:
+            console.print(f"skipping {c.audio.name}: {e}")
+    return audio
+
+
+def _whisper_reference(engine: Any, asr_clips: list[Any], q_clips: list[Any], audio: dict[Path, Any],
+                       whisper_beam: int, prog: Any) -> dict[Path, tuple[str, float]]:
+    """Whisper's own decoder on a 30-s window with beam `whisper_beam`: each clip's transcript and its ms."""
+    from .basemodels import resolve
+    from .bench import WhisperCascadeASR
+
+    enc = engine.bundle.encoder
+    whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
+        resolve("default:whisper-base")
+    whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, beam_size=whisper_beam,
+                                device=engine.devices.ct2)
+    task = prog.add_task(f"Whisper, 30-s window, beam {whisper_beam}", total=len(asr_clips) + len(q_clips))
+    ref: dict[Path, tuple[str, float]] = {}
+    for c in [*asr_clips, *q_clips]:
+        t0 = time.perf_counter()
+        ref[c.audio] = (whisper.transcribe(audio[c.audio]), (time.perf_counter() - t0) * 1e3)
+        prog.advance(task)
+    return ref
+
+
+class _ModeRun:
+    """One hearing mode's turns on the clips: transcripts, spoken and typed answers (typed ones asked once)."""
+
+    def __init__(self, engine: Any, audio: dict[Path, Any], ref: dict[Path, tuple[str, float]], max_tokens: int,
+                 prog: Any) -> None:
+        from .engine import GenerationOptions
+
+        self.engine, self.audio, self.ref, self.prog = engine, audio, ref, prog
+        self.greedy = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+        self.transcribe = GenerationOptions(max_tokens=96)
+        self.typed: dict[str, str] = {}
+
+    def ask_typed(self, text: str) -> str:
+        if text not in self.typed:
+            self.engine.new_chat()
+            self.typed[text] = self.engine.ask(text=text, options=self.greedy).answer
+        return self.typed[text]
+
+    def metrics(self, mode: str, asr_clips: list[Any], q_clips: list[Any], wer_whisper: float) -> dict[str, Any]:
+        engine, audio, ref = self.engine, self.audio, self.ref
+        task = self.prog.add_task(f"hearing: {mode}", total=len(asr_clips) + len(q_clips))
+        rows = []
+        for c in asr_clips:
+            engine.new_chat()
+            tr = engine.ask(audio=audio[c.audio], transcribe=True, options=self.transcribe)
+            engine.new_chat()
+            spoken = engine.ask(audio=audio[c.audio], options=self.greedy)
+            rows.append({"audio": c.audio.name, "reference": c.text, "llm": tr.answer, "heard": tr.heard,
+                         "whisper": ref[c.audio][0], "spoken_answer": spoken.answer,
+                         "typed_answer": self.ask_typed(c.text), "ttft_ms": spoken.timings["ttft_ms"],
+                         "audio_s": spoken.timings["audio_s"]})
+            self.prog.advance(task)
+        m = _asr_metrics(rows, wer_whisper)
+        if q_clips:
+            m |= _question_metrics([_question_row(engine, c, audio[c.audio], ref[c.audio][0], self.greedy,
+                                                  self.ask_typed) for c in q_clips])
+            self.prog.advance(task, len(q_clips))
+        return m
+
+
+def _latency(bundle: str | Path | None, out: Path, threads: int | None, hearing: dict[str, Any], clips: list[Any],
+             audio: dict[Path, Any]) -> dict[str, Any]:
+    """`bench` in a fresh process on the clips of LATENCY_SECONDS, copied into out/latency_clips."""
+    lat_dir = out / "latency_clips"
+    shutil.rmtree(lat_dir, ignore_errors=True)
+    lat_dir.mkdir()
+    lo, hi = LATENCY_SECONDS
+    for c in clips:
+        if lo <= len(audio[c.audio]) / 16000 <= hi and not (lat_dir / c.audio.name).exists():
+            shutil.copy(c.audio, lat_dir / c.audio.name)
+    if not any(lat_dir.iterdir()):
+        raise EvalError(f"no clip lasts {lo:g}-{hi:g} s: evaluate on more clips")
+    bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads, hearing=hearing)
+    return {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s", "decode_vs_llama_cpp",
+                                  "peak_rss_mb", "n_clips", "threads")}
 
 
 def _asr_metrics(rows: list[dict[str, Any]], wer_whisper: float) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Hands-free assistant: microphone (or a replayed file) -> VAD -> engine -> printed / spoken / shown reply.
 
-`main(options)` is what `llasm-assistant --mic` / `--mic-file` / (no input flags: the TUI) runs. Pieces:
+`llasm-assistant --mic` / `--mic-file` / (no input flags: the TUI) run it through `assistant.cli.handsfree_main`,
+which starts the TUI (`assistant.tui.app`, which imports this module) or `run_headless`. Pieces:
 
 - `Listener`: a thread that reads an `AudioSource`, reports the input level, feeds the VAD segmenter (or
   push-to-talk) and reports speech events; when the device vanishes it says so and reopens it.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import sys
@@ -28,10 +30,8 @@ from llasm.assistant.capture import (
     EndOfStream,
     FileSource,
     MicrophoneSource,
-    format_devices,
-    list_input_devices,
 )
-from llasm.assistant.settings import Settings, SettingsError, load_settings, merge_options
+from llasm.assistant.settings import Settings
 from llasm.assistant.vad import (
     PushToTalk,
     Segmenter,
@@ -85,14 +85,11 @@ def generation_options(settings: Settings) -> Any:
     values = settings.generation_options()
     if not values:
         return None
-    try:
-        from llasm.assistant.engine import GenerationOptions
-    except ImportError:
-        return values
-    known = getattr(GenerationOptions, "__dataclass_fields__", None)
-    if known is not None:
-        values = {k: v for k, v in values.items() if k in known}
-    return GenerationOptions(**values)
+    # imported here: the engine module brings llama.cpp and the hearing stack
+    from llasm.assistant.engine import GenerationOptions
+
+    known = {f.name for f in dataclasses.fields(GenerationOptions)}
+    return GenerationOptions(**{k: v for k, v in values.items() if k in known})
 
 
 # How hands-free mode hears with a ctc adaptor (hearing mode adaptor): the plain LLM inside the ctc beam search
@@ -329,12 +326,16 @@ class TurnResult:
     segment: Utterance | None = None
     text: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None  # the engine's Done.stop_reason (eos, stop, length, loop, cancelled, ...)
 
     def record(self, input_name: str) -> dict[str, Any]:
-        """The runtime's JSON fields (`input`, `answer`, timings, `heard`) plus the segment bounds."""
+        """The runtime's JSON fields (`input`, `answer`, timings, `heard`, `stop_reason`) plus the segment
+        bounds."""
         rec: dict[str, Any] = {"input": input_name, "answer": self.answer}
         rec.update(self.timings)
         rec["heard"] = self.heard
+        if self.stop_reason is not None:
+            rec["stop_reason"] = self.stop_reason
         if self.segment is not None:
             rec["segment_start_s"] = round(self.segment.start_s, 3)
             rec["segment_end_s"] = round(self.segment.end_s, 3)
@@ -406,7 +407,8 @@ class Responder:
                     timings.setdefault("turn_ms", round((time.perf_counter() - t0) * 1000, 1))
                     heard = heard if heard is not None else getattr(ev, "heard", None)
                     cancelled = bool(getattr(ev, "cancelled", False)) or cancel.is_set()
-                    return TurnResult(ev.answer, heard, timings, cancelled, segment, text)
+                    return TurnResult(ev.answer, heard, timings, cancelled, segment, text,
+                                      stop_reason=getattr(ev, "stop_reason", None))
             answer = "".join(parts)
             return TurnResult(answer, heard, {"turn_ms": round((time.perf_counter() - t0) * 1000, 1)},
                               True, segment, text)
@@ -550,68 +552,3 @@ def _start_ptt_keys(listener: Listener, key_presses: Iterator[Any] | None) -> No
             (listener.press if talking else listener.release)()
 
     threading.Thread(target=run, name="ptt-keys", daemon=True).start()
-
-
-# --------------------------------------------------------------------------------------------------
-# entry point
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-    return code
-
-
-def main(options: dict[str, Any]) -> int:
-    """`llasm-assistant` without --file/--text: the TUI, or `--no-tui` headless hands-free mode."""
-    try:
-        settings = merge_options(load_settings(), dict(options))
-    except SettingsError as e:
-        return _fail(str(e))
-
-    if options.get("list_devices"):
-        try:
-            print(format_devices(list_input_devices()))
-        except CaptureError as e:
-            return _fail(str(e))
-        return 0
-    if options.get("files") or options.get("texts"):
-        return _fail("--file/--text answer recordings or typed questions once; drop them to use --mic/--mic-file/the TUI")
-    if settings.mic and settings.mic_file:
-        return _fail("--mic and --mic-file both given; pick one input")
-    if settings.no_tui and not (settings.mic or settings.mic_file):
-        return _fail("--no-tui needs an audio input: add --mic or --mic-file PATH (or use --text/--file)")
-    if settings.ptt and settings.mic_file:
-        return _fail("--ptt needs a live microphone; drop it with --mic-file (the file is segmented by VAD)")
-    if settings.ptt and settings.no_tui and not sys.stdin.isatty():
-        return _fail("--ptt in --no-tui mode reads Enter presses from a terminal; run it in a terminal or drop --ptt")
-
-    source: AudioSource | None = None
-    reopen = None
-    try:
-        if settings.mic or settings.mic_file:
-            source, reopen = make_source(settings)
-            source.open()
-    except (CaptureError, HandsFreeError) as e:
-        return _fail(str(e))
-
-    if not settings.no_tui:
-        from llasm.assistant.tui.app import AssistantApp
-
-        app = AssistantApp(settings=settings, source=source, reopen=reopen)
-        app.run()
-        return int(app.return_code or 0)
-
-    assert source is not None
-    try:
-        engine = load_engine(settings)
-    except Exception as e:  # the engine's own errors carry one-line messages
-        source.close()
-        return _fail(f"cannot load the model: {e}", 1)
-    speech = None
-    if settings.speak:
-        try:
-            speech = make_speech(settings)
-        except Exception as e:
-            source.close()
-            return _fail(str(e))
-    return run_headless(engine, source, settings, reopen=reopen, speech=speech)

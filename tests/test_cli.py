@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from llasm.assistant import cli
 from llasm.assistant.cli import app
 from typer.testing import CliRunner
 
@@ -41,12 +41,7 @@ def test_all_bad_files_fail_before_loading(tmp_path):
 
 def test_handsfree_flags_delegate(monkeypatch):
     seen = {}
-    fake = types.ModuleType("llasm.assistant.handsfree")
-    fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
-    from llasm import assistant
-
-    monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
+    monkeypatch.setattr(cli, "handsfree_main", lambda options: seen.update(options) or 0)
     r = runner.invoke(app, ["--mic", "--no-tui", "--speak", "--input-device", "2", "--json", "--max-tokens", "9"])
     assert r.exit_code == 0, r.stderr
     assert seen["mic"] and seen["no_tui"] and seen["speak"] and seen["json"]
@@ -111,14 +106,10 @@ def test_one_shot_bad_settings_file_is_one_line(monkeypatch, tmp_path):
 
 
 def test_handsfree_flag_beats_settings_file_even_at_the_default(monkeypatch, tmp_path):
-    from llasm import assistant
     from llasm.assistant.settings import Settings, load_settings, merge_options
 
     seen: dict = {}
-    fake = types.ModuleType("llasm.assistant.handsfree")
-    fake.main = lambda options: seen.update(options) or 0
-    monkeypatch.setitem(sys.modules, "llasm.assistant.handsfree", fake)
-    monkeypatch.setattr(assistant, "handsfree", fake, raising=False)
+    monkeypatch.setattr(cli, "handsfree_main", lambda options: seen.update(options) or 0)
     cfg = tmp_path / "settings.toml"
     cfg.write_text(TOML)
 
@@ -174,3 +165,22 @@ def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0 and r.stderr == ""
     assert len(r.stdout.strip().splitlines()) == 2
+
+
+@pytest.mark.real
+def test_an_answer_that_loops_stops_and_json_says_loop(tmp_path):
+    """The default model, typed, unscripted: SmolLM2 answers "What is the largest ocean on Earth?" with
+    "...approximately 149,000,000,000,000,..." until the token limit; the repetition guard stops it within 64
+    tokens and the record says why. The other question's answer ends at its end-of-turn, untouched."""
+    import os
+
+    env = dict(os.environ, LLASM_CONFIG=str(tmp_path / "none.toml"))
+    env.pop("LLASM_BUNDLE", None)
+    cmd = [sys.executable, "-m", "llasm.assistant.cli", "--threads", "2", "--json",
+           "--text", "What is the largest ocean on Earth?", "--text", "What is the opposite of hot?"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=Path(__file__).parent.parent, env=env)
+    assert r.returncode == 0, r.stderr
+    looped, plain = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert looped["stop_reason"] == "loop" and looped["n_tokens"] < 64, looped
+    assert looped["answer"].startswith("The largest ocean on Earth is the Pacific Ocean")
+    assert plain["stop_reason"] == "eos" and plain["answer"] == "The opposite of hot is cold."

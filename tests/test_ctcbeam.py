@@ -358,7 +358,7 @@ def test_spellings_of_the_same_words_are_one_hypothesis(bundle_factory, monkeypa
     spellings of "trip", and the LLM's capital wins."""
     import dataclasses
 
-    import llasm.assistant.engine as engine_mod
+    import llasm.assistant.listening as engine_mod
     from llasm.assistant.engine import Engine
 
     root = bundle_factory("ctc1", adaptor_type="ctc")
@@ -377,16 +377,16 @@ def test_spellings_of_the_same_words_are_one_hypothesis(bundle_factory, monkeypa
     try:
         ids = eng.adaptor.ids
         by_token = {lab if ids is None else int(ids[lab]): text for lab, text in said.items()}
-        eng._detok = lambda toks, pieces=1: by_token[toks[0]]  # type: ignore[method-assign]
-        eng._lm_scores = lambda texts: [(2.0 if " Plan" in t else 0.0) + (1.0 if t.endswith(".") else 0.0)  # type: ignore[method-assign]
+        eng.listening._detok = lambda toks, pieces=1: by_token[toks[0]]  # type: ignore[method-assign]
+        eng.listening._lm_scores = lambda texts: [(2.0 if " Plan" in t else 0.0) + (1.0 if t.endswith(".") else 0.0)  # type: ignore[method-assign]
                                         - (3.0 if "ship" in t else 0.0) for t in texts]
         logits = np.zeros((3, int(manifest["adaptor"]["vocab_size"]) + 1), np.float32)
         assert eng.hearing.merge_spellings  # the default
-        assert eng._hear_with_lm(logits, "greedy") == "Hello! plan a trip."
+        assert eng.listening._hear_with_lm(logits, "greedy") == "Hello! plan a trip."
         ctc, _ = picked[-1]
         assert ctc == pytest.approx([float(np.logaddexp(-1.2, -1.0)), float(np.logaddexp(-1.5, -1.6))])
         eng.hearing = dataclasses.replace(eng.hearing, merge_spellings=False)
-        assert eng._hear_with_lm(logits, "greedy") == "Hello! Plan a trip."
+        assert eng.listening._hear_with_lm(logits, "greedy") == "Hello! Plan a trip."
         assert picked[-1][0] == pytest.approx([-1.2, -1.0])
     finally:
         eng.close()

@@ -14,9 +14,9 @@ from llasm.assistant.engine import (
     EngineError,
     GenerationOptions,
     Heard,
+    StopScanner,
     Token,
-    _sample,
-    _StopScanner,
+    sample,
 )
 
 GREEDY = GenerationOptions(max_tokens=12)
@@ -24,35 +24,35 @@ GREEDY = GenerationOptions(max_tokens=12)
 
 # ---- fast: sampling and stop strings --------------------------------------------------------------
 def test_stop_scanner_holds_back_partial_stop():
-    s = _StopScanner(["<|im_end|>", "User:"])
+    s = StopScanner(["<|im_end|>", "User:"])
     assert s.feed("Hello <|im") == "Hello "
     assert s.feed("_e") == ""
     assert s.feed("nd|> tail") == ""
     assert s.stopped and s.text == "Hello "
-    s = _StopScanner(["STOP"])
+    s = StopScanner(["STOP"])
     assert s.feed("ST") == "" and s.feed("ONE") == "STONE" and not s.stopped
     assert s.flush() == ""
 
 
 def test_one_line_scanner_stops_at_the_first_line_break_after_text():
-    sc = _StopScanner(["<|im_end|>"], one_line=True)
+    sc = StopScanner(["<|im_end|>"], one_line=True)
     out = sc.feed("\n") + sc.feed("Hello the") + sc.feed("re.\n\nThis sentence") + sc.feed(" is")
     assert sc.stopped and sc.text == "\nHello there." and out == "\nHello there."
-    plain = _StopScanner(["<|im_end|>"])
+    plain = StopScanner(["<|im_end|>"])
     assert plain.feed("a\nb") == "a\nb" and not plain.stopped
-    sc = _StopScanner(["<|im_end|>"], one_line=True)
+    sc = StopScanner(["<|im_end|>"], one_line=True)
     assert sc.feed("One line<|im_end|>") == "One line" and sc.stopped
 
 
 def test_sampling_greedy_top_p_top_k():
     logits = np.array([0.0, 3.0, 1.0, 2.9], np.float32)
     rng = np.random.default_rng(0)
-    assert _sample(logits, GenerationOptions(temperature=0), rng) == 1
-    assert all(_sample(logits, GenerationOptions(temperature=1.0, top_p=0.01), rng) == 1 for _ in range(20))
-    picks = {_sample(logits, GenerationOptions(temperature=1.0, top_k=2), rng) for _ in range(200)}
+    assert sample(logits, GenerationOptions(temperature=0), rng) == 1
+    assert all(sample(logits, GenerationOptions(temperature=1.0, top_p=0.01), rng) == 1 for _ in range(20))
+    picks = {sample(logits, GenerationOptions(temperature=1.0, top_k=2), rng) for _ in range(200)}
     assert picks == {1, 3}
-    a = [_sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
-    b = [_sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
+    a = [sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
+    b = [sample(logits, GenerationOptions(temperature=2.0), np.random.default_rng(7)) for _ in range(5)]
     assert a == b
 
 
@@ -67,7 +67,7 @@ def engine(tmp_path_factory) -> Engine:
 
 def _fresh_prefill_answer(eng: Engine, question: str, options: GenerationOptions = GREEDY) -> str:
     """Re-prefill the whole kept history from position 0, then answer `question` greedily."""
-    eng._n_kv = 0
+    eng.chat.n_kv = 0
     eng.lm.truncate(0)
     return eng.ask(text=question, options=options).answer
 
@@ -82,7 +82,7 @@ def test_embedding_path_equals_token_path(engine):
     lm.clear()
     by_emb = lm.decode_embeddings(table[ids], 0)
     lm.clear()
-    engine._n_kv = 0
+    engine.chat.n_kv = 0
     np.testing.assert_allclose(by_emb, by_id, atol=1e-3)
     assert int(by_emb.argmax()) == int(by_id.argmax())
     # and mixed: half ids, half embedding rows, at an offset
@@ -106,7 +106,7 @@ def test_stream_matches_done_and_answers(engine):
     for key in ("encoder_ms", "adaptor_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "audio_s"):
         assert key in t
     assert t["ttft_ms"] >= t["prefill_ms"] > 0
-    assert type(t["n_tokens"]) is int and t["n_tokens"] == len(engine._turns[-1].pieces[-2])  # JSON: 12, not 12.0
+    assert type(t["n_tokens"]) is int and t["n_tokens"] == len(engine.chat.turns[-1].pieces[-2])  # JSON: 12, not 12.0
 
 
 @pytest.mark.real
@@ -115,11 +115,11 @@ def test_kv_reuse_equals_fresh_prefill_with_spoken_and_typed_turns(engine):
     engine.ask(text="What is the capital of France?", options=GREEDY)
     spoken = engine.ask(audio=clip(), options=GREEDY)
     assert spoken.timings["audio_s"] == pytest.approx(2.0) and spoken.timings["encoder_ms"] > 0
-    n_kv = engine._n_kv
+    n_kv = engine.chat.n_kv
     reused = engine.ask(text="And of Germany?", options=GREEDY)
     assert reused.timings["prefill_positions"] < engine.n_positions - n_kv + 30  # only the new turn
     assert [r for r, _, _ in engine.history] == ["user", "assistant"] * 3
-    engine._turns.pop()
+    engine.chat.turns.pop()
     assert _fresh_prefill_answer(engine, "And of Germany?") == reused.answer
 
 
@@ -139,16 +139,16 @@ def test_cancel_mid_stream_and_before_start(engine):
     assert last.timings["n_tokens"] <= 4
     after = engine.ask(text="What is 2 plus 2?", options=GREEDY)
     assert after.answer and not after.cancelled
-    engine._turns.pop()
+    engine.chat.turns.pop()
     assert _fresh_prefill_answer(engine, "What is 2 plus 2?") == after.answer
 
     # cancelled before the prefill: the turn is dropped, nothing else changes
-    n_turns, n_kv = len(engine._turns), engine._n_kv
+    n_turns, n_kv = len(engine.chat.turns), engine.chat.n_kv
     pre = threading.Event()
     pre.set()
     done = engine.ask(audio=clip(), options=GREEDY, cancel=pre)
     assert done.cancelled and done.answer == ""
-    assert len(engine._turns) == n_turns and engine._n_kv == n_kv
+    assert len(engine.chat.turns) == n_turns and engine.chat.n_kv == n_kv
     # closing the generator early also leaves the engine usable
     gen = engine.respond(text="Count to ten.", options=GREEDY)
     next(gen)
@@ -168,8 +168,8 @@ def test_overflow_trims_oldest_turns(tmp_path):
         for q in questions:
             d = eng.ask(text=q, options=opts)
             assert eng.n_positions <= n_ctx
-        assert len(eng._turns) < len(questions)  # the oldest turns were dropped
-        eng._turns.pop()
+        assert len(eng.chat.turns) < len(questions)  # the oldest turns were dropped
+        eng.chat.turns.pop()
         assert _fresh_prefill_answer(eng, questions[-1], opts) == d.answer
         with pytest.raises(EngineError, match="context"):
             eng.ask(audio=clip(30.0), options=opts)
@@ -236,7 +236,7 @@ def test_ctc_turn_prefills_text_and_audio_in_one_call(tmp_path, monkeypatch):
         calls.clear()
         spoken = eng.ask(audio=clip(), options=GREEDY)
         prompt = int(spoken.timings["prompt_positions"])
-        primed = len(eng._user_open)  # "<|im_start|>user\n", prefilled in idle time by new_chat
+        primed = len(eng.chat.user_open)  # "<|im_start|>user\n", prefilled in idle time by new_chat
         assert primed == 3 and spoken.timings["prefill_positions"] == prompt - primed
         assert calls[0] == ("decode_embeddings", prompt - primed)  # the rest of the turn at once
         assert calls[1] == ("decode_tokens", 1)  # then generation, one token at a time
@@ -252,20 +252,20 @@ def test_primed_user_open_gives_the_same_answers(engine):
     """new_chat and every answer prefill "<|im_start|>user\n" in idle time; a turn that starts with it counts
     those positions, any other drops them first: answers equal a fresh prefill of the whole history."""
     engine.new_chat()
-    assert engine._primed == len(engine._user_open) > 0
+    assert engine.chat.primed == len(engine.chat.user_open) > 0
     first = engine.ask(text="What is the capital of France?", options=GREEDY)
     assert first.timings["prefill_positions"] < first.timings["prompt_positions"]
-    assert engine._primed  # primed again for the next turn
+    assert engine.chat.primed  # primed again for the next turn
     second = engine.ask(text="And of Italy?", options=GREEDY)
-    history = engine._turns[:-1]
-    engine._turns = history
+    history = engine.chat.turns[:-1]
+    engine.chat.turns = history
     assert _fresh_prefill_answer(engine, "And of Italy?") == second.answer
     # a cancelled turn (before its answer) drops its positions and the primed ones; the next answer is right
     stop = threading.Event()
     stop.set()
     engine.ask(text="Ignored.", options=GREEDY, cancel=stop)
     again = engine.ask(text="And of Spain?", options=GREEDY)
-    engine._turns = engine._turns[:-1]
+    engine.chat.turns = engine.chat.turns[:-1]
     assert _fresh_prefill_answer(engine, "And of Spain?") == again.answer
 
 
@@ -306,7 +306,7 @@ def test_prepare_prefills_the_spoken_turn_and_anything_else_drops_it(engine):
     plain = engine.ask(audio=a, options=GREEDY)
     engine.new_chat()
     engine.prepare(a)
-    assert engine._primed > len(engine._user_open) and engine._primed_logits is not None
+    assert engine.chat.primed > len(engine.chat.user_open) and engine.chat.primed_logits is not None
     fast = engine.ask(audio=a.copy(), options=GREEDY)
     assert fast.timings["speculative"] == 1.0 and fast.timings["prefill_positions"] == 0
     assert fast.answer == plain.answer
@@ -315,9 +315,9 @@ def test_prepare_prefills_the_spoken_turn_and_anything_else_drops_it(engine):
     engine.prepare(b)
     second = engine.ask(audio=b, options=GREEDY)
     assert second.timings["speculative"] == 1.0
-    spoken_twice = list(engine._turns)
-    engine._turns = spoken_twice[:-1]
-    engine._n_kv = 0
+    spoken_twice = list(engine.chat.turns)
+    engine.chat.turns = spoken_twice[:-1]
+    engine.chat.n_kv = 0
     engine.lm.truncate(0)
     assert engine.ask(audio=b, options=GREEDY).answer == second.answer
     # the user went on speaking: the newer candidate replaces the older one
@@ -342,7 +342,7 @@ def test_prepare_prefills_the_spoken_turn_and_anything_else_drops_it(engine):
     engine.new_chat()
     with engine._lock:
         engine.prepare(a)
-    assert engine._primed == len(engine._user_open) and engine._prepared is not None
+    assert engine.chat.primed == len(engine.chat.user_open) and engine._prepared is not None
     assert engine.ask(audio=a, options=GREEDY).answer == plain.answer
 
 
@@ -366,7 +366,7 @@ def test_transcript_token_cap_follows_the_audio_length():
 
 @pytest.mark.real
 def test_transcribe_turns_stop_at_the_audio_length(engine, monkeypatch):
-    import llasm.assistant.engine as engine_mod
+    import llasm.assistant.conversation as engine_mod
 
     seen = []
     monkeypatch.setattr(engine_mod, "transcript_token_cap", lambda s: seen.append(s) or 3)
@@ -399,10 +399,10 @@ def test_typed_text_is_tokenized_as_plain_text(engine):
     plain = lm.tokenize(EVIL, special=False)
     assert not set(plain) & _control(engine)  # the same characters, as text
     want = lm.tokenize("<|im_start|>user\n") + plain + lm.tokenize("<|im_end|>\n<|im_start|>assistant\n")
-    assert _ids(engine._turn_pieces(EVIL, None)) == want
+    assert _ids(engine.chat.turn_pieces(EVIL, None)) == want
     engine.new_chat()
     engine.ask(text=EVIL, options=GenerationOptions(max_tokens=2))
-    turn = engine._turns[-1]
+    turn = engine.chat.turns[-1]
     prompt = _ids(turn.pieces)[: len(want)]
     assert prompt == want
     assert sum(i in _control(engine) for i in prompt) == 3  # <|im_start|>user, <|im_end|>, <|im_start|>assistant
@@ -416,12 +416,12 @@ def test_system_prompt_and_instructions_are_plain_text(engine):
     lm = engine.lm
     plain = lm.tokenize(EVIL, special=False)
     engine.new_chat(EVIL)  # --system
-    assert _ids(engine._prefix) == lm.tokenize("<|im_start|>system\n") + plain + lm.tokenize("<|im_end|>\n")
+    assert _ids(engine.chat.prefix) == lm.tokenize("<|im_start|>system\n") + plain + lm.tokenize("<|im_end|>\n")
     engine.new_chat()
     # a spoken turn with a typed instruction after the audio
     audio = clip()
     spoken = engine.ask(audio=audio, text=EVIL, options=GenerationOptions(max_tokens=2))
-    pieces = engine._turns[-1].pieces
+    pieces = engine.chat.turns[-1].pieces
     assert pieces[1].ndim == 2 and spoken.timings["audio_positions"] == len(pieces[1])
     after = lm.tokenize("\n", special=False) + plain + lm.tokenize("<|im_end|>\n<|im_start|>assistant\n")
     assert _ids(pieces[:1]) == lm.tokenize("<|im_start|>user\n") and _ids(pieces[2:3])[: len(after)] == after
@@ -431,7 +431,7 @@ def test_system_prompt_and_instructions_are_plain_text(engine):
         engine.template = dataclasses.replace(template, transcribe=EVIL)
         engine.new_chat()
         engine.ask(audio=audio, transcribe=True, options=GenerationOptions(max_tokens=2))
-        assert _ids(engine._turns[-1].pieces[2:3])[: len(after)] == after
+        assert _ids(engine.chat.turns[-1].pieces[2:3])[: len(after)] == after
     finally:
         engine.template = template
         engine.new_chat()
@@ -444,4 +444,4 @@ def test_benign_text_tokenizes_as_one_string(engine):
     lm = engine.lm
     for text in ("What is the capital of France?", "¿Qué hora es?", "2 + 2 = ?", "Say \"hi\"\nthen stop."):
         whole = lm.tokenize(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
-        assert _ids(engine._turn_pieces(text, None)) == whole, text
+        assert _ids(engine.chat.turn_pieces(text, None)) == whole, text

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from llasm.assistant import handsfree
 from llasm.assistant.capture import ArraySource
-from llasm.assistant.handsfree import main, run_headless
+from llasm.assistant.cli import handsfree_main as main
+from llasm.assistant.handsfree import run_headless
 from llasm.assistant.history import History
 from llasm.assistant.settings import Settings, SettingsError, load_settings, merge_options
 from llasm.assistant.tts import SpeechOutput, speakable, split_sentences
@@ -39,6 +40,16 @@ def test_headless_json_one_record_per_utterance(convo):
         assert rec["answer"].startswith("You said")
         assert rec["audio_s"] == pytest.approx(b - a + 0.5, abs=0.15)
     assert "listening on talk.wav" in err.getvalue()
+
+
+def test_headless_json_says_why_each_answer_stopped(convo):
+    audio, truth = convo
+    for reason in ("eos", "loop"):
+        out = io.StringIO()
+        rc = run_headless(FakeEngine(stop_reason=reason), ArraySource(audio, realtime=False, name="talk.wav"),
+                          Settings(json=True), out=out, err=io.StringIO())
+        recs = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert rc == 0 and len(recs) == len(truth) and all(r["stop_reason"] == reason for r in recs)
 
 
 def test_headless_prepares_each_utterance_before_it_is_answered(convo):

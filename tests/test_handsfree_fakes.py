@@ -33,13 +33,15 @@ class Token:
 class Done:
     answer: str
     timings: dict = field(default_factory=dict)
+    stop_reason: str = "eos"
 
 
 class FakeEngine:
     """Answers 'You said N.N seconds.' for audio and echoes text, token by token, honouring `cancel`."""
 
-    def __init__(self, token_delay: float = 0.0, heard: bool = True) -> None:
+    def __init__(self, token_delay: float = 0.0, heard: bool = True, stop_reason: str = "eos") -> None:
         self.token_delay = token_delay
+        self.stop_reason = stop_reason  # what every Done says (the real engine's "loop": the repetition guard)
         self.heard = heard
         self.calls: list[dict] = []
         self.chats = 0
@@ -79,6 +81,7 @@ class FakeEngine:
                 "audio_s": round(audio.size / SR, 3) if audio is not None else 0.0,
                 "total_ms": ms,
             },
+            self.stop_reason,
         )
 
 

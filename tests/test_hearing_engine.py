@@ -74,7 +74,7 @@ def test_a_spoken_question_reads_as_the_same_question_typed(engine) -> None:  # 
     ids, heard, _ = engine.encode_audio(audio)
     assert normalize(heard) == ["go", "forward", "10", "meters"]
     assert ids.ndim == 1  # token ids, not embeddings: the transcript's own tokens
-    assert [p.tolist() for p in engine._turn_pieces("", ids)] == [p.tolist() for p in engine._turn_pieces(heard, None)]
+    assert [p.tolist() for p in engine.chat.turn_pieces("", ids)] == [p.tolist() for p in engine.chat.turn_pieces(heard, None)]
     greedy = GenerationOptions(max_tokens=24)
     engine.new_chat()
     spoken = engine.ask(audio=audio, options=greedy)
@@ -111,7 +111,7 @@ def test_hands_free_hears_the_utterance_while_it_is_spoken(engine) -> None:  # n
     utterance = np.concatenate([load_audio(rows[1][0]), gap, load_audio(rows[4][0])])  # two readings, 7 s
     texts = [engine.hear_partial(utterance[: int(s * SR)]) for s in np.arange(1.0, len(utterance) / SR, 0.5)]
     assert texts[-1] and normalize(texts[-1])[:3] == ["he", "was", "not"], texts
-    assert engine._stream is not None and engine._stream._texts  # the first reading was heard once and kept
+    assert engine.listening.stream is not None and engine.listening.stream._texts  # the first reading was heard once and kept
     ids, heard, timings = engine.encode_audio(utterance)
     assert timings["committed_s"] > 2.5  # the end of the utterance decoded the last piece only
     assert "amiable" in heard.lower() and heard.lower().startswith("he was not")
@@ -134,3 +134,33 @@ def test_cli_on_real_and_silent_clips(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "--text", "hi", "--hearing", "ears"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "mode must be one of" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_hearing_mode_stops_an_answer_that_repeats_itself(engine, monkeypatch) -> None:  # noqa: ANN001
+    """The repetition guard runs after every hearing: the LLM's token choice is scripted to say one phrase over
+    and over (the hearing, the prefill and the decode are real), and each turn stops as a loop well before the
+    token limit: spoken in each hearing mode, `--transcribe` through the adaptor, and typed."""
+    import itertools
+
+    import llasm.assistant.conversation as conversation
+    from llasm.assistant.engine import GenerationOptions
+
+    block = engine.lm.tokenize(" The key to the answer is", special=False)
+    script = itertools.cycle(block)
+    monkeypatch.setattr(conversation, "sample", lambda logits, opts, rng: next(script))
+    audio = load_audio(_real_clips()[0][0])
+    opts = GenerationOptions(max_tokens=200)
+    try:
+        for mode, transcribe in [("whisper", False), ("adaptor", False), ("adaptor", True), ("embeddings", False)]:
+            engine.set_mode(mode)
+            engine.new_chat()
+            script = itertools.cycle(block)
+            done = engine.ask(audio=audio, transcribe=transcribe, options=opts)
+            assert done.stop_reason == "loop" and done.timings["n_tokens"] < 60, (mode, transcribe, done)
+            assert done.answer.count("The key to the answer is") >= 3
+        engine.new_chat()
+        script = itertools.cycle(block)
+        typed = engine.ask(text="What is the key?", options=opts)
+        assert typed.stop_reason == "loop" and typed.timings["n_tokens"] < 60
+    finally:
+        engine.set_mode("whisper")

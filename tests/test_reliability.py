@@ -506,14 +506,14 @@ def test_a_transcript_that_spells_control_tokens_stays_text(default_engine,  # n
     control = {lm.tokenize("<|im_start|>")[0], lm.tokenize("<|im_end|>")[0]}
     plain = lm.tokenize(EVIL, special=False)
     assert not set(plain) & control
-    monkeypatch.setattr(engine._stream, "hear", lambda audio, commit=True: Heard(EVIL, "en"))
+    monkeypatch.setattr(engine.listening.stream, "hear", lambda audio, commit=True: Heard(EVIL, "en"))
     audio = np.full(16000, 0.1, np.float32)
     assert [int(i) for i in engine.encode_audio(audio)[0]] == plain
     for transcribe in (False, True):
         engine.new_chat()
         done = engine.ask(audio=audio, transcribe=transcribe, options=GenerationOptions(max_tokens=2))
         assert done.heard == EVIL
-        ids = [int(i) for p in engine._turns[-1].pieces if p.ndim == 1 for i in p]
+        ids = [int(i) for p in engine.chat.turns[-1].pieces if p.ndim == 1 for i in p]
         # <|im_start|> user, <|im_end|>, <|im_start|> assistant, and the <|im_end|> that closes the reply
         assert sum(i in control for i in ids) == 4, ids
         assert any(ids[i:i + len(plain)] == plain for i in range(len(ids)))
