@@ -134,8 +134,9 @@ def interleaved_decode_ratio(engine: Any, ref: LlamaCppReference, clips: list[np
 
 def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: str | Path = "bench",
               max_tokens: int = 32, threads: int | None = None, repeats: int = 1,
-              cascade: bool = True, hearing: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`hearing`: Engine.load's hearing keywords (mode, language, n_best, fusion, ngram_fusion) and llm, device."""
+              cascade: bool = True, hearing: Mapping[str, Any] | None = None, llm: str | Path | None = None,
+              device: str | None = None) -> dict[str, Any]:
+    """`hearing`: overrides of bundle.json's hearing (HearingOptions keys); llm, device: as Engine.load's."""
     from rich.console import Console
 
     from .engine import Engine, GenerationOptions
@@ -144,7 +145,7 @@ def run_bench(clips_dir: str | Path, *, bundle: str | Path | None = None, out: s
     clips_dir, out = Path(clips_dir), Path(out)
     clips = _load_clips(clips_dir, console)
     t0 = time.perf_counter()
-    engine = Engine.load(bundle, n_threads=threads, **dict(hearing or {}))
+    engine = Engine.load(bundle, n_threads=threads, hearing=hearing, llm=llm, device=device)
     load_s = time.perf_counter() - t0
     opts = GenerationOptions(max_tokens=max_tokens)
     rows = _bench_llasm(engine, clips, opts, repeats, console)

@@ -138,9 +138,7 @@ def main_command(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(run_inputs(files, texts, bundle=settings.bundle, transcribe=transcribe, json_out=json_out,
                                 options=_options(settings), system=settings.system, threads=settings.threads or None,
-                                n_best=settings.n_best, fusion=settings.fusion, ngram_fusion=settings.ngram_fusion,
-                                mode=settings.hearing, language=settings.language, llm=settings.llm,
-                                device=settings.device))
+                                hearing=settings.hearing_overrides(), llm=settings.llm, device=settings.device))
 
 
 def handsfree_main(options: dict[str, Any]) -> int:
@@ -215,11 +213,10 @@ def _fail(message: str, code: int = 2) -> int:
 
 def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, transcribe: bool, json_out: bool,
                options: Any, system: str | None = None, threads: int | None = None,
-               n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
-               mode: str | None = None, language: str | None = None, llm: str | Path | None = None,
-               device: str | None = None) -> int:
+               hearing: dict[str, Any] | None = None, llm: str | Path | None = None, device: str | None = None) -> int:
     """Answer each file, then each text, each in a fresh conversation. Returns the exit status. A clip in
-    which no speech is heard is a failed input ("heard nothing"), never an answer."""
+    which no speech is heard is a failed input ("heard nothing"), never an answer. hearing: the hearing flags
+    given, by HearingOptions key."""
     from .audio import AudioError, load_audio
     from .bundle import BundleError
     from .devices import DeviceError
@@ -252,9 +249,8 @@ def run_inputs(files: list[Path], texts: list[str], *, bundle: Path | None, tran
             continue
         if engine is None:
             try:
-                engine = Engine.load(bundle, n_threads=threads, n_best=n_best, fusion=fusion,
-                                     ngram_fusion=ngram_fusion, expect_transcribe=transcribe, mode=mode,
-                                     language=language, llm=llm, device=device)
+                engine = Engine.load(bundle, n_threads=threads, hearing=hearing, expect_transcribe=transcribe, llm=llm,
+                                     device=device)
             except (BundleError, LLMError, DeviceError) as e:
                 _err(e)
                 return EXIT_BAD_BUNDLE
@@ -350,7 +346,7 @@ def bench_command(
     try:
         run_bench(clips, bundle=bundle, out=out, max_tokens=max_tokens, threads=threads or None,
                   repeats=repeats, cascade=cascade,
-                  hearing=_hearing_overrides(hearing, language, n_best, fusion, ngram_fusion, llm, device))
+                  hearing=_hearing_overrides(hearing, language, n_best, fusion, ngram_fusion), llm=llm, device=device)
     except (BenchError, BundleError, LLMError, DeviceError) as e:
         _err(e)
         raise typer.Exit(EXIT_BAD_BUNDLE) from None
@@ -396,7 +392,7 @@ def evaluate_command(
         evaluate(bundle, asr=asr, questions=questions, out=out, n_asr=n_asr, n_questions=n_questions,
                  max_tokens=max_tokens, threads=threads or None, latency=latency,
                  skip_asr=skip_asr, skip_questions=skip_questions, whisper_beam=whisper_beam,
-                 hearing=_hearing_overrides(None, language, n_best, fusion, ngram_fusion, llm, device),
+                 hearing=_hearing_overrides(None, language, n_best, fusion, ngram_fusion), llm=llm, device=device,
                  modes=[m.strip() for m in hearing.split(",") if m.strip()] if hearing else None)
     except (EvalError, BenchError, BundleError, LLMError, DeviceError) as e:
         _err(e)
@@ -407,12 +403,12 @@ def evaluate_command(
 
 
 def _hearing_overrides(mode: str | None, language: str | None, n_best: int | None, fusion: float | None,
-                       ngram_fusion: float | None, llm: Path | None = None,
-                       device: str | None = None) -> dict[str, Any]:
-    """The hearing flags (and --llm, --device) that were given, as Engine.load's keywords."""
-    given = {"mode": mode, "language": language, "n_best": n_best, "fusion": fusion, "ngram_fusion": ngram_fusion,
-             "llm": str(llm) if llm is not None else None, "device": device}
-    return {k: v for k, v in given.items() if v is not None}
+                       ngram_fusion: float | None) -> dict[str, Any]:
+    """The hearing flags that were given, by HearingOptions key (Engine.load's `hearing`)."""
+    from .settings import Settings
+
+    return Settings(hearing=mode, language=language, n_best=n_best, fusion=fusion,
+                    ngram_fusion=ngram_fusion).hearing_overrides()
 
 
 def main() -> None:

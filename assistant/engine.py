@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,10 @@ class Engine:
     """Bundle -> streamed answers. Load once (`Engine.load`), then `new_chat` / `respond` many times."""
 
     def __init__(self, bundle: Bundle, *, n_threads: int | None = None, warmup: bool = True,
-                 n_best: int | None = None, fusion: float | None = None, ngram_fusion: float | None = None,
-                 expect_transcribe: bool = False, mode: str | None = None, language: str | None = None,
+                 hearing: Mapping[str, Any] | None = None, expect_transcribe: bool = False,
                  llm: str | os.PathLike[str] | None = None, device: str | None = None) -> None:
-        """n_best: transcripts the LLM rescores when a ctc adaptor hears (overrides bundle.json's
-        hearing.n_best; 1 = the greedy path alone); fusion: the LLM's weight inside the beam search that finds
-        them (overrides hearing.fusion; 0 = off); ngram_fusion: the bundle's hearing n-gram's weight there
-        (overrides hearing.ngram_fusion; 0 = off). See assistant/ctcbeam.py and assistant/ngram.py.
-        mode, language: how the audio is heard and in which language (override bundle.json's hearing.mode and
-        hearing.language; assistant/hearing.py `HearingOptions`).
+        """hearing: what overrides bundle.json's "hearing", by `HearingOptions` key (None values are not given),
+        e.g. {"mode": "adaptor", "n_best": 4} from the flags and settings.toml (assistant/hearing.py).
         expect_transcribe: idle time prepares the next turn as a `--transcribe` turn (under the bundle's LoRA
         when only those turns run it), as a one-shot transcription wants; other turns then switch back.
         llm: answer with this chat GGUF instead of the bundle's LLM (assistant/chatllm.py: its own chat template
@@ -81,8 +76,7 @@ class Engine:
         self.bundle = bundle
         self.expect_transcribe = expect_transcribe
         try:
-            hearing = HearingOptions.from_dict(bundle.manifest.get("hearing")).with_overrides(mode=mode,
-                                                                                            language=language)
+            options = HearingOptions.from_dict(bundle.manifest.get("hearing")).with_overrides(**(hearing or {}))
         except (TypeError, ValueError) as e:
             raise BundleError(f"{bundle.root / 'bundle.json'}: {e}") from None
         self.n_threads = n_threads or physical_cores()
@@ -98,9 +92,8 @@ class Engine:
         self.lm, self.foreign_llm = self._load_llm(llm)
         self.llm_name = self.lm.name  # which LLM answers (the TUI's header, --json's "llm")
         template, stops, self.adaptor_unusable = self._chat_format()
-        self.listening = Listening(bundle, self.encoder, self.lm, template, options=hearing,
-                                   adaptor_unusable=self.adaptor_unusable, n_best=n_best, fusion=fusion,
-                                   ngram_fusion=ngram_fusion)
+        self.listening = Listening(bundle, self.encoder, self.lm, template, options=options,
+                                   adaptor_unusable=self.adaptor_unusable)
         self.load_s = time.perf_counter() - t0
         adaptor = self.listening.adaptor
         self.chat = Conversation(self.lm, template, stops, lora_turns=bundle.llm.lora_turns,
@@ -115,15 +108,13 @@ class Engine:
 
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
-             warmup: bool = True, n_best: int | None = None, fusion: float | None = None,
-             ngram_fusion: float | None = None, expect_transcribe: bool = False, mode: str | None = None,
-             language: str | None = None, llm: str | os.PathLike[str] | None = None,
-             device: str | None = None) -> Engine:
+             warmup: bool = True, hearing: Mapping[str, Any] | None = None, expect_transcribe: bool = False,
+             llm: str | os.PathLike[str] | None = None, device: str | None = None) -> Engine:
         """Load a bundle (a directory, a loaded Bundle, or None for the default bundle) and warm it up."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, n_threads=n_threads, warmup=warmup, n_best=n_best, fusion=fusion, ngram_fusion=ngram_fusion,
-                   expect_transcribe=expect_transcribe, mode=mode, language=language, llm=llm, device=device)
+        return cls(bundle, n_threads=n_threads, warmup=warmup, hearing=hearing, expect_transcribe=expect_transcribe,
+                   llm=llm, device=device)
 
     def _load_llm(self, llm: str | os.PathLike[str] | None) -> tuple[LlamaLM, bool]:
         """The LLM that answers, and whether it is another than the bundle's (`--llm`)."""

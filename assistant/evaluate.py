@@ -71,10 +71,11 @@ def read_questions(manifest: Path, limit: int, skip: int = 0) -> list[Clip]:
 
 
 def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path, threads: int | None,
-                           hearing: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           hearing: Mapping[str, Any] | None = None, llm: str | Path | None = None,
+                           device: str | None = None) -> dict[str, Any]:
     """`llasm-assistant bench` on `clips` in a new Python process, so its peak RSS is the engine's own (this
     process also holds the Whisper cascade and the evaluation's engine); returns its bench.json. `hearing`:
-    Engine.load's hearing keywords (mode, language, n_best, fusion, ngram_fusion), passed as the same flags."""
+    the hearing overrides (mode, language, n_best, fusion, ngram_fusion), passed as the same flags."""
     import subprocess
     import sys
 
@@ -85,7 +86,7 @@ def bench_in_fresh_process(clips: Path, *, bundle: str | Path | None, out: Path,
         cmd += ["--threads", str(threads)]
     flags = {"mode": "--hearing", "language": "--language", "n_best": "--n-best", "fusion": "--fusion",
              "ngram_fusion": "--ngram-fusion", "llm": "--llm", "device": "--device"}
-    for k, v in (hearing or {}).items():
+    for k, v in {**(hearing or {}), "llm": llm, "device": device}.items():
         if v is not None:
             cmd += [flags[k], str(v)]
     (out / "bench.json").unlink(missing_ok=True)
@@ -143,10 +144,11 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
              n_questions: int = 50, max_tokens: int = 48, threads: int | None = None,
              latency: bool = True, skip_asr: int = 0, skip_questions: int = 0,
              hearing: Mapping[str, Any] | None = None, modes: Sequence[str] | None = None,
-             whisper_beam: int = REFERENCE_BEAM) -> dict[str, Any]:
+             whisper_beam: int = REFERENCE_BEAM, llm: str | Path | None = None,
+             device: str | None = None) -> dict[str, Any]:
     """Evaluate a bundle's hearing in each of `modes` (default: the bundle's own; see `HearingOptions.mode`)
     on the ASR clips (and spoken questions, if given), beside Whisper's own decoder on a 30-s window with beam
-    `whisper_beam` on the same clips. `hearing`: overrides of bundle.json's hearing (Engine.load's keywords)."""
+    `whisper_beam` on the same clips. `hearing`: overrides of bundle.json's hearing (HearingOptions keys); llm, device: as Engine.load's."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -157,7 +159,7 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     asr_clips = read_asr(asr, n_asr, skip_asr)
     q_clips = read_questions(questions, n_questions, skip_questions) if questions is not None else []
     overrides = dict(hearing or {})
-    engine = Engine.load(bundle, n_threads=threads, **overrides)
+    engine = Engine.load(bundle, n_threads=threads, hearing=overrides, llm=llm, device=device)
     modes = list(modes or [engine.hearing.mode])
     audio = _read_audio([*asr_clips, *q_clips], console)
     asr_clips = [c for c in asr_clips if c.audio in audio]
@@ -181,7 +183,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     result |= {k: v for k, v in result["modes"][modes[0]].items()}  # the first mode's figures at the top level
     engine.close()
     if latency:
-        result["latency"] = _latency(bundle, out, threads, overrides | {"mode": modes[0]}, [*q_clips, *asr_clips],
+        result["latency"] = _latency(bundle, out, threads, overrides | {"mode": modes[0], "llm": llm, "device": device},
+                                     [*q_clips, *asr_clips],
                                      audio)
     (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     _examples(result, out / "examples.md")
@@ -264,7 +267,8 @@ class _ModeRun:
 
 def _latency(bundle: str | Path | None, out: Path, threads: int | None, hearing: dict[str, Any], clips: list[Any],
              audio: dict[Path, Any]) -> dict[str, Any]:
-    """`bench` in a fresh process on the clips of LATENCY_SECONDS, copied into out/latency_clips."""
+    """`bench` in a fresh process on the clips of LATENCY_SECONDS, copied into out/latency_clips. `hearing`: the
+    hearing overrides, and llm and device."""
     lat_dir = out / "latency_clips"
     shutil.rmtree(lat_dir, ignore_errors=True)
     lat_dir.mkdir()
@@ -274,7 +278,10 @@ def _latency(bundle: str | Path | None, out: Path, threads: int | None, hearing:
             shutil.copy(c.audio, lat_dir / c.audio.name)
     if not any(lat_dir.iterdir()):
         raise EvalError(f"no clip lasts {lo:g}-{hi:g} s: evaluate on more clips")
-    bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads, hearing=hearing)
+    hearing = dict(hearing)
+    llm, device = hearing.pop("llm", None), hearing.pop("device", None)
+    bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads, hearing=hearing, llm=llm,
+                                   device=device)
     return {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s", "decode_vs_llama_cpp",
                                   "peak_rss_mb", "n_clips", "threads")}
 

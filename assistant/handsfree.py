@@ -92,28 +92,18 @@ def generation_options(settings: Settings) -> Any:
     return GenerationOptions(**{k: v for k, v in values.items() if k in known})
 
 
-# How hands-free mode hears with a ctc adaptor (hearing mode adaptor): the plain LLM inside the ctc beam search
-# (shallow fusion, weight HANDSFREE_FUSION), then its pick among the beam's HANDSFREE_N_BEST likeliest transcripts,
-# all while the VAD waits out the end-of-speech silence (Engine.prepare); measured in docs/model-card.md.
-HANDSFREE_N_BEST = 4
-HANDSFREE_FUSION = 0.5
-
-
 def load_engine(settings: Settings) -> EngineLike:
     from llasm.assistant.engine import Engine
 
-    engine = Engine.load(settings.bundle, n_threads=settings.threads, n_best=settings.n_best,
-                         fusion=settings.fusion, ngram_fusion=settings.ngram_fusion, mode=settings.hearing,
-                         language=settings.language, llm=settings.llm, device=settings.device)
+    given = settings.hearing_overrides()
+    engine = Engine.load(settings.bundle, n_threads=settings.threads, hearing=given, llm=settings.llm,
+                         device=settings.device)
     if engine.can_rescore:
-        # For the adaptor hearing: hands-free, the LLM's help runs while the VAD waits out the end-of-speech
-        # silence (Engine.prepare), so hear with it unless told otherwise. A bundle's hearing section is its
-        # one-shot default, where the LLM's help delays the first token; hands-free uses at least
-        # HANDSFREE_N_BEST transcripts, and fusion unless the bundle has its own weight.
-        if settings.n_best is None:
-            engine.set_n_best(max(engine.hearing.n_best, HANDSFREE_N_BEST))
-        if settings.fusion is None and not engine.hearing.fusion:
-            engine.set_fusion(HANDSFREE_FUSION)
+        # The adaptor's hearing: a bundle's hearing section is its one-shot default, where the LLM's help delays
+        # the first token; hands-free that help runs while the VAD waits (HearingOptions.for_handsfree).
+        tuned = engine.hearing.for_handsfree(given)
+        engine.set_n_best(tuned.n_best)
+        engine.set_fusion(tuned.fusion)
     if settings.system is not None:
         engine.new_chat(system=settings.system)
     return engine

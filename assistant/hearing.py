@@ -88,6 +88,11 @@ class HearingOptions:
     chunk_s: float = 7.0
     # transcripts with the same words are one hypothesis, spelt as the ctc head likes best (assistant/ctcbeam.py)
     merge_spellings: bool = True
+    # hands-free with the adaptor's hearing, the LLM's help runs while the VAD waits out the end of speech
+    # (Engine.prepare), so it hears with at least this many transcripts, and with this fusion weight where the
+    # bundle has none, unless a flag or settings.toml sets them (measured in docs/model-card.md)
+    handsfree_n_best: int = 4
+    handsfree_fusion: float = 0.5
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> HearingOptions:
@@ -118,8 +123,20 @@ class HearingOptions:
             raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
         if self.chunk_s != 0 and not self.chunk_s >= MIN_CHUNK_S:
             raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {self.chunk_s}")
+        if self.handsfree_n_best < 1 or self.handsfree_fusion < 0:
+            raise ValueError("'hearing' needs handsfree_n_best >= 1 and handsfree_fusion >= 0")
         if not 0 <= self.pad_s <= 5 or self.whisper_beam < 1:
             raise ValueError("'hearing' needs 0 <= pad_s <= 5 and whisper_beam >= 1")
+
+    def for_handsfree(self, given: Mapping[str, Any]) -> HearingOptions:
+        """These options as hands-free hears with the adaptor: n_best and fusion raised to the hands-free ones
+        where `given` (the flags and settings.toml) leaves them unset."""
+        out = self
+        if given.get("n_best") is None:
+            out = dataclasses.replace(out, n_best=max(out.n_best, out.handsfree_n_best))
+        if given.get("fusion") is None and not out.fusion:
+            out = dataclasses.replace(out, fusion=out.handsfree_fusion)
+        return dataclasses.replace(out, beam=max(out.beam, out.n_best))
 
     def with_overrides(self, **given: Any) -> HearingOptions:
         """These options with every given value that is not None replacing its key (flags, settings.toml)."""

@@ -54,10 +54,8 @@ class Listening:
     """The engine's ears: one encoder, the bundle's adaptor and Whisper's decoder, and the hearing settings."""
 
     def __init__(self, bundle: Bundle, encoder: Any, lm: LlamaLM, template: PromptTemplate, *,
-                 options: HearingOptions, adaptor_unusable: str | None = None, n_best: int | None = None,
-                 fusion: float | None = None, ngram_fusion: float | None = None) -> None:
-        """options: the bundle's hearing with the mode and language given; n_best, fusion, ngram_fusion override
-        theirs (None: keep). adaptor_unusable: why the bundle's adaptor cannot serve `lm` (None: it can); the
+                 options: HearingOptions, adaptor_unusable: str | None = None) -> None:
+        """options: the bundle's hearing with the flags' overrides. adaptor_unusable: why the bundle's adaptor cannot serve `lm` (None: it can); the
         adaptor modes then refuse. `template` is the chat the LLM rescores transcripts in."""
         self.bundle, self.encoder, self.lm = bundle, encoder, lm
         self.options = options
@@ -67,10 +65,10 @@ class Listening:
         self.stream: StreamingHearing | None = None  # the utterance being spoken (hear_partial)
         self.lock = threading.Lock()  # one Whisper decoder: a turn's hearing, or a partial view
         self.set_mode(options.mode, options.language)
-        self.set_n_best(options.n_best if n_best is None else n_best)
-        self.set_fusion(options.fusion if fusion is None else fusion)
+        self.set_n_best(options.n_best)
+        self.set_fusion(options.fusion)
         self.ngram = self._load_ngram()
-        self.set_ngram_fusion(options.ngram_fusion if ngram_fusion is None else ngram_fusion)
+        self.set_ngram_fusion(options.ngram_fusion)
         self._blas = _blas_controller()
         # What the LLM reads before and after each transcript it scores (_hear_with_lm): a user turn after the
         # default system prompt

@@ -81,6 +81,12 @@ class Settings:
             out["stop"] = tuple(self.stop)
         return out
 
+    def hearing_overrides(self) -> dict[str, Any]:
+        """The hearing settings that are set, as HearingOptions keys (Engine.load's `hearing`)."""
+        given = {"mode": self.hearing, "language": self.language, "n_best": self.n_best, "fusion": self.fusion,
+                 "ngram_fusion": self.ngram_fusion}
+        return {k: v for k, v in given.items() if v is not None}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

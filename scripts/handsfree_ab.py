@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--hearing", default=None, help="whisper, adaptor or embeddings (default: the bundle's)")
     ap.add_argument("--only", default=None, help="run only this mode, e.g. 'encode + prefill ahead' (what --mic does)")
     args = ap.parse_args()
-    engine = Engine.load(args.bundle, n_threads=args.threads, n_best=args.n_best, fusion=args.fusion,
-                         ngram_fusion=args.ngram_fusion, mode=args.hearing)
+    engine = Engine.load(args.bundle, n_threads=args.threads,
+                         hearing={"mode": args.hearing, "n_best": args.n_best, "fusion": args.fusion,
+                                  "ngram_fusion": args.ngram_fusion})
     runs: dict[str, list[float]] = {"no prepare": [], "encode ahead": [], "encode + prefill ahead": []}
     if args.only:
         runs = {args.only: []}

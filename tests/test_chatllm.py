@@ -142,8 +142,8 @@ def test_engine_answers_with_another_llm_through_the_transcript(bundle, ggufs) -
     from llasm.assistant.engine import Engine, GenerationOptions
 
     with pytest.raises(BundleError, match=f"hearing mode adaptor: .*n_embd 64, not 576.*{FIX}"):
-        Engine.load(bundle, n_threads=1, warmup=False, mode="adaptor", llm=ggufs["llama3"])
-    eng = Engine.load(bundle, n_threads=1, warmup=False, mode="whisper", llm=ggufs["llama3"], device="cpu")
+        Engine.load(bundle, n_threads=1, warmup=False, llm=ggufs["llama3"], hearing={"mode": "adaptor"})
+    eng = Engine.load(bundle, n_threads=1, warmup=False, llm=ggufs["llama3"], device="cpu", hearing={"mode": "whisper"})
     try:
         assert eng.llm_name == "tiny llama3" and eng.lm.path == ggufs["llama3"] and not eng.lm.has_lora
         assert eng.devices.llm == "cpu" and eng.adaptor is None

@@ -161,7 +161,7 @@ def test_n_best_needs_a_ctc_adaptor_with_topk_1(bundle_factory) -> None:  # noqa
 
     for kind in ("linear", "ctc"):  # the test ctc bundle mixes 4 tokens a segment
         with pytest.raises(BundleError, match="needs a ctc adaptor with topk 1"):
-            Engine.load(bundle_factory(kind, adaptor_type=kind), n_threads=1, warmup=False, n_best=4)
+            Engine.load(bundle_factory(kind, adaptor_type=kind), n_threads=1, warmup=False, hearing={"n_best": 4})
 
 
 def test_a_bad_hearing_section_is_one_clear_error(bundle_factory) -> None:  # noqa: ANN001
@@ -229,7 +229,10 @@ def test_a_bundle_names_its_hearing_ngram_or_fails_in_one_line(bundle_factory) -
 def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> None:  # noqa: ANN001
     from llasm.assistant.bundle import BundleError
     from llasm.assistant.engine import Engine
-    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST, load_engine
+    from llasm.assistant.handsfree import load_engine
+    from llasm.assistant.hearing import HearingOptions
+
+    HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
     from llasm.assistant.settings import Settings
 
     default = load_engine(Settings())  # the shipped ctc bundle: fusion and rescoring run in the end silence

@@ -34,7 +34,7 @@ def speak(text: str, path: Path, voice: str = "en-us") -> Path:
 def engine():  # noqa: ANN201
     from llasm.assistant.engine import Engine
 
-    eng = Engine.load(DEFAULT, n_threads=1, mode="adaptor")
+    eng = Engine.load(DEFAULT, n_threads=1, hearing={"mode": "adaptor"})
     yield eng
     eng.close()
 
@@ -164,9 +164,11 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
     `--transcribe` turns only
     (bundle.json llm.lora_turns): with it, this LLM answers even the typed question with "a muted shade of brown"."""
     from llasm.assistant.engine import Engine, GenerationOptions
-    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
+    from llasm.assistant.hearing import HearingOptions
 
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
+    HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
+
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": HANDSFREE_N_BEST, "fusion": HANDSFREE_FUSION, "mode": "adaptor"})
     try:
         opts = GenerationOptions(max_tokens=24)
         spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
@@ -197,9 +199,11 @@ def test_hands_free_hears_as_the_training_transcripts_spell(tmp_path: Path) -> N
     ctc head likes best (bundle.json hearing.merge_spellings, on by default), the spoken question is heard letter
     for letter and gets the typed question's answer."""
     from llasm.assistant.engine import Engine, GenerationOptions
-    from llasm.assistant.handsfree import HANDSFREE_FUSION, HANDSFREE_N_BEST
+    from llasm.assistant.hearing import HearingOptions
 
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=HANDSFREE_N_BEST, fusion=HANDSFREE_FUSION, mode="adaptor")
+    HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
+
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": HANDSFREE_N_BEST, "fusion": HANDSFREE_FUSION, "mode": "adaptor"})
     try:
         assert eng.hearing.merge_spellings
         opts = GenerationOptions(max_tokens=24)
@@ -221,12 +225,12 @@ def test_one_shot_transcribe_finds_the_prompt_prefilled_under_the_lora(tmp_path:
 
     wav = speak("Please open the window.", tmp_path / "w.wav", "en-gb")
     opts = GenerationOptions(max_tokens=24)
-    plain = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
+    plain = Engine.load(None, n_threads=1, warmup=False, hearing={"mode": "adaptor"})
     try:
         unprimed = plain.ask(audio=load_audio(wav), transcribe=True, options=opts)
     finally:
         plain.close()
-    eng = Engine.load(None, n_threads=1, expect_transcribe=True, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, expect_transcribe=True, hearing={"mode": "adaptor"})
     try:
         assert eng.lm.lora_on and not eng.answers_with_lora
         d = eng.ask(audio=load_audio(wav), transcribe=True, options=opts)
@@ -250,7 +254,7 @@ def test_typed_answers_do_not_depend_on_an_earlier_transcription(tmp_path: Path)
     questions = ["Why is the sky blue during the day?", "What color is grass?"]
     long = speak("Your daily dietary values may be higher or lower depending on your caloric needs, so ask your "
                  "doctor before you change what you eat.", tmp_path / "long.wav")
-    eng = Engine.load(None, n_threads=1, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, hearing={"mode": "adaptor"})
     try:
         assert eng.lm.has_lora and not eng.answers_with_lora
         fresh = []
@@ -288,12 +292,12 @@ def test_the_default_bundle_hears_better_with_the_llm(tmp_path: Path) -> None:
     from llasm.assistant.engine import Engine
 
     clips = [load_audio(speak(s, tmp_path / f"r{i}.wav")) for i, s in enumerate(RESCORED)]
-    greedy = Engine.load(None, n_threads=1, warmup=False, n_best=1, mode="adaptor")
+    greedy = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": 1, "mode": "adaptor"})
     try:
         first = [greedy.encode_audio(a) for a in clips]
     finally:
         greedy.close()
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=8, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": 8, "mode": "adaptor"})
     try:
         picked = [eng.encode_audio(a) for a in clips]
         assert all("rescore_ms" in t for _, _, t in picked + first)  # greedy: the sentence's end only
@@ -338,7 +342,7 @@ def test_fusion_skips_utterances_longer_than_its_limit(tmp_path: Path) -> None:
     from llasm.assistant.engine import Engine
 
     clip = load_audio(speak("What is the capital of France?", tmp_path / "france.wav"))
-    eng = Engine.load(None, n_threads=1, warmup=False, n_best=4, fusion=0.5, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": 4, "fusion": 0.5, "mode": "adaptor"})
     try:
         asked: list[int] = []
         real = eng.ngram.logprobs
@@ -392,7 +396,7 @@ def test_the_hearing_ngram_keeps_a_trained_phrasing(tmp_path: Path) -> None:
     from llasm.assistant.engine import Engine
 
     clip = load_audio(speak("Who invented the airplane?", tmp_path / "airplane.wav", "en-gb"))
-    eng = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"mode": "adaptor"})
     try:
         assert eng.hearing.n_best == 3 and eng.hearing.ngram_fusion == 0.3 and eng.ngram is not None
         assert eng.ngram.order == 4 and eng.hearing.fusion == 0
@@ -446,7 +450,7 @@ def test_a_long_utterance_is_heard_in_pieces(tmp_path: Path) -> None:
             "What should I pack for a week in Japan?")
     clip = load_audio(speak(text, tmp_path / "long.wav", voice="en-us+m3"))
     assert len(clip) > 9 * 16000
-    eng = Engine.load(None, n_threads=1, warmup=False, mode="adaptor")
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"mode": "adaptor"})
     try:
         assert eng.hearing.chunk_s == 7.0
         pieces = eng.encode_audio(clip)[1]

@@ -69,6 +69,20 @@ def test_hearing_options_are_one_object_with_checked_values() -> None:
         o.with_overrides(mode="ears")
 
 
+def test_hands_free_hearing_defaults_live_in_the_same_object() -> None:
+    """Hands-free raises n_best and fusion to the options' own hands-free values unless a flag set them, and a
+    bundle's hearing section can change those values like any other key."""
+    o = HearingOptions.from_dict({"mode": "adaptor", "n_best": 3})
+    hf = o.for_handsfree({})
+    assert (hf.n_best, hf.fusion) == (o.handsfree_n_best, o.handsfree_fusion) == (4, 0.5) and hf.beam >= hf.n_best
+    assert o.for_handsfree({"n_best": 3, "fusion": 0.0}) == o  # flags given: kept as they are
+    assert HearingOptions.from_dict({"n_best": 6, "fusion": 0.2}).for_handsfree({}).n_best == 6  # at least, never less
+    assert HearingOptions.from_dict({"fusion": 0.2}).for_handsfree({}).fusion == 0.2  # the bundle's own weight
+    assert HearingOptions.from_dict({"handsfree_n_best": 2}).for_handsfree({}).n_best == 2
+    with pytest.raises(ValueError, match="handsfree"):
+        HearingOptions.from_dict({"handsfree_fusion": -1})
+
+
 class _CountingHearing:
     """Stands in for WhisperHearing: hears '<n>' for each piece of n tenths of a second, and counts samples."""
 
