@@ -88,6 +88,20 @@ def test_greedy_first_and_the_beam_only_where_greedy_looks_unsure() -> None:
     assert (s._decode(None, [0], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
 
 
+def test_a_short_window_is_heard_in_a_longer_silence() -> None:
+    from types import SimpleNamespace
+
+    h = _cutter()
+    h.model = SimpleNamespace(n_mels=80)
+    h.pad_s, h.short_s, h.short_window_s = 2.0, 2.0, 10.0
+    frames = lambda s: h._features(np.zeros(int(s * SR), np.float32)).shape[2]  # noqa: E731 (100 a second)
+    assert frames(1.5) == pytest.approx(1000, abs=2)  # under 2 s: 10 s in all
+    assert frames(3.0) == pytest.approx(500, abs=2)  # otherwise the 2-s pad
+    assert HearingOptions.from_dict({"short_s": 0}).short_s == 0  # 0: no short window
+    with pytest.raises(ValueError):
+        HearingOptions.from_dict({"short_s": 12})  # longer than its window
+
+
 def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
     assert sentence_case("which month comes after June?") == "Which month comes after June?"
     assert sentence_case("which is heavier, a kilogram of feathers or iron.") == \
