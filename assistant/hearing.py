@@ -4,12 +4,16 @@ Whisper was trained on 30-s windows; padding every utterance to 30 s costs about
 a 2-6 s clip. On the real length alone its decoder hears the words but does not stop (it repeats the sentence
 until its length bound). Three things make the real length work:
 
-- a short silence pad after the speech (`pad_s`), so the decoder sees where the speech ends;
+- a short silence pad after the speech (`pad_s`), so the decoder sees where the speech ends, and a longer one
+  after an utterance of a word or two (`short_s`, `short_window_s`), which Whisper hears worse without context;
 - timestamp tokens on (no `<|notimestamps|>`): a segment's closing timestamp at or past the end of the speech
   (found from the clip's energy, `speech_end`) ends the transcript, as does `<|endoftext|>` or a segment that
   repeats an earlier one;
-- decoding in short runs (`first_tokens`, then `step_tokens` at a time, each continuing from the tokens so far),
-  so the decoder stops soon after the end rather than at a length bound.
+- a length bound from the speech's duration, so a decoder that loops stops soon after the end.
+
+It decodes greedily first and again with a beam only where the greedy transcript looks unsure (Whisper's own
+fallback idea, with a beam where Whisper raises the temperature; `fallback_logprob`), and makes the transcript a
+sentence (`sentence_case`): a capital first letter, and a question mark after a question's opening word.
 
 Whisper's no-speech probability (and the words' mean log-probability, as Whisper's own rule) turns silence and
 noise into an empty transcript instead of a made-up sentence. Utterances longer than `window_s` are heard in
@@ -67,6 +71,22 @@ class HearingOptions:
     # 0.090 / 0.085, greedy with 2 s 0.098; the encoder's work grows with the pad
     pad_s: float = 2.0
     whisper_beam: int = 5
+    # a window with less than short_s of audio is padded with silence to short_window_s in all: Whisper, trained on
+    # 30-s windows, hears a word or two without context worse ("Agent logged off." as "Agent Logdoth"). On the dev
+    # set's 48 clips of 2 s or less (Whisper's 30-s window, beam 5: WER 0.121), greedy then beam 5 with 2 s more /
+    # 4 / 6 / 10 / 15 / 30 s in all: 0.145 / 0.145 / 0.158 / 0.133 / 0.133 / 0.115. 10 s: 15's WER for 0.5x its
+    # encoder work; it costs the encoder about what an 8-s clip with its 2-s pad does
+    short_s: float = 2.0
+    short_window_s: float = 10.0
+    # Whisper decodes greedily, and again with whisper_beam only where the greedy transcript looks unsure: its mean
+    # log-probability a token (timestamps included) under whisper_fallback_logprob, no end found before the length
+    # bound, or words said over (whisper_greedy_first false: the beam alone). On the dev set (113 clips, 2-s pad;
+    # Whisper's 30-s beam 5: WER 0.076) greedy alone 0.098, beam 5 alone 0.088 for 5.3x greedy's decoder steps;
+    # greedy, then beam 5 under -0.3 / -0.6 / -0.8 / -1.0: 0.085 / 0.085 / 0.086 / 0.086 for 5.3x / 2.3x / 1.5x /
+    # 1.2x the steps. -0.6 is the lowest WER for the fewest steps.
+    whisper_greedy_first: bool = True
+    whisper_fallback_logprob: float = -0.6
+    whisper_sentence: bool = True
     # the adaptor's hearing (mode adaptor; assistant/ctcbeam.py)
     n_best: int = 1  # distinct transcripts the LLM scores (1 = the greedy path alone, no LLM)
     beam: int = 16  # prefixes kept per frame
@@ -125,8 +145,10 @@ class HearingOptions:
             raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {self.chunk_s}")
         if self.handsfree_n_best < 1 or self.handsfree_fusion < 0:
             raise ValueError("'hearing' needs handsfree_n_best >= 1 and handsfree_fusion >= 0")
-        if not 0 <= self.pad_s <= 5 or self.whisper_beam < 1:
-            raise ValueError("'hearing' needs 0 <= pad_s <= 5 and whisper_beam >= 1")
+        if not 0 <= self.pad_s <= 5 or self.whisper_beam < 1 or self.whisper_fallback_logprob > 0:
+            raise ValueError("'hearing' needs 0 <= pad_s <= 5, whisper_beam >= 1 and whisper_fallback_logprob <= 0")
+        if not 0 <= self.short_s <= self.short_window_s <= 30:
+            raise ValueError("'hearing' needs 0 <= short_s <= short_window_s <= 30 (Whisper's window)")
 
     def for_handsfree(self, given: Mapping[str, Any]) -> HearingOptions:
         """These options as hands-free hears with the adaptor: n_best and fusion raised to the hands-free ones
@@ -185,6 +207,7 @@ class Heard:
     avg_logprob: float = 0.0
     n_tokens: int = 0
     decode_calls: int = 0
+    decoder_steps: int = 0  # tokens the decoder wrote, times the beam: its work, whatever else runs on the machine
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -196,10 +219,15 @@ class WhisperHearing:
     """Transcripts from a CTranslate2 Whisper model's own decoder, on the real length (module docstring)."""
 
     def __init__(self, model: Any, path: str | os.PathLike[str], *, language: str = "en", pad_s: float = 1.0,
-                 beam_size: int = 1, timestamps: bool = True, window_s: float = 25.0) -> None:
+                 beam_size: int = 1, timestamps: bool = True, window_s: float = 25.0,
+                 greedy_first: bool = HearingOptions.whisper_greedy_first,
+                 fallback_logprob: float = HearingOptions.whisper_fallback_logprob,
+                 sentence: bool = HearingOptions.whisper_sentence, short_s: float = HearingOptions.short_s,
+                 short_window_s: float = HearingOptions.short_window_s) -> None:
         """model: a loaded `ctranslate2.models.Whisper` (shared with the encoder, so one encode serves both);
         path: its folder (for vocabulary.*); language: a Whisper language code or "auto" (detected per
-        utterance)."""
+        utterance); beam_size: the beam, used where greedy decoding looks unsure when `greedy_first`
+        (HearingOptions.whisper_greedy_first); sentence: transcripts made a sentence (`sentence_case`)."""
         self.model = model
         self.path = Path(path)
         self.vocab = _vocabulary(self.path)
@@ -218,7 +246,18 @@ class WhisperHearing:
         self.beam_size = beam_size
         self.timestamps = timestamps
         self.window_s = window_s
+        self.greedy_first = greedy_first
+        self.fallback_logprob = fallback_logprob
+        self.sentence = sentence
+        self.short_s, self.short_window_s = short_s, short_window_s
         self._bytes = byte_decoder()
+
+    @classmethod
+    def from_options(cls, model: Any, path: str | os.PathLike[str], options: HearingOptions) -> WhisperHearing:
+        """The hearing `options` (bundle.json's hearing with the flags) describe, over a loaded model."""
+        return cls(model, path, language=options.language, pad_s=options.pad_s, beam_size=options.whisper_beam,
+                   greedy_first=options.whisper_greedy_first, fallback_logprob=options.whisper_fallback_logprob,
+                   sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s)
 
     def check_language(self, language: str) -> str:
         language = language.strip().lower()
@@ -235,12 +274,15 @@ class WhisperHearing:
 
         from .audio import log_mel
 
-        padded = np.concatenate([audio, np.zeros(int(self.pad_s * SAMPLE_RATE), np.float32)])
+        seconds = len(audio) / SAMPLE_RATE
+        pad = max(self.pad_s, self.short_window_s - seconds) if seconds < self.short_s else self.pad_s
+        padded = np.concatenate([audio, np.zeros(int(pad * SAMPLE_RATE), np.float32)])
         mel = log_mel(padded, n_mels=int(self.model.n_mels))
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
 
-    def transcribe(self, audio: np.ndarray) -> Heard:
-        """The words of `audio` (16 kHz mono float32), heard in windows of at most `window_s` seconds."""
+    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None) -> Heard:
+        """The words of `audio` (16 kHz mono float32), heard in windows of at most `window_s` seconds, made a
+        sentence (`sentence_case`) when `sentence` (None: this hearing's own setting)."""
         audio = np.asarray(audio, np.float32)
         pieces = quiet_cuts(audio, self.window_s, min_s=min(5.0, self.window_s / 2.5))
         parts = [self._window(audio[a:b]) for a, b in pieces]
@@ -250,11 +292,12 @@ class WhisperHearing:
             for k, v in p.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
         lang = said[0].language if said else parts[0].language
-        return Heard(" ".join(p.text for p in said), lang,
+        text = " ".join(p.text for p in said)
+        return Heard(sentence_case(text) if (self.sentence if sentence is None else sentence) else text, lang,
                      no_speech_prob=min(p.no_speech_prob for p in parts),
                      avg_logprob=float(np.mean([p.avg_logprob for p in said])) if said else 0.0,
                      n_tokens=sum(p.n_tokens for p in parts), decode_calls=sum(p.decode_calls for p in parts),
-                     timings=timings)
+                     decoder_steps=sum(p.decoder_steps for p in parts), timings=timings)
 
     def _window(self, audio: np.ndarray) -> Heard:
         if (not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS
@@ -274,48 +317,119 @@ class WhisperHearing:
         if not self.timestamps:
             prompt.append(self.ts0 - 1)
         end_s = speech_end(audio)
-        text_ids, avg, no_speech, calls = self._decode(enc, prompt, end_s)
+        d = self._decode(enc, prompt, end_s)
         t3 = time.perf_counter()
-        n = len(text_ids)
-        silent = n == 0 or any(no_speech > p and avg < lp for p, lp in NO_SPEECH_RULES)
-        return Heard("" if silent else unrepeat(self.text_of(text_ids)), lang, no_speech_prob=no_speech, avg_logprob=avg,
-                     n_tokens=n, decode_calls=calls,
+        n = len(d.ids)
+        silent = n == 0 or any(d.no_speech > p and d.avg < lp for p, lp in NO_SPEECH_RULES)
+        return Heard("" if silent else d.text, lang, no_speech_prob=d.no_speech, avg_logprob=d.avg,
+                     n_tokens=n, decode_calls=d.calls, decoder_steps=d.steps,
                      timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
                               "decoder_ms": (t3 - t2) * 1e3})
 
-    def _decode(self, enc: Any, prompt: list[int], end_s: float) -> tuple[list[int], float, float, int]:
-        """Decoding until the transcript ends (module docstring). Returns the text token ids, their mean
-        log-probability, the no-speech probability and the number of decoder calls."""
+    def _decode(self, enc: Any, prompt: list[int], end_s: float) -> _Decoded:
+        """Decoding until the transcript ends (module docstring): greedily, and again with the beam where the
+        greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob)."""
         cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
-        # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
-        r = self.model.generate(enc, [prompt], beam_size=self.beam_size, max_length=2 * cap, return_scores=True,
-                                return_no_speech_prob=True)[0]
-        avg = float(r.scores[0]) if r.scores else 0.0
-        return self.cut(list(r.sequences_ids[0]), end_s), avg, float(r.no_speech_prob), 1
+        beams = [1, self.beam_size] if self.greedy_first and self.beam_size > 1 else [self.beam_size]
+        calls = steps = 0
+        chosen: _Decoded | None = None
+        for beam in beams:
+            # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
+            r = self.model.generate(enc, [prompt], beam_size=beam, max_length=2 * cap, return_scores=True,
+                                    return_no_speech_prob=True)[0]
+            ids = list(r.sequences_ids[0])
+            calls += 1
+            steps += len(ids) * beam
+            text_ids, ended = self.cut_ended(ids, end_s)
+            text = self.text_of(text_ids)
+            said = unrepeat(text)
+            d = _Decoded(text_ids, said, float(r.scores[0]) if r.scores else 0.0, float(r.no_speech_prob),
+                         ended=ended, unsure=not ended or said != text)
+            if chosen is None:
+                chosen = d
+                if not (d.unsure or d.avg < self.fallback_logprob):
+                    break
+            elif d.ended or not chosen.ended:
+                # the beam can loop where greedy decoding ended (seen on 1-2 s dev clips: "Agent logged in, agent
+                # logged in, ..." to the length bound); then the greedy transcript is kept
+                chosen = d
+        assert chosen is not None
+        chosen.calls, chosen.steps = calls, steps
+        return chosen
 
     def cut(self, ids: Sequence[int], end_s: float) -> list[int]:
         """The text tokens of a decoded sequence, up to where the speech ends: the end of text, a closing
         timestamp at or past `end_s` - 0.4 s, a segment that repeats an earlier one, or a block of words said
         over and over within a segment (kept once)."""
+        return self.cut_ended(ids, end_s)[0]
+
+    def cut_ended(self, ids: Sequence[int], end_s: float) -> tuple[list[int], bool]:
+        """`cut`, and whether the sequence ended there (False: it ran on to the length bound, or a segment said
+        its words over and over)."""
         segments: list[tuple[int, ...]] = []
         current: list[int] = []
+        ended = False
         for t in ids:
             if t == self.eot:
+                ended = True
                 break
             if t >= self.ts0:
                 if current:  # a closing timestamp: the segment is complete
                     seg = tuple(_unloop(current))
                     current = []
                     if seg in segments:  # the decoder started over
+                        ended = True
                         break
                     segments.append(seg)
                     if (t - self.ts0) * TIMESTAMP_S >= end_s - 0.4:
+                        ended = True
                         break
             elif t < self.eot:
                 current.append(t)
         if current:
             segments.append(tuple(_unloop(current)))
-        return [t for seg in segments for t in seg]
+        return [t for seg in segments for t in seg], ended
+
+
+@dataclass
+class _Decoded:
+    """One decoding of a window: the text tokens up to the end of the speech, their text with repeats dropped,
+    the mean log-probability a token, the no-speech probability, whether the decoder ended by itself, whether the
+    transcript looks unsure (no end found, or words said over), and the decoder calls and steps it took."""
+
+    ids: list[int]
+    text: str
+    avg: float
+    no_speech: float
+    ended: bool
+    unsure: bool
+    calls: int = 0
+    steps: int = 0
+
+
+# a question's opening words: a transcript whose last sentence starts with one ends with a question mark
+_ASKS = frozenset("what which who whom whose when where why how is are am was were do does did can could will would "
+                  "should shall may might must have has had".split())
+_PREPOSITIONS = frozenset("on in at for from to with by of about into during after before".split())
+
+
+def sentence_case(text: str) -> str:
+    """`text` as a sentence: a capital first letter, no trailing comma, and a question mark where its last sentence
+    opens as a question ("which is heavier, a or b." -> "Which is heavier, a or b?", also after a preposition: "On
+    which day ...?"), else a full stop where it has no end mark. Words and digits stay as heard. Whisper writes a
+    question's first letter in lower case or ends it with "," or "." often enough on short clips, and the LLM
+    answers "which month comes after June?" otherwise than the same question typed."""
+    t = re.sub(r"[\s,;:]+$", "", text.strip())
+    if not t:
+        return t
+    t = t[0].upper() + t[1:]
+    last = re.split(r"(?<=[.!?])\s+", t)[-1]
+    w = [re.sub(r"\W", "", x.lower()) for x in last.split()[:2]]
+    asks = w[0] in _ASKS or (len(w) > 1 and w[0] in _PREPOSITIONS and w[1] in ("which", "what", "whom", "whose"))
+    if asks and not t.endswith("?"):
+        return t.rstrip(".!") + "?"
+    # a full stop after a Latin letter or digit only: Mandarin ends with its own mark or none
+    return t + "." if t[-1].isascii() and t[-1].isalnum() else t
 
 
 def unrepeat(text: str, min_words: int = 3) -> str:
@@ -392,13 +506,16 @@ class StreamingHearing:
             cut = self._pause(audio[n:])
             if cut is None:
                 break
-            piece = self.hearing.transcribe(audio[n:n + cut])
+            piece = self.hearing.transcribe(audio[n:n + cut], sentence=False)
             self._audio = audio[:n + cut].copy()
             self._texts.append(piece.text)
             n += cut
         rest = audio[n:]
-        heard = self.hearing.transcribe(rest) if len(rest) >= 0.1 * SAMPLE_RATE else Heard("", self.hearing.language)
+        heard = self.hearing.transcribe(rest, sentence=False) if len(rest) >= 0.1 * SAMPLE_RATE else \
+            Heard("", self.hearing.language)
         text = " ".join(t for t in [*self._texts, heard.text] if t)
+        if self.hearing.sentence:  # the utterance is one sentence or more, not each piece cut at a pause
+            text = sentence_case(text)
         heard.timings["hearing_ms"] = (time.perf_counter() - t0) * 1e3
         heard.timings["committed_s"] = n / SAMPLE_RATE
         return dataclasses.replace(heard, text=text)

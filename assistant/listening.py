@@ -161,8 +161,7 @@ class Listening:
                                   f"is {self.bundle.encoder.format} ({self.bundle.encoder.path}): use --hearing adaptor")
             try:
                 if self.whisper is None:
-                    self.whisper = WhisperHearing(self.encoder.model, self.encoder.path, language=opts.language,
-                                                  pad_s=opts.pad_s, beam_size=opts.whisper_beam)
+                    self.whisper = WhisperHearing.from_options(self.encoder.model, self.encoder.path, opts)
                     self.stream = StreamingHearing(self.whisper)
                 self.whisper.language = self.whisper.check_language(opts.language)
             except HearingError as e:

@@ -16,6 +16,8 @@ from llasm.assistant.hearing import (
     StreamingHearing,
     WhisperHearing,
     _unloop,
+    byte_decoder,
+    sentence_case,
     speech_end,
 )
 
@@ -37,6 +39,81 @@ def _cutter() -> WhisperHearing:
     h = WhisperHearing.__new__(WhisperHearing)
     h.eot, h.ts0 = 100, 102  # token ids below 100 are words, 101 is <|notimestamps|>, 102.. timestamps
     return h
+
+
+class _ScriptedWhisper:
+    """Stands in for a CTranslate2 Whisper model: `generate` returns the scripted (token ids, mean log-probability)
+    for each beam size, and records the beam sizes asked for."""
+
+    def __init__(self, by_beam: dict[int, tuple[list[int], float]]) -> None:
+        self.by_beam = by_beam
+        self.beams: list[int] = []
+
+    def generate(self, enc, prompts, *, beam_size, max_length, **_):  # noqa: ANN001, ANN003, ANN202
+        from types import SimpleNamespace
+
+        self.beams.append(beam_size)
+        ids, score = self.by_beam[beam_size]
+        return [SimpleNamespace(sequences_ids=[ids[: max_length // 2]], scores=[score], no_speech_prob=0.01)]
+
+
+def _scripted(by_beam: dict[int, tuple[list[int], float]], *, greedy_first: bool = True) -> WhisperHearing:
+    h = _cutter()
+    h.model = _ScriptedWhisper(by_beam)
+    h.vocab = [f"\u0120w{i}" for i in range(100)]  # GPT-2 byte-level: "\u0120" is the space before a word
+    h._bytes = byte_decoder()
+    h.beam_size, h.greedy_first, h.fallback_logprob = 5, greedy_first, -0.6
+    return h
+
+
+def test_greedy_first_and_the_beam_only_where_greedy_looks_unsure() -> None:
+    h = _cutter()
+    ts = lambda s: h.ts0 + round(s / 0.02)  # noqa: E731
+    sure = ([ts(0), 1, 2, ts(1.8), h.eot], -0.2)
+    unsure = ([ts(0), 1, 3, ts(1.8), h.eot], -0.9)  # mean log-probability under -0.6
+    beam = ([ts(0), 1, 4, ts(1.8), h.eot], -0.5)
+    loop = ([ts(0)] + [7, 8, 9] * 40, -0.1)  # no end before the length bound, however sure
+    for by_beam, heard, beams in (
+        ({1: sure, 5: beam}, "w1 w2", [1]),  # greedy is sure: one call
+        ({1: unsure, 5: beam}, "w1 w4", [1, 5]),  # unsure: the beam decides
+        ({1: loop, 5: beam}, "w1 w4", [1, 5]),  # greedy ran on to the bound: the beam decides
+        ({1: unsure, 5: loop}, "w1 w3", [1, 5]),  # the beam looped where greedy ended: greedy is kept
+    ):
+        s = _scripted(by_beam)
+        d = s._decode(None, [0], end_s=2.0)
+        assert (d.text, s.model.beams) == (heard, beams)
+        assert d.calls == len(beams)
+        assert d.steps == sum(min(len(by_beam[b][0]), 2 * int(12 + 8 * 2.0) // 2) * b for b in beams)
+    s = _scripted({1: sure, 5: beam}, greedy_first=False)  # the beam alone
+    assert (s._decode(None, [0], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
+
+
+def test_a_short_window_is_heard_in_a_longer_silence() -> None:
+    from types import SimpleNamespace
+
+    h = _cutter()
+    h.model = SimpleNamespace(n_mels=80)
+    h.pad_s, h.short_s, h.short_window_s = 2.0, 2.0, 10.0
+    frames = lambda s: h._features(np.zeros(int(s * SR), np.float32)).shape[2]  # noqa: E731 (100 a second)
+    assert frames(1.5) == pytest.approx(1000, abs=2)  # under 2 s: 10 s in all
+    assert frames(3.0) == pytest.approx(500, abs=2)  # otherwise the 2-s pad
+    assert HearingOptions.from_dict({"short_s": 0}).short_s == 0  # 0: no short window
+    with pytest.raises(ValueError):
+        HearingOptions.from_dict({"short_s": 12})  # longer than its window
+
+
+def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
+    assert sentence_case("which month comes after June?") == "Which month comes after June?"
+    assert sentence_case("which is heavier, a kilogram of feathers or iron.") == \
+        "Which is heavier, a kilogram of feathers or iron?"
+    assert sentence_case("on which day is Christmas celebrated,") == "On which day is Christmas celebrated?"
+    assert sentence_case("What is 2 plus 2") == "What is 2 plus 2?"  # digits stay digits
+    assert sentence_case("My laptop is hot. what should I do") == "My laptop is hot. what should I do?"
+    assert sentence_case("save 2") == "Save 2."
+    assert sentence_case("Press 1 to mute.") == "Press 1 to mute."
+    assert sentence_case("The last caller was...") == "The last caller was..."
+    assert sentence_case("今天天气很好") == "今天天气很好"  # no Latin full stop after Mandarin
+    assert sentence_case("") == ""
 
 
 def test_cut_stops_at_the_end_of_speech_and_at_a_repeated_segment() -> None:
@@ -62,7 +139,9 @@ def test_hearing_options_are_one_object_with_checked_values() -> None:
     assert HearingOptions().mode == "adaptor"  # a bundle without the key hears as it was exported
     assert o.with_overrides(mode="adaptor", language=None).mode == "adaptor"
     assert o.with_overrides(language=None).language == "zh"  # not given: the bundle's stays
-    for bad in ({"mode": "ears"}, {"pad_s": 9}, {"whisper_beam": 0}, {"language": 3}, {"n_best": "3"}):
+    assert (o.whisper_greedy_first, o.whisper_fallback_logprob, o.whisper_sentence) == (True, -0.6, True)
+    for bad in ({"mode": "ears"}, {"pad_s": 9}, {"whisper_beam": 0}, {"language": 3}, {"n_best": "3"},
+                {"whisper_fallback_logprob": 0.5}, {"whisper_greedy_first": 1}):
         with pytest.raises(ValueError):
             HearingOptions.from_dict(bad)
     with pytest.raises(ValueError, match="mode"):
@@ -87,12 +166,15 @@ class _CountingHearing:
     """Stands in for WhisperHearing: hears '<n>' for each piece of n tenths of a second, and counts samples."""
 
     language = "en"
+    sentence = True
 
     def __init__(self) -> None:
         self.samples = 0
+        self.sentence_asked: list[bool | None] = []
 
-    def transcribe(self, audio: np.ndarray) -> Heard:
+    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None) -> Heard:
         self.samples += len(audio)
+        self.sentence_asked.append(sentence)
         return Heard(f"<{round(len(audio) / SR * 10)}>", "en")
 
 
@@ -111,6 +193,7 @@ def test_streaming_hearing_decodes_only_what_follows_the_last_pause() -> None:
     assert final.text.count("<") == 3  # two pieces cut at the pauses, then the rest
     assert last_piece < 2.5 * SR  # the end decodes the last piece only, not 7.3 s
     assert final.timings["committed_s"] > 5.0
+    assert set(fake.sentence_asked) == {False}  # pieces are not sentences; the whole utterance is made one
     fresh = s.hear(utterance[: SR])  # another utterance: nothing committed is reused
     assert fresh.text == "<10>"
 
@@ -142,6 +225,20 @@ def test_whisper_hears_real_read_speech_and_stops(whisper: WhisperHearing) -> No
     assert wer([t for _, t in rows], hyps) <= 0.15, hyps
     assert all(len(h.split()) <= len(t.split()) + 3 for h, (_, t) in zip(hyps, rows, strict=True))  # no repeats
     assert "clubs" in whisper.transcribe(load_audio(PS / "cards" / "001.wav")).text.lower()  # "ten of clubs"
+
+
+@pytest.mark.real
+@needs_ps
+def test_greedy_first_hears_as_the_beam_does_for_less_decoder_work(whisper: WhisperHearing) -> None:
+    rows = _librivox()
+    audio = [load_audio(p) for p, _ in rows]
+    beam = WhisperHearing(whisper.model, whisper.path, pad_s=2.0, beam_size=5, greedy_first=False)
+    first = WhisperHearing(whisper.model, whisper.path, pad_s=2.0, beam_size=5)  # the default: greedy, then beam 5
+    by_beam, by_first = [beam.transcribe(a) for a in audio], [first.transcribe(a) for a in audio]
+    refs = [t for _, t in rows]
+    assert wer(refs, [h.text for h in by_first]) <= wer(refs, [h.text for h in by_beam]) + 0.02
+    assert sum(h.decoder_steps for h in by_first) < 0.6 * sum(h.decoder_steps for h in by_beam)
+    assert all(h.text[:1].isupper() and h.text[-1] in ".?!" for h in by_first)  # made a sentence
 
 
 @pytest.mark.real

@@ -46,6 +46,19 @@ def test_the_default_bundle_hears_with_whispers_decoder(engine) -> None:  # noqa
     assert engine.hearing.mode == "whisper" and engine.whisper is not None
 
 
+def test_whispers_decoder_is_set_by_the_hearing_options(engine) -> None:  # noqa: ANN001
+    """Every Whisper-decoder key of bundle.json's hearing (and its flags) reaches the decoder the engine uses."""
+    from llasm.assistant.hearing import WhisperHearing
+
+    w, o = engine.whisper, engine.hearing
+    assert (w.pad_s, w.beam_size, w.greedy_first, w.fallback_logprob, w.sentence, w.short_s, w.short_window_s) == (
+        o.pad_s, o.whisper_beam, o.whisper_greedy_first, o.whisper_fallback_logprob, o.whisper_sentence, o.short_s,
+        o.short_window_s)
+    told = o.with_overrides(whisper_greedy_first=False, whisper_beam=2, whisper_sentence=False, short_window_s=6.0)
+    other = WhisperHearing.from_options(w.model, w.path, told)
+    assert (other.greedy_first, other.beam_size, other.sentence, other.short_window_s) == (False, 2, False, 6.0)
+
+
 def test_the_default_bundle_transcribes_real_speech_as_whisper_does(engine) -> None:  # noqa: ANN001
     """--transcribe on ten real recordings (LibriVox readings and spoken card names) against Whisper's own decoder
     on a 30-s window with beam 5 (the reference of the README's results table)."""
