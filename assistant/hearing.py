@@ -140,7 +140,9 @@ class HearingOptions:
             raise ValueError("'hearing' needs n_best >= 1, beam >= n_best, per_frame >= 1, fusion >= 0 and "
                              "ngram_fusion >= 0")
         if self.ngram_fusion > 0 and not self.ngram:
-            raise ValueError("'hearing' sets ngram_fusion but names no ngram file")
+            raise ValueError("hearing with the n-gram (ngram_fusion, --ngram-fusion) needs a bundle with a hearing "
+                             "n-gram (bundle.json's hearing.ngram, `llasm-export bundle --hearing-ngram`): use "
+                             "ngram fusion 0")
         if self.chunk_s != 0 and not self.chunk_s >= MIN_CHUNK_S:
             raise ValueError(f"'hearing' chunk_s must be 0 (whole) or at least {MIN_CHUNK_S:g} s, got {self.chunk_s}")
         if self.handsfree_n_best < 1 or self.handsfree_fusion < 0:

@@ -214,7 +214,7 @@ def test_a_bundle_names_its_hearing_ngram_or_fails_in_one_line(bundle_factory) -
         eng.close()
     manifest["hearing"] = {"n_best": 3, "ngram_fusion": 0.4}
     (root / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="sets ngram_fusion but names no ngram file"):
+    with pytest.raises(BundleError, match="needs a bundle with a hearing n-gram"):
         Engine.load(root, n_threads=1, warmup=False)
     manifest["hearing"] = {"n_best": 3}
     (root / "bundle.json").write_text(json.dumps(manifest))
@@ -231,9 +231,9 @@ def test_hands_free_hears_with_the_llm_unless_told_otherwise(bundle_factory) -> 
     from llasm.assistant.engine import Engine
     from llasm.assistant.handsfree import load_engine
     from llasm.assistant.hearing import HearingOptions
+    from llasm.assistant.settings import Settings
 
     HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
-    from llasm.assistant.settings import Settings
 
     default = load_engine(Settings())  # the shipped ctc bundle: fusion and rescoring run in the end silence
     try:

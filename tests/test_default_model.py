@@ -166,9 +166,9 @@ def test_hands_free_hearing_answers_grass_green(tmp_path: Path, voice: str) -> N
     from llasm.assistant.engine import Engine, GenerationOptions
     from llasm.assistant.hearing import HearingOptions
 
-    HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
-
-    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": HANDSFREE_N_BEST, "fusion": HANDSFREE_FUSION, "mode": "adaptor"})
+    hands_free = HearingOptions()  # the hands-free n_best and fusion
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"mode": "adaptor", "n_best": hands_free.handsfree_n_best,
+                                                                "fusion": hands_free.handsfree_fusion})
     try:
         opts = GenerationOptions(max_tokens=24)
         spoken = eng.ask(audio=load_audio(speak("What color is grass?", tmp_path / "grass.wav", voice)), options=opts)
@@ -201,9 +201,9 @@ def test_hands_free_hears_as_the_training_transcripts_spell(tmp_path: Path) -> N
     from llasm.assistant.engine import Engine, GenerationOptions
     from llasm.assistant.hearing import HearingOptions
 
-    HANDSFREE_N_BEST, HANDSFREE_FUSION = HearingOptions().handsfree_n_best, HearingOptions().handsfree_fusion
-
-    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"n_best": HANDSFREE_N_BEST, "fusion": HANDSFREE_FUSION, "mode": "adaptor"})
+    hands_free = HearingOptions()  # the hands-free n_best and fusion
+    eng = Engine.load(None, n_threads=1, warmup=False, hearing={"mode": "adaptor", "n_best": hands_free.handsfree_n_best,
+                                                                "fusion": hands_free.handsfree_fusion})
     try:
         assert eng.hearing.merge_spellings
         opts = GenerationOptions(max_tokens=24)
