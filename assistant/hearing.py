@@ -169,6 +169,13 @@ class HearingOptions:
         return out
 
 
+def not_speech(audio: np.ndarray) -> bool:
+    """Audio with nothing to hear, whatever hears it: empty, quieter than SILENT_DBFS at its loudest, or a steady
+    sound (noise, hum, a tone; assistant/audio.py STEADY_DB)."""
+    return (not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS
+            or steady_sound(audio))
+
+
 class HearingError(RuntimeError):
     """The hearing cannot run (no Whisper decoder, an unknown language); one line naming the fix."""
 
@@ -302,8 +309,7 @@ class WhisperHearing:
                      decoder_steps=sum(p.decoder_steps for p in parts), timings=timings)
 
     def _window(self, audio: np.ndarray) -> Heard:
-        if (not len(audio) or 20 * np.log10(float(np.max(np.abs(audio))) + 1e-12) < SILENT_DBFS
-                or steady_sound(audio)):  # noise, hum, a tone: nothing to decode (assistant/audio.py STEADY_DB)
+        if not_speech(audio):
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
         t0 = time.perf_counter()
         feats = self._features(audio)

@@ -32,7 +32,7 @@ from .audio import log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
 from .ctcbeam import choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
 from .encoder import CT2Encoder
-from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing
+from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing, not_speech
 from .llm import LlamaLM, LLMError
 from .ngram import HearingLM, NgramError
 from .prompt import PromptTemplate
@@ -72,9 +72,15 @@ class Listening:
         self._blas = _blas_controller()
         # What the LLM reads before and after each transcript it scores (_hear_with_lm): a user turn after the
         # default system prompt
-        system = "" if template.default_system is None else template.system.format(content=template.default_system)
+        # default system prompt; only the template's own control tokens are special, never the prompt's text
         user_open, user_close = template.user.split("{content}")
-        self._hear_prefix = lm.tokenize(template.prefix + system + user_open)
+        if template.default_system is None:
+            self._hear_prefix = lm.tokenize(template.prefix + user_open)
+        else:
+            sys_open, sys_close = template.system.split("{content}")
+            self._hear_prefix = (lm.tokenize(template.prefix + sys_open)
+                                 + lm.tokenize(template.default_system, special=False)
+                                 + lm.tokenize(sys_close + user_open))
         # up to the end-of-turn token: the whitespace after it is the same for every transcript (log P about 0),
         # and leaving it out spares a scoring row per transcript (a fifth of the scoring time for 32 transcripts)
         self._hear_close = lm.tokenize(user_close.rstrip() or user_close)
@@ -85,6 +91,8 @@ class Listening:
         transcript or None, timings). An empty transcript means no speech was heard."""
         if self.options.mode == "whisper":
             return self._hear_whisper(audio)
+        if not_speech(audio):  # the adaptor would hear "Hello." in silence and a made-up sentence in noise
+            return np.zeros(0, np.int32), "", {"features_ms": 0.0, "encoder_ms": 0.0, "adaptor_ms": 0.0}
         t0 = time.perf_counter()
         assert self.adaptor is not None  # set_mode admits no adaptor hearing without it
         chunk = self.options.chunk_s if self.adaptor.config.type == "ctc" else 0.0
