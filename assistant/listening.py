@@ -32,7 +32,7 @@ from .audio import log_mel, quiet_cuts
 from .bundle import Bundle, BundleError
 from .ctcbeam import choose, log_softmax, prefix_beam_search, sentence_forms, spoken_words
 from .encoder import CT2Encoder
-from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing
+from .hearing import HearingError, HearingOptions, StreamingHearing, WhisperHearing, not_speech
 from .llm import LlamaLM, LLMError
 from .ngram import HearingLM, NgramError
 from .prompt import PromptTemplate
@@ -91,6 +91,8 @@ class Listening:
         transcript or None, timings). An empty transcript means no speech was heard."""
         if self.options.mode == "whisper":
             return self._hear_whisper(audio)
+        if not_speech(audio):  # the adaptor would hear "Hello." in silence and a made-up sentence in noise
+            return np.zeros(0, np.int32), "", {"features_ms": 0.0, "encoder_ms": 0.0, "adaptor_ms": 0.0}
         t0 = time.perf_counter()
         assert self.adaptor is not None  # set_mode admits no adaptor hearing without it
         chunk = self.options.chunk_s if self.adaptor.config.type == "ctc" else 0.0

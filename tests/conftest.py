@@ -44,10 +44,12 @@ def build_bundle(root: Path, adaptor_type: str = "linear", *, n_ctx: int = 2048,
 
 
 def clip(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
-    """A 16 kHz mono float32 tone with a little noise (deterministic for a seed)."""
+    """A 16 kHz mono float32 tone with a little noise, rising and falling four times a second like syllables
+    (deterministic for a seed): a steady tone is no speech to the hearing's noise gate (hearing.not_speech)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(16000 * seconds)) / 16000
-    return (0.2 * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(t.shape)).astype(np.float32)
+    syllables = np.sin(np.pi * 4 * t) ** 2
+    return (0.2 * syllables * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(t.shape)).astype(np.float32)
 
 
 @pytest.fixture

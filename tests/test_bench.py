@@ -30,13 +30,12 @@ def test_no_clips_is_an_error(tmp_path):
 
 @pytest.mark.real
 def test_bench_runs_with_cascade(tmp_path):
-    from conftest import build_bundle
+    from conftest import build_bundle, clip
 
     clips = tmp_path / "clips"
     clips.mkdir()
-    t = np.arange(24000) / 16000
     for i in range(2):
-        sf.write(clips / f"c{i}.wav", (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
+        sf.write(clips / f"c{i}.wav", clip(1.5, seed=i), 16000)
     res = run_bench(clips, bundle=build_bundle(tmp_path / "b"), out=tmp_path / "out", max_tokens=4, threads=1)
     assert res["n_clips"] == 2 and res["llasm"]["ttft_ms"]["n"] == 2
     assert res["cascade"]["ttft_ms"]["median"] > res["cascade"]["asr_ms"]["median"] > 0

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
+from conftest import clip
 from llasm.assistant import cli
 from llasm.assistant.cli import app
 from typer.testing import CliRunner
@@ -132,8 +132,7 @@ def test_handsfree_flag_beats_settings_file_even_at_the_default(monkeypatch, tmp
 def test_files_json_and_bad_inputs_subprocess(tmp_path, bundle_factory):
     bundle = bundle_factory("bundle")
     good = tmp_path / "good.wav"
-    t = np.arange(32000) / 16000
-    sf.write(good, (0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    sf.write(good, clip(2.0), 16000)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....garbage")
     empty = tmp_path / "empty.wav"

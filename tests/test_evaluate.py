@@ -140,3 +140,30 @@ def test_wilson_interval_bounds_are_where_the_score_test_is_at_1_96(k: int, n: i
             assert abs(abs(k / n - p0) / math.sqrt(p0 * (1 - p0) / n) - 1.96) < 1e-9
     assert (lo == 0) == (k == 0) and (hi == 1) == (k == n)
     assert wilson_interval(k * 4, n * 4)[1] - wilson_interval(k * 4, n * 4)[0] < hi - lo  # more questions, narrower
+
+
+def test_the_plot_shows_the_questions_agreement_and_drops_the_empty_latency_panel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.png's middle panel is the spoken questions' agreement when there are questions (the ASR clips'
+    otherwise); without a latency run the figure has two panels, not an empty third."""
+    pytest.importorskip("matplotlib")
+    from llasm.assistant import evaluate, plotting
+
+    plt = plotting.pyplot()
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    monkeypatch.setattr(plotting, "pyplot", lambda: plt)
+    mode = {"wer_llm": 0.08, "asr_agreement": 0.5, "agreement": 0.7, "agreement_cascade": 0.66}
+    r = {"modes": {"whisper": mode}, "whisper": {"wer": 0.078, "beam": 5}, "mode": "whisper"}
+    evaluate._plot(r, tmp_path / "two.png")
+    lat = {"llasm": {k: {"median": 100.0} for k in ("encoder_ms", "decoder_ms", "prefill_ms", "ttft_ms")},
+           "cascade": {"ttft_ms": {"median": 1400.0}}}
+    evaluate._plot({**r, "latency": lat}, tmp_path / "three.png")
+    no_questions = {"wer_llm": 0.08, "asr_agreement": 0.5}
+    evaluate._plot({**r, "modes": {"whisper": no_questions}}, tmp_path / "asr.png")
+    two, three, asr = figures
+    assert [len(f.axes) for f in figures] == [2, 3, 2]
+    assert all((tmp_path / n).stat().st_size > 0 for n in ("two.png", "three.png", "asr.png"))
+    assert "questions" in two.axes[1].get_title() and two.axes[1].patches[0].get_height() == pytest.approx(70)
+    assert "ASR clips" in asr.axes[1].get_title() and asr.axes[1].patches[0].get_height() == pytest.approx(50)
+    assert three.axes[2].get_title().startswith("latency")

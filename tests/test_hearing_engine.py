@@ -107,6 +107,20 @@ def test_silence_and_noise_give_no_turn(engine) -> None:  # noqa: ANN001
     assert d.answer and d.stop_reason in ("eos", "length")
 
 
+def test_silence_and_noise_give_no_turn_with_the_adaptors_hearing_too(engine) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(4)
+    try:
+        for mode in ("adaptor", "embeddings"):
+            engine.set_mode(mode)
+            engine.new_chat()
+            for audio in (np.zeros(3 * SR, np.float32), (0.4 * rng.standard_normal(3 * SR)).astype(np.float32)):
+                d = engine.ask(audio=audio)
+                assert (d.stop_reason, d.answer, d.heard) == ("silence", "", ""), mode
+            assert engine.history == []
+    finally:
+        engine.set_mode("whisper")
+
+
 def test_a_transcription_joins_the_conversation(engine) -> None:  # noqa: ANN001
     from llasm.assistant.engine import GenerationOptions
 
