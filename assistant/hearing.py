@@ -74,10 +74,10 @@ class HearingOptions:
     # a window with less than short_s of audio is padded with silence to short_window_s in all: Whisper, trained on
     # 30-s windows, hears a word or two without context worse ("Agent logged off." as "Agent Logdoth"). On the dev
     # set's 48 clips of 2 s or less (Whisper's 30-s window, beam 5: WER 0.121), greedy then beam 5 with 2 s more /
-    # 4 / 6 / 10 / 15 / 30 s in all: 0.145 / 0.145 / 0.158 / 0.133 / 0.133 / 0.115. 10 s: 15's WER for 0.5x its
-    # encoder work; it costs the encoder about what an 8-s clip with its 2-s pad does
+    # 4 / 6 / 10 / 15 / 20 / 30 s in all: 0.145 / 0.145 / 0.158 / 0.133 / 0.133 / 0.115 / 0.115. 20 s: 30's WER
+    # for about 60 % of its time (median hearing of such a clip at 2 threads: 10 s 0.54 s, 20 s 0.73 s, 30 s 1.17 s)
     short_s: float = 2.0
-    short_window_s: float = 10.0
+    short_window_s: float = 20.0
     # Whisper decodes greedily, and again with whisper_beam only where the greedy transcript looks unsure: its mean
     # log-probability a token (timestamps included) under whisper_fallback_logprob, no end found before the length
     # bound, or words said over (whisper_greedy_first false: the beam alone). On the dev set (113 clips, 2-s pad;
@@ -278,23 +278,25 @@ class WhisperHearing:
         pieces = "".join(self.vocab[i] for i in ids if i < self.eot)
         return bytes(self._bytes.get(ch, 32) for ch in pieces).decode("utf-8", "replace").strip()
 
-    def _features(self, audio: np.ndarray) -> Any:
+    def _features(self, audio: np.ndarray, short_window: bool = True) -> Any:
         import ctranslate2
 
         from .audio import log_mel
 
         seconds = len(audio) / SAMPLE_RATE
-        pad = max(self.pad_s, self.short_window_s - seconds) if seconds < self.short_s else self.pad_s
+        short = short_window and seconds < self.short_s
+        pad = max(self.pad_s, self.short_window_s - seconds) if short else self.pad_s
         padded = np.concatenate([audio, np.zeros(int(pad * SAMPLE_RATE), np.float32)])
         mel = log_mel(padded, n_mels=int(self.model.n_mels))
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
 
-    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None) -> Heard:
+    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None, short_window: bool = True) -> Heard:
         """The words of `audio` (16 kHz mono float32), heard in windows of at most `window_s` seconds, made a
-        sentence (`sentence_case`) when `sentence` (None: this hearing's own setting)."""
+        sentence (`sentence_case`) when `sentence` (None: this hearing's own setting). `short_window` False: an
+        utterance under `short_s` gets the plain pad, not the longer window (a provisional view, cheaper)."""
         audio = np.asarray(audio, np.float32)
         pieces = quiet_cuts(audio, self.window_s, min_s=min(5.0, self.window_s / 2.5))
-        parts = [self._window(audio[a:b]) for a, b in pieces]
+        parts = [self._window(audio[a:b], short_window) for a, b in pieces]
         said = [p for p in parts if p.text]
         timings: dict[str, float] = {}
         for p in parts:
@@ -308,11 +310,11 @@ class WhisperHearing:
                      n_tokens=sum(p.n_tokens for p in parts), decode_calls=sum(p.decode_calls for p in parts),
                      decoder_steps=sum(p.decoder_steps for p in parts), timings=timings)
 
-    def _window(self, audio: np.ndarray) -> Heard:
+    def _window(self, audio: np.ndarray, short_window: bool = True) -> Heard:
         if not_speech(audio):
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
         t0 = time.perf_counter()
-        feats = self._features(audio)
+        feats = self._features(audio, short_window)
         t1 = time.perf_counter()
         enc = self.model.encode(feats, to_cpu=False)
         t2 = time.perf_counter()
@@ -501,9 +503,12 @@ class StreamingHearing:
         self._audio = np.zeros(0, np.float32)
         self._texts = []
 
-    def hear(self, audio: np.ndarray, *, commit: bool = True) -> Heard:
+    def hear(self, audio: np.ndarray, *, commit: bool = True, partial: bool = False) -> Heard:
         """The transcript of `audio`, reusing the committed pieces when `audio` starts with them; with `commit`,
-        long enough unheard audio with a pause in it is committed first (the class docstring)."""
+        long enough unheard audio with a pause in it is committed first (the class docstring). `partial`: a view
+        of an utterance still being spoken, whose uncommitted rest is heard without the short-utterance window
+        (HearingOptions.short_window_s): the turn hears it again when the utterance ends, and the long window's encode
+        every half second while the first seconds are spoken would hold the engine the turn then waits for."""
         audio = np.asarray(audio, np.float32)
         n = len(self._audio)
         if not (n and len(audio) >= n and np.array_equal(audio[:n], self._audio)):
@@ -519,8 +524,10 @@ class StreamingHearing:
             self._texts.append(piece.text)
             n += cut
         rest = audio[n:]
-        heard = self.hearing.transcribe(rest, sentence=False) if len(rest) >= 0.1 * SAMPLE_RATE else \
-            Heard("", self.hearing.language)
+        if len(rest) >= 0.1 * SAMPLE_RATE:
+            heard = self.hearing.transcribe(rest, sentence=False, short_window=not partial)
+        else:
+            heard = Heard("", self.hearing.language)
         text = " ".join(t for t in [*self._texts, heard.text] if t)
         if self.hearing.sentence:  # the utterance is one sentence or more, not each piece cut at a pause
             text = sentence_case(text)

@@ -147,7 +147,7 @@ class Listening:
                 return ""
             try:
                 with self.one_blas_thread():
-                    return self.stream.hear(audio).text
+                    return self.stream.hear(audio, partial=True).text
             finally:
                 self.lock.release()
         return self.hear(audio)[1] or ""

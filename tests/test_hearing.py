@@ -99,7 +99,7 @@ def test_a_short_window_is_heard_in_a_longer_silence() -> None:
     assert frames(3.0) == pytest.approx(500, abs=2)  # otherwise the 2-s pad
     assert HearingOptions.from_dict({"short_s": 0}).short_s == 0  # 0: no short window
     with pytest.raises(ValueError):
-        HearingOptions.from_dict({"short_s": 12})  # longer than its window
+        HearingOptions.from_dict({"short_s": 12, "short_window_s": 10})  # longer than its window
 
 
 def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
@@ -172,7 +172,7 @@ class _CountingHearing:
         self.samples = 0
         self.sentence_asked: list[bool | None] = []
 
-    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None) -> Heard:
+    def transcribe(self, audio: np.ndarray, *, sentence: bool | None = None, short_window: bool = True) -> Heard:
         self.samples += len(audio)
         self.sentence_asked.append(sentence)
         return Heard(f"<{round(len(audio) / SR * 10)}>", "en")
@@ -293,3 +293,24 @@ def test_unrepeat_drops_a_sentence_said_over() -> None:
     assert unrepeat("Who wrote Romeo and Juliet, who wrote Romeo and Juliet.") == "Who wrote Romeo and Juliet"
     for kept in ("5 5", "I think that that is fine.", "Press 1 to mute, 2 to lock, 3 to leave."):
         assert unrepeat(kept) == kept
+
+
+def test_a_partial_view_hears_a_short_rest_without_the_long_window() -> None:
+    """Hands-free's views of an utterance still being spoken pad a short rest with the plain pad; the turn's hearing
+    of the same audio pads it to short_window_s (the view is heard again; the long encode would hold the engine)."""
+    from types import SimpleNamespace
+
+    h = _cutter()
+    h.model = SimpleNamespace(n_mels=80)
+    h.pad_s, h.short_s, h.short_window_s, h.window_s, h.sentence = 2.0, 2.0, 20.0, 25.0, False
+    frames: list[int] = []
+
+    def window(audio: np.ndarray, short_window: bool = True) -> Heard:
+        frames.append(h._features(audio, short_window).shape[2])
+        return Heard("words", "en")
+
+    h._window = window  # type: ignore[method-assign]
+    stream = StreamingHearing(h)
+    audio = np.random.default_rng(0).normal(0, 0.1, int(1.5 * SR)).astype(np.float32)
+    assert stream.hear(audio, partial=True).text == stream.hear(audio, commit=False).text == "words"
+    assert frames == [pytest.approx(350, abs=2), pytest.approx(2000, abs=2)]  # 1.5 s + 2 s pad; 20 s in all
