@@ -85,11 +85,6 @@ class HearingOptions:
     # greedy, then beam 5 under -0.3 / -0.6 / -0.8 / -1.0: 0.085 / 0.085 / 0.086 / 0.086 for 5.3x / 2.3x / 1.5x /
     # 1.2x the steps. -0.6 is the lowest WER for the fewest steps.
     whisper_greedy_first: bool = True
-    # ... except in the short window (short_s): there greedy falls back on 67 % of the dev set's short clips, so the
-    # beam decodes alone. On those 48 clips (20-s window) the beam alone hears at WER 0.121, Whisper's own 30-s
-    # window's, against 0.115 greedy first; the median hearing takes 0.66 s against 0.73 s (interleaved), and
-    # hands-free the first token comes a median 63 ms after the VAD closes a clip under 2 s against 119 ms
-    short_greedy_first: bool = False
     whisper_fallback_logprob: float = -0.6
     whisper_sentence: bool = True
     # the adaptor's hearing (mode adaptor; assistant/ctcbeam.py)
@@ -237,8 +232,7 @@ class WhisperHearing:
                  greedy_first: bool = HearingOptions.whisper_greedy_first,
                  fallback_logprob: float = HearingOptions.whisper_fallback_logprob,
                  sentence: bool = HearingOptions.whisper_sentence, short_s: float = HearingOptions.short_s,
-                 short_window_s: float = HearingOptions.short_window_s,
-                 short_greedy_first: bool = HearingOptions.short_greedy_first) -> None:
+                 short_window_s: float = HearingOptions.short_window_s) -> None:
         """model: a loaded `ctranslate2.models.Whisper` (shared with the encoder, so one encode serves both);
         path: its folder (for vocabulary.*); language: a Whisper language code or "auto" (detected per
         utterance); beam_size: the beam, used where greedy decoding looks unsure when `greedy_first`
@@ -265,7 +259,6 @@ class WhisperHearing:
         self.fallback_logprob = fallback_logprob
         self.sentence = sentence
         self.short_s, self.short_window_s = short_s, short_window_s
-        self.short_greedy_first = short_greedy_first
         self._bytes = byte_decoder()
 
     @classmethod
@@ -273,8 +266,7 @@ class WhisperHearing:
         """The hearing `options` (bundle.json's hearing with the flags) describe, over a loaded model."""
         return cls(model, path, language=options.language, pad_s=options.pad_s, beam_size=options.whisper_beam,
                    greedy_first=options.whisper_greedy_first, fallback_logprob=options.whisper_fallback_logprob,
-                   sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s,
-                   short_greedy_first=options.short_greedy_first)
+                   sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s)
 
     def check_language(self, language: str) -> str:
         language = language.strip().lower()
@@ -292,7 +284,7 @@ class WhisperHearing:
         from .audio import log_mel
 
         seconds = len(audio) / SAMPLE_RATE
-        short = self._short(audio, short_window)
+        short = short_window and seconds < self.short_s
         pad = max(self.pad_s, self.short_window_s - seconds) if short else self.pad_s
         padded = np.concatenate([audio, np.zeros(int(pad * SAMPLE_RATE), np.float32)])
         mel = log_mel(padded, n_mels=int(self.model.n_mels))
@@ -318,10 +310,6 @@ class WhisperHearing:
                      n_tokens=sum(p.n_tokens for p in parts), decode_calls=sum(p.decode_calls for p in parts),
                      decoder_steps=sum(p.decoder_steps for p in parts), timings=timings)
 
-    def _short(self, audio: np.ndarray, short_window: bool) -> bool:
-        """Whether `audio` is heard in the short-utterance window (HearingOptions.short_s, short_window_s)."""
-        return short_window and len(audio) / SAMPLE_RATE < self.short_s
-
     def _window(self, audio: np.ndarray, short_window: bool = True) -> Heard:
         if not_speech(audio):
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
@@ -339,7 +327,7 @@ class WhisperHearing:
         if not self.timestamps:
             prompt.append(self.ts0 - 1)
         end_s = speech_end(audio)
-        d = self._decode(enc, prompt, end_s, short=self._short(audio, short_window))
+        d = self._decode(enc, prompt, end_s)
         t3 = time.perf_counter()
         n = len(d.ids)
         silent = n == 0 or any(d.no_speech > p and d.avg < lp for p, lp in NO_SPEECH_RULES)
@@ -348,13 +336,11 @@ class WhisperHearing:
                      timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
                               "decoder_ms": (t3 - t2) * 1e3})
 
-    def _decode(self, enc: Any, prompt: list[int], end_s: float, short: bool = False) -> _Decoded:
+    def _decode(self, enc: Any, prompt: list[int], end_s: float) -> _Decoded:
         """Decoding until the transcript ends (module docstring): greedily, and again with the beam where the
-        greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob); in the short
-        window (`short`) with the beam alone unless `short_greedy_first`."""
+        greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob)."""
         cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
-        greedy_first = self.greedy_first and (not short or self.short_greedy_first)  # `short`: the short window
-        beams = [1, self.beam_size] if greedy_first and self.beam_size > 1 else [self.beam_size]
+        beams = [1, self.beam_size] if self.greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None
         for beam in beams:

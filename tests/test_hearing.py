@@ -86,11 +86,6 @@ def test_greedy_first_and_the_beam_only_where_greedy_looks_unsure() -> None:
         assert d.steps == sum(min(len(by_beam[b][0]), 2 * int(12 + 8 * 2.0) // 2) * b for b in beams)
     s = _scripted({1: sure, 5: beam}, greedy_first=False)  # the beam alone
     assert (s._decode(None, [0], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
-    s = _scripted({1: sure, 5: beam})
-    s.short_greedy_first = False  # in the short window the beam decodes alone ...
-    assert (s._decode(None, [0], end_s=1.0, short=True).text, s.model.beams) == ("w1 w4", [5])
-    s.short_greedy_first = True  # ... unless told otherwise
-    assert (s._decode(None, [0], end_s=1.0, short=True).text, s.model.beams[1:]) == ("w1 w2", [1])
 
 
 def test_a_short_window_is_heard_in_a_longer_silence() -> None:
