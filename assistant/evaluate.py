@@ -148,7 +148,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
              device: str | None = None) -> dict[str, Any]:
     """Evaluate a bundle's hearing in each of `modes` (default: the bundle's own; see `HearingOptions.mode`)
     on the ASR clips (and spoken questions, if given), beside Whisper's own decoder on a 30-s window with beam
-    `whisper_beam` on the same clips. `hearing`: overrides of bundle.json's hearing (HearingOptions keys); llm, device: as Engine.load's."""
+    `whisper_beam` on the same clips. `hearing`: overrides of bundle.json's hearing (HearingOptions keys); llm,
+    device: as Engine.load's."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -183,9 +184,8 @@ def evaluate(bundle: str | Path | None, *, asr: Path, out: Path, questions: Path
     result |= {k: v for k, v in result["modes"][modes[0]].items()}  # the first mode's figures at the top level
     engine.close()
     if latency:
-        result["latency"] = _latency(bundle, out, threads, overrides | {"mode": modes[0], "llm": llm, "device": device},
-                                     [*q_clips, *asr_clips],
-                                     audio)
+        result["latency"] = _latency(bundle, out, threads, overrides | {"mode": modes[0]}, [*q_clips, *asr_clips],
+                                     audio, llm=llm, device=device)
     (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     _examples(result, out / "examples.md")
     _plot(result, out / "eval.png")
@@ -266,9 +266,9 @@ class _ModeRun:
 
 
 def _latency(bundle: str | Path | None, out: Path, threads: int | None, hearing: dict[str, Any], clips: list[Any],
-             audio: dict[Path, Any]) -> dict[str, Any]:
-    """`bench` in a fresh process on the clips of LATENCY_SECONDS, copied into out/latency_clips. `hearing`: the
-    hearing overrides, and llm and device."""
+             audio: dict[Path, Any], *, llm: str | Path | None = None, device: str | None = None) -> dict[str, Any]:
+    """`bench` in a fresh process on the clips of LATENCY_SECONDS, copied into out/latency_clips, with the hearing
+    overrides, llm and device."""
     lat_dir = out / "latency_clips"
     shutil.rmtree(lat_dir, ignore_errors=True)
     lat_dir.mkdir()
@@ -278,8 +278,6 @@ def _latency(bundle: str | Path | None, out: Path, threads: int | None, hearing:
             shutil.copy(c.audio, lat_dir / c.audio.name)
     if not any(lat_dir.iterdir()):
         raise EvalError(f"no clip lasts {lo:g}-{hi:g} s: evaluate on more clips")
-    hearing = dict(hearing)
-    llm, device = hearing.pop("llm", None), hearing.pop("device", None)
     bench = bench_in_fresh_process(lat_dir, bundle=bundle, out=out, threads=threads, hearing=hearing, llm=llm,
                                    device=device)
     return {k: bench[k] for k in ("llasm", "cascade", "llama_cpp_decode_tokens_per_s", "decode_vs_llama_cpp",

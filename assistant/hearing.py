@@ -507,8 +507,8 @@ class StreamingHearing:
         """The transcript of `audio`, reusing the committed pieces when `audio` starts with them; with `commit`,
         long enough unheard audio with a pause in it is committed first (the class docstring). `partial`: a view
         of an utterance still being spoken, whose uncommitted rest is heard without the short-utterance window
-        (HearingOptions.short_window_s): the turn hears it again when the utterance ends, and the long window's encode
-        every half second while the first seconds are spoken would hold the engine the turn then waits for."""
+        (HearingOptions.short_window_s): the turn hears it again when the utterance ends, and the long window's
+        encode every half second while the first seconds are spoken would hold the engine the turn waits for."""
         audio = np.asarray(audio, np.float32)
         n = len(self._audio)
         if not (n and len(audio) >= n and np.array_equal(audio[:n], self._audio)):

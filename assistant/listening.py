@@ -55,8 +55,9 @@ class Listening:
 
     def __init__(self, bundle: Bundle, encoder: Any, lm: LlamaLM, template: PromptTemplate, *,
                  options: HearingOptions, adaptor_unusable: str | None = None) -> None:
-        """options: the bundle's hearing with the flags' overrides. adaptor_unusable: why the bundle's adaptor cannot serve `lm` (None: it can); the
-        adaptor modes then refuse. `template` is the chat the LLM rescores transcripts in."""
+        """options: the bundle's hearing with the flags' overrides. adaptor_unusable: why the bundle's adaptor
+        cannot serve `lm` (None: it can); the adaptor modes then refuse. `template` is the chat the LLM rescores
+        transcripts in."""
         self.bundle, self.encoder, self.lm = bundle, encoder, lm
         self.options = options
         self.adaptor_unusable = adaptor_unusable
@@ -71,7 +72,6 @@ class Listening:
         self.set_ngram_fusion(options.ngram_fusion)
         self._blas = _blas_controller()
         # What the LLM reads before and after each transcript it scores (_hear_with_lm): a user turn after the
-        # default system prompt
         # default system prompt; only the template's own control tokens are special, never the prompt's text
         user_open, user_close = template.user.split("{content}")
         if template.default_system is None:
