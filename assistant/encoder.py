@@ -58,6 +58,7 @@ class CT2Encoder:
         self.path = Path(path)
         self.workers = max(1, workers)
         self.device = device
+        self.n_threads = n_threads
         try:
             self.model = ctranslate2.models.Whisper(str(self.path), device=device,
                                                     compute_type=_ct2_compute_type(dtype, device),

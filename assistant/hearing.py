@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from .audio import quiet_cuts, steady_sound
+from .ct2file import ModelFileError
+from .whisperdecoder import OnnxWhisperDecoder
 
 SAMPLE_RATE = 16000
 TIMESTAMP_S = 0.02  # one timestamp token step
@@ -48,6 +50,7 @@ FRAME_S = 0.01  # one mel frame
 # silence as "you" at -1.29 with no-speech 0.91.
 NO_SPEECH_RULES = ((0.6, -1.1), (0.45, -1.5))  # (no-speech above, log-probability below): not speech
 SILENT_DBFS = -60.0  # a window this quiet at its loudest is not decoded at all
+WHISPER_DECODERS = ("onnx", "ct2")
 
 
 HEARING_MODES = ("whisper", "adaptor", "embeddings")
@@ -87,6 +90,10 @@ class HearingOptions:
     whisper_greedy_first: bool = True
     whisper_fallback_logprob: float = -0.6
     whisper_sentence: bool = True
+    # what runs Whisper's decoder: onnx (assistant/whisperdecoder.py: ONNX Runtime, int8, the cross-attention
+    # computed once per utterance for the greedy pass and the beam) or ct2 (CTranslate2's generate, a call each).
+    # The encoder is CTranslate2's either way. Measured in docs/model-card.md ("Whisper's decoder").
+    whisper_decoder: str = "onnx"
     # the adaptor's hearing (mode adaptor; assistant/ctcbeam.py)
     n_best: int = 1  # distinct transcripts the LLM scores (1 = the greedy path alone, no LLM)
     beam: int = 16  # prefixes kept per frame
@@ -149,6 +156,9 @@ class HearingOptions:
             raise ValueError("'hearing' needs handsfree_n_best >= 1 and handsfree_fusion >= 0")
         if not 0 <= self.pad_s <= 5 or self.whisper_beam < 1 or self.whisper_fallback_logprob > 0:
             raise ValueError("'hearing' needs 0 <= pad_s <= 5, whisper_beam >= 1 and whisper_fallback_logprob <= 0")
+        if self.whisper_decoder not in WHISPER_DECODERS:
+            raise ValueError(f"'hearing' whisper_decoder must be one of {', '.join(WHISPER_DECODERS)}, got "
+                             f"{self.whisper_decoder!r}")
         if not 0 <= self.short_s <= self.short_window_s <= 30:
             raise ValueError("'hearing' needs 0 <= short_s <= short_window_s <= 30 (Whisper's window)")
 
@@ -232,11 +242,13 @@ class WhisperHearing:
                  greedy_first: bool = HearingOptions.whisper_greedy_first,
                  fallback_logprob: float = HearingOptions.whisper_fallback_logprob,
                  sentence: bool = HearingOptions.whisper_sentence, short_s: float = HearingOptions.short_s,
-                 short_window_s: float = HearingOptions.short_window_s) -> None:
+                 short_window_s: float = HearingOptions.short_window_s, decoder: str = "ct2",
+                 n_threads: int = 1) -> None:
         """model: a loaded `ctranslate2.models.Whisper` (shared with the encoder, so one encode serves both);
-        path: its folder (for vocabulary.*); language: a Whisper language code or "auto" (detected per
-        utterance); beam_size: the beam, used where greedy decoding looks unsure when `greedy_first`
-        (HearingOptions.whisper_greedy_first); sentence: transcripts made a sentence (`sentence_case`)."""
+        path: its folder (for vocabulary.*, and model.bin for the ONNX decoder); language: a Whisper language code
+        or "auto" (detected per utterance); beam_size: the beam, used where greedy decoding looks unsure when
+        `greedy_first` (HearingOptions.whisper_greedy_first); sentence: transcripts made a sentence
+        (`sentence_case`); decoder: what decodes (HearingOptions.whisper_decoder), on `n_threads` threads."""
         self.model = model
         self.path = Path(path)
         self.vocab = _vocabulary(self.path)
@@ -260,13 +272,23 @@ class WhisperHearing:
         self.sentence = sentence
         self.short_s, self.short_window_s = short_s, short_window_s
         self._bytes = byte_decoder()
+        self.decoder: OnnxWhisperDecoder | None = None
+        if decoder == "onnx":
+            try:
+                self.decoder = OnnxWhisperDecoder(self.path, eot=self.eot, no_timestamps=self.ts0 - 1,
+                                                  no_speech=self.index.get("<|nospeech|>", self.index.get(
+                                                      "<|nocaptions|>")), n_threads=n_threads)
+            except ModelFileError as e:
+                raise HearingError(str(e)) from None
 
     @classmethod
-    def from_options(cls, model: Any, path: str | os.PathLike[str], options: HearingOptions) -> WhisperHearing:
+    def from_options(cls, model: Any, path: str | os.PathLike[str], options: HearingOptions, *,
+                     n_threads: int = 1) -> WhisperHearing:
         """The hearing `options` (bundle.json's hearing with the flags) describe, over a loaded model."""
         return cls(model, path, language=options.language, pad_s=options.pad_s, beam_size=options.whisper_beam,
                    greedy_first=options.whisper_greedy_first, fallback_logprob=options.whisper_fallback_logprob,
-                   sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s)
+                   sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s,
+                   decoder=options.whisper_decoder, n_threads=n_threads)
 
     def check_language(self, language: str) -> str:
         language = language.strip().lower()
@@ -316,7 +338,7 @@ class WhisperHearing:
         t0 = time.perf_counter()
         feats = self._features(audio, short_window)
         t1 = time.perf_counter()
-        enc = self.model.encode(feats, to_cpu=False)
+        enc = self.model.encode(feats, to_cpu=self.decoder is not None)
         t2 = time.perf_counter()
         lang = self.language
         if lang == "auto":
@@ -343,18 +365,25 @@ class WhisperHearing:
         beams = [1, self.beam_size] if self.greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None
+        utterance = None
         for beam in beams:
-            # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
-            r = self.model.generate(enc, [prompt], beam_size=beam, max_length=2 * cap, return_scores=True,
-                                    return_no_speech_prob=True)[0]
-            ids = list(r.sequences_ids[0])
+            if self.decoder is not None:  # the cross-attention and the prompt's pass serve every decoding
+                utterance = utterance or self.decoder.utterance(np.asarray(enc), prompt)
+                r = utterance.greedy(cap) if beam == 1 else utterance.beam(beam, cap)
+                ids, score, no_speech, n_steps = r.ids, r.score, utterance.no_speech_prob, r.steps
+            else:
+                # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
+                g = self.model.generate(enc, [prompt], beam_size=beam, max_length=2 * cap, return_scores=True,
+                                        return_no_speech_prob=True)[0]
+                ids = list(g.sequences_ids[0])
+                score, no_speech = float(g.scores[0]) if g.scores else 0.0, float(g.no_speech_prob)
+                n_steps = len(ids) * beam
             calls += 1
-            steps += len(ids) * beam
+            steps += n_steps
             text_ids, ended = self.cut_ended(ids, end_s)
             text = self.text_of(text_ids)
             said = unrepeat(text)
-            d = _Decoded(text_ids, said, float(r.scores[0]) if r.scores else 0.0, float(r.no_speech_prob),
-                         ended=ended, unsure=not ended or said != text)
+            d = _Decoded(text_ids, said, score, no_speech, ended=ended, unsure=not ended or said != text)
             if chosen is None:
                 chosen = d
                 if not (d.unsure or d.avg < self.fallback_logprob):

@@ -169,7 +169,8 @@ class Listening:
                                   f"is {self.bundle.encoder.format} ({self.bundle.encoder.path}): use --hearing adaptor")
             try:
                 if self.whisper is None:
-                    self.whisper = WhisperHearing.from_options(self.encoder.model, self.encoder.path, opts)
+                    self.whisper = WhisperHearing.from_options(self.encoder.model, self.encoder.path, opts,
+                                                              n_threads=self.encoder.n_threads)
                     self.stream = StreamingHearing(self.whisper)
                 self.whisper.language = self.whisper.check_language(opts.language)
             except HearingError as e:

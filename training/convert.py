@@ -1,7 +1,7 @@
 """Build Hugging Face models from the shipped offline weights.
 
 - CTranslate2 Whisper directory -> transformers ``WhisperForConditionalGeneration`` + tokenizer, feature
-  extractor and generation config (``model.bin`` is read here: it is a flat list of named arrays).
+  extractor and generation config (``model.bin`` read by assistant/ct2file.py).
 - GGUF LLaMA / Qwen2 -> transformers ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` + tokenizer with its chat
   template (Llama-3 rope scaling recovered from the GGUF's ``rope_freqs`` tensor).
 
@@ -19,17 +19,16 @@ import json
 import math
 import os
 import shutil
-import struct
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llasm.assistant import basemodels
 from llasm.assistant.basemodels import ModelResolutionError
+from llasm.assistant.ct2file import Ct2Model, ModelFileError, read_ct2_model
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import torch
@@ -40,111 +39,8 @@ DEFAULT_WHISPER = "default:whisper-base"
 DEFAULT_LLM = "default:smollm2"
 
 
-class ConversionError(RuntimeError):
-    """A model could not be converted; the message names the problem and the fix."""
-
-
-# ------------------------------------------------------------------------------------------------------
-# CTranslate2 model.bin
-
-
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
-
-
-@dataclass
-class Ct2Model:
-    spec: str
-    revision: int
-    variables: dict[str, np.ndarray]
-
-    def weight(self, name: str) -> np.ndarray:
-        """A float32 copy of variable ``name``; int8/int16 weights are dequantized with ``<name>_scale``."""
-        if name not in self.variables:
-            raise ConversionError(
-                f"{self.spec} model.bin has no variable {name!r}: not a supported Whisper model"
-            )
-        w = self.variables[name]
-        scale = self.variables.get(name + "_scale")
-        if w.dtype in (np.int8, np.int16):
-            if scale is None:
-                raise ConversionError(
-                    f"quantized variable {name!r} has no {name}_scale: model.bin is damaged"
-                )
-            s = scale.astype(np.float32)
-            return w.astype(np.float32) / (s.reshape(-1, *([1] * (w.ndim - 1))) if s.ndim else s)
-        return w.astype(np.float32)
-
-    def scalar(self, name: str, default: int | None = None) -> int:
-        if name not in self.variables:
-            if default is None:
-                raise ConversionError(f"{self.spec} model.bin has no variable {name!r}")
-            return default
-        return int(np.asarray(self.variables[name]).reshape(-1)[0])
-
-
-def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
-    """Read a CTranslate2 ``model.bin`` (format version >= 5) into numpy arrays (aliases resolved)."""
-    path = Path(path)
-    try:
-        data = memoryview(path.read_bytes())
-    except OSError as e:
-        raise ConversionError(
-            f"cannot read {path}: {e.strerror}; pass a CTranslate2 model directory"
-        ) from None
-    pos = 0
-
-    def take(fmt: str) -> tuple[Any, ...]:
-        nonlocal pos
-        size = struct.calcsize("<" + fmt)
-        if pos + size > len(data):
-            raise ConversionError(
-                f"{path} ends early: the file is truncated; reinstall or re-convert the model"
-            )
-        out = struct.unpack_from("<" + fmt, data, pos)
-        pos += size
-        return out
-
-    def string() -> str:
-        nonlocal pos
-        (n,) = take("H")
-        raw = bytes(data[pos : pos + n])
-        pos += n
-        return raw.rstrip(b"\0").decode("utf-8")
-
-    (version,) = take("I")
-    if version < 5 or version > 64:
-        raise ConversionError(
-            f"{path} is not a CTranslate2 model.bin of a supported version (found {version})"
-        )
-    spec = string()
-    (revision,) = take("I")
-    (count,) = take("I")
-    variables: dict[str, np.ndarray] = {}
-    for _ in range(count):
-        name = string()
-        (rank,) = take("B")
-        dims = take("I" * rank) if rank else ()
-        (code,) = take("B")
-        (nbytes,) = take("I")
-        if pos + nbytes > len(data):
-            raise ConversionError(f"{path} ends inside {name!r}: the file is truncated; reinstall the model")
-        raw = data[pos : pos + nbytes]
-        pos += nbytes
-        dt = _CT2_DTYPES.get(code)
-        if dt is None:
-            raise ConversionError(f"{path}: variable {name!r} has unknown dtype code {code}")
-        if dt == "bfloat16":
-            arr = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype=dt)
-        variables[name] = arr.reshape(dims)
-    if pos < len(data):
-        (n_alias,) = take("I")
-        for _ in range(n_alias):
-            alias, target = string(), string()
-            if target in variables:
-                variables[alias] = variables[target]
-    return Ct2Model(spec=spec, revision=revision, variables=variables)
+# a model could not be read or converted; the message names the problem and the fix
+ConversionError = ModelFileError
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -159,10 +55,7 @@ def _whisper_sinusoids(length: int, channels: int) -> np.ndarray:
 
 
 def _count_layers(ct2: Ct2Model, prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}/layer_{n}/") for k in ct2.variables):
-        n += 1
-    return n
+    return ct2.count_layers(prefix)
 
 
 def _read_special_ids(ct2_dir: Path) -> dict[str, int]:
