@@ -63,6 +63,7 @@ class Settings:
     llm: str | None = None  # a chat GGUF that answers instead of the bundle's LLM (assistant/chatllm.py)
     device: str | None = None  # auto | cpu | cuda (assistant/devices.py; None: auto)
     # settings only
+    whisper_decoder: str | None = None  # onnx | ct2: what runs Whisper's decoder (HearingOptions.whisper_decoder)
     barge_in: bool = True  # speech onset stops playback and generation while speaking
     realtime: bool = True  # --mic-file replays in real time (False: as fast as possible)
     voice: str | None = None  # hibari voice (the bundled one when None)
@@ -84,7 +85,7 @@ class Settings:
     def hearing_overrides(self) -> dict[str, Any]:
         """The hearing settings that are set, as HearingOptions keys (Engine.load's `hearing`)."""
         given = {"mode": self.hearing, "language": self.language, "n_best": self.n_best, "fusion": self.fusion,
-                 "ngram_fusion": self.ngram_fusion}
+                 "ngram_fusion": self.ngram_fusion, "whisper_decoder": self.whisper_decoder}
         return {k: v for k, v in given.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:

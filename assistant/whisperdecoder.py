@@ -45,6 +45,10 @@ BLOCK = 32  # MatMulNBits: weights a scale
 ROWS = 4096  # rows quantized at a time
 
 
+class UnsupportedDecoder(ModelFileError):
+    """A Whisper whose decoder these graphs cannot hold (its width); CTranslate2's decoder hears instead."""
+
+
 @dataclass
 class Decoding:
     """One decoding: the generated ids (no end token), whether it ended with ``<|endoftext|>``, its score (the
@@ -195,7 +199,7 @@ def build_graphs(ct2: Ct2Model) -> tuple[Built, Built, dict[str, int]]:
     n_heads = ct2.scalar("decoder/num_heads", max(1, d_model // 64))
     d_head = d_model // n_heads
     if d_model % BLOCK or d_head * n_heads != d_model:
-        raise ModelFileError(f"{ct2.spec} model.bin: a decoder of width {d_model} and {n_heads} heads is not "
+        raise UnsupportedDecoder(f"{ct2.spec} model.bin: a decoder of width {d_model} and {n_heads} heads is not "
                              "supported by the ONNX decoder; hear with CTranslate2's (hearing.whisper_decoder ct2)")
     sizes = {"n_layers": n_layers, "n_heads": n_heads, "d_head": d_head, "d_model": int(d_model), "vocab": int(vocab)}
     return _cross_graph(ct2, sizes), _step_graph(ct2, emb, sizes), sizes
@@ -319,8 +323,9 @@ class OnnxWhisperDecoder:
                                  f"with CTranslate2's decoder (hearing.whisper_decoder ct2)") from None
         config_path = self.path / "config.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        self.suppress = np.array([i for i in config.get("suppress_ids", []) if 0 <= i < self.vocab], np.int64)
-        self.suppress_begin = np.array([i for i in config.get("suppress_ids_begin", []) if 0 <= i < self.vocab],
+        # an exported model may carry null lists: nothing suppressed, as CTranslate2 reads them
+        self.suppress = np.array([i for i in config.get("suppress_ids") or [] if 0 <= i < self.vocab], np.int64)
+        self.suppress_begin = np.array([i for i in config.get("suppress_ids_begin") or [] if 0 <= i < self.vocab],
                                        np.int64)
         self.eot, self.no_timestamps, self.no_speech = eot, no_timestamps, no_speech
         self.ts0 = no_timestamps + 1

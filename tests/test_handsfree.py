@@ -171,6 +171,8 @@ def test_settings_toml_and_flags(tmp_path, monkeypatch):
     s = load_settings(p)
     assert (s.n_best, s.fusion, s.ngram_fusion) == (4, 0.5, 0.3)
     assert merge_options(s, {"ngram_fusion": 0.0}).ngram_fusion == 0.0  # a flag given wins, also 0
+    p.write_text("whisper_decoder = 'ct2'\n")  # CTranslate2's decoder instead of the ONNX one (settings only)
+    assert load_settings(p).hearing_overrides() == {"whisper_decoder": "ct2"}
 
 
 def test_history_roundtrip(tmp_path):

@@ -68,6 +68,17 @@ def test_a_damaged_model_bin_is_one_clear_line(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
+def test_a_decoder_the_graphs_cannot_hold_is_left_to_ctranslate2() -> None:
+    from llasm.assistant.ct2file import Ct2Model
+    from llasm.assistant.whisperdecoder import UnsupportedDecoder, build_graphs
+
+    odd = Ct2Model("WhisperSpec", 3, {"decoder/layer_0/ffn/linear_0/weight": np.zeros((96, 48), np.float32),
+                                      "decoder/embeddings/weight": np.zeros((100, 48), np.float32),
+                                      "decoder/num_heads": np.array(3, np.int32)})  # width 48: not in 32-blocks
+    with pytest.raises(UnsupportedDecoder, match="CTranslate2"):
+        build_graphs(odd)
+
+
 @pytest.fixture(scope="module")
 def models() -> tuple[WhisperHearing, object]:
     import ctranslate2
@@ -106,3 +117,25 @@ def test_the_onnx_decoder_decodes_as_whispers_float32_decoder(models) -> None:  
         assert abs(utterance.no_speech_prob - ref.no_speech_prob) < 0.05
     # int8 weights move a near tie now and then (CTranslate2's own int8 agrees with its float32 about as often)
     assert same[1] >= len(clips) - 2 and same[5] >= len(clips) - 2, same
+
+
+@pytest.mark.real
+@needs_ps
+def test_the_decoder_ab_script_hears_each_clip_with_both_decoders(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    manifest = tmp_path / "clips.jsonl"
+    rows = [{"audio": str(PS / "cards" / "001.wav"), "text": "ten of clubs"},
+            {"audio": str(sorted((PS / "librivox").glob("*.wav"))[0]), "text": "and mister john dashwood"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, str(root / "scripts/decoder_ab.py"), str(manifest), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "under 2 s (1 clips)" in proc.stdout and "all (2 clips)" in proc.stdout, proc.stdout
+    records = json.loads(out.read_text())
+    assert len(records) == 2 and "clubs" in records[0]["onnx"]["text"].lower()
+    assert all(r[d]["calls"] >= 1 and r[d]["decoder_ms"] > 0 for r in records for d in ("onnx", "ct2"))
