@@ -183,7 +183,7 @@ async def test_command_palette_lists_assistant_commands(tmp_path):
 @aio
 async def test_model_load_runs_in_a_worker(tmp_path):
     def slow_engine():
-        time.sleep(0.5)
+        time.sleep(2.0)  # longer than the app takes to come up on a busy 2-core machine (0.5 s was not)
         return FakeEngine()
 
     app = make_app(tmp_path, engine_factory=slow_engine)
