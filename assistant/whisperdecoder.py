@@ -8,7 +8,8 @@ computed once per utterance (`Utterance`) and serve the greedy pass, the beam (b
 and the prompt's no-speech probability.
 
 The graphs are built with onnx.helper from the model's own arrays at load (about 3 s; no file is written,
-nothing is downloaded), and the weights are handed to ONNX Runtime as arrays, never serialized:
+nothing is downloaded), and the weights are handed to ONNX Runtime as arrays (it copies them once), never
+serialized:
 
 - ``cross``: the encoder states [1, S, d] -> every layer's cross-attention keys and values [L, 1, H, S, dh];
 - ``step``: tokens [B, T], the self-attention cache [L, B, H, P, dh] and the cross keys/values -> logits
@@ -313,8 +314,6 @@ class OnnxWhisperDecoder:
         cross, step, sizes = build_graphs(read_ct2_model(self.path / "model.bin"))
         self.n_layers, self.n_heads, self.d_head = sizes["n_layers"], sizes["n_heads"], sizes["d_head"]
         self.vocab = sizes["vocab"]
-        # ONNX Runtime reads the weights from these arrays for the sessions' lifetime: they are kept here
-        self._weights: list[Any] = []
         try:
             self.cross, self.step = (self._session(ort, graph, weights, n_threads) for graph, weights in (cross, step))
         except Exception as e:  # an onnxruntime without the contrib ops this graph uses
@@ -338,9 +337,10 @@ class OnnxWhisperDecoder:
         # ONNX Runtime's threads spin between a step's ops, not after it: spinning on, they busy-wait past the
         # hearing, and the LLM's prefill that follows runs at half speed beside them on a 2-core CPU
         opts.add_session_config_entry("session.force_spinning_stop", "1")
+        # ONNX Runtime copies these arrays into the session as it loads (its API: the buffers may be freed once the
+        # session exists), so the weights are held once, by the session
         values = [ort.OrtValue.ortvalue_from_numpy(w) for w in weights.values()]
         opts.add_external_initializers(list(weights), values)
-        self._weights.append((weights, values))
         return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
     def utterance(self, states: np.ndarray, prompt: list[int]) -> Utterance:
