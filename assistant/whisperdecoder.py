@@ -333,7 +333,8 @@ class OnnxWhisperDecoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, n_threads)
         opts.inter_op_num_threads = 1
-        opts.enable_cpu_mem_arena = False  # no arena kept at its high-water mark: 34 MB less after a beam in a 20-s window
+        # no arena kept at its high-water mark: 34 MB less after a beam in a 20-s window
+        opts.enable_cpu_mem_arena = False
         # ONNX Runtime's threads spin between a step's ops, not after it: spinning on, they busy-wait past the
         # hearing, and the LLM's prefill that follows runs at half speed beside them on a 2-core CPU
         opts.add_session_config_entry("session.force_spinning_stop", "1")
