@@ -130,11 +130,8 @@ class _Graph:
         token embeddings and the logits share one int8 copy of the vocabulary."""
         n, k = table.shape
         q, s = self.blockwise(table, name)
-        # views of the same arrays under names of their own: MatMulNBits packs its initializer only where no other
-        # node reads it
-        scales = self.const(name + "/s2", self.weights[s].reshape(n, k // BLOCK))
-        table = self.const(name + "/q2", self.weights[q][:])
-        x = self.op("Sub", self.op("Cast", self.op("Gather", table, ids), to=self.TensorProto.FLOAT),
+        scales = self.const(name + "/s2", self.weights[s].reshape(n, k // BLOCK))  # [N, K/BLOCK]: a row per token
+        x = self.op("Sub", self.op("Cast", self.op("Gather", q, ids), to=self.TensorProto.FLOAT),
                     self.const(name + "/zero", np.array(128.0, np.float32)))
         x = self.op("Mul", x, self.op("Unsqueeze", self.op("Gather", scales, ids),
                                       self.const(name + "/last", np.array([-1]))))
@@ -155,8 +152,8 @@ class _Graph:
         return self.op("Transpose", r, perm=[0, 2, 1, 3])
 
     def attention(self, q: str, k: str, v: str, mask: str | None, d_model: int, d_head: int) -> str:
-        """softmax(q k^T / sqrt(dh) + mask) v, heads merged: [B, H, T, dh] -> [B, T, d_model]; k and v may have a
-        batch of 1 (the cross-attention's, shared by the beam's hypotheses)."""
+        """softmax(q k^T / sqrt(dh) + mask) v, heads merged: [B, H, T, dh] -> [B, T, d_model] (self-attention:
+        each hypothesis its own keys and values)."""
         s = self.op("MatMul", q, self.op("Transpose", k, perm=[0, 1, 3, 2]))
         s = self.op("Mul", s, self.const(f"scale_{self.n}", np.array(d_head ** -0.5, np.float32)))
         if mask is not None:

@@ -79,6 +79,22 @@ def test_a_decoder_the_graphs_cannot_hold_is_left_to_ctranslate2() -> None:
         build_graphs(odd)
 
 
+def test_the_hearing_decodes_with_ctranslate2_where_the_graphs_cannot_hold_the_decoder(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    from llasm.assistant import hearing
+    from llasm.assistant.basemodels import resolve
+    from llasm.assistant.whisperdecoder import UnsupportedDecoder
+
+    def unsupported(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise UnsupportedDecoder("a decoder of width 48 is not supported by the ONNX decoder")
+
+    monkeypatch.setattr(hearing, "OnnxWhisperDecoder", unsupported)
+    src = resolve("default:whisper-base")
+    for name in ("vocabulary.txt", "config.json", "tokenizer.json"):
+        shutil.copy(src / name, tmp_path / name)
+    h = WhisperHearing(SimpleNamespace(is_multilingual=True), tmp_path, decoder="onnx")
+    assert h.decoder is None  # CTranslate2's generate decodes
+
+
 @pytest.fixture(scope="module")
 def models() -> tuple[WhisperHearing, object]:
     import ctranslate2

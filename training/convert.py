@@ -54,10 +54,6 @@ def _whisper_sinusoids(length: int, channels: int) -> np.ndarray:
     return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
 
 
-def _count_layers(ct2: Ct2Model, prefix: str) -> int:
-    return ct2.count_layers(prefix)
-
-
 def _read_special_ids(ct2_dir: Path) -> dict[str, int]:
     """Token -> id for the special tokens, from tokenizer.json's added tokens (else vocabulary.txt)."""
     tok = ct2_dir / "tokenizer.json"
@@ -115,7 +111,7 @@ def whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, np.ndarray], dict[str, 
     else:
         pos = _whisper_sinusoids(n_src, d_model)
     sd["model.encoder.embed_positions.weight"] = pos
-    n_enc = _count_layers(ct2, "encoder")
+    n_enc = ct2.count_layers("encoder")
     for i in range(n_enc):
         s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
         fused(f"{d}.self_attn", f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
@@ -129,7 +125,7 @@ def whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, np.ndarray], dict[str, 
     emb = w("decoder/embeddings/weight")
     sd["model.decoder.embed_tokens.weight"] = emb
     sd["model.decoder.embed_positions.weight"] = w("decoder/position_encodings/encodings")
-    n_dec = _count_layers(ct2, "decoder")
+    n_dec = ct2.count_layers("decoder")
     for i in range(n_dec):
         s, d = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
         fused(f"{d}.self_attn", f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
