@@ -11,9 +11,13 @@ The graphs are built with onnx.helper from the model's own arrays at load (about
 nothing is downloaded), and the weights are handed to ONNX Runtime as arrays (it copies them once), never
 serialized:
 
-- ``cross``: the encoder states [1, S, d] -> every layer's cross-attention keys and values [L, 1, H, S, dh];
-- ``step``: tokens [B, T], the self-attention cache [L, B, H, P, dh] and the cross keys/values -> logits
+- ``cross``: the encoder states [1, S, d] -> each layer's cross-attention keys and values [1, H, S, dh];
+- ``step``: tokens [B, T], each layer's self-attention cache [B, H, P, dh] and cross keys/values -> logits
   [B, T, V] and the grown cache.
+
+Each layer's keys and values are inputs and outputs of their own: one tensor for all layers would be sliced per
+layer inside the step, a copy of every layer's cross keys and values at each step (in the 20-s short window,
+24 MB a step, about half of the step's time).
 
 Weights are int8: ``cross`` with ONNX Runtime's DynamicQuantizeMatMul (one scale per output column; it runs on
 many rows at once), ``step`` with MatMulNBits (8 bits, one scale per 32 weights, activations quantized per block:
@@ -204,9 +208,14 @@ def build_graphs(ct2: Ct2Model) -> tuple[Built, Built, dict[str, int]]:
 
 
 def _shapes(sizes: dict[str, int]) -> tuple[list[Any], list[Any]]:
-    """The cross keys/values' shape and the self-attention cache's."""
-    n_layers, n_heads, d_head = sizes["n_layers"], sizes["n_heads"], sizes["d_head"]
-    return [n_layers, 1, n_heads, "S", d_head], [n_layers, "B", n_heads, "P", d_head]
+    """A layer's cross keys/values' shape and its self-attention cache's."""
+    n_heads, d_head = sizes["n_heads"], sizes["d_head"]
+    return [1, n_heads, "S", d_head], ["B", n_heads, "P", d_head]
+
+
+def names(kind: str, n_layers: int) -> list[str]:
+    """The per-layer input or output names of `kind` (past_k, past_v, new_k, new_v, cross_k, cross_v)."""
+    return [f"{kind}_{i}" for i in range(n_layers)]
 
 
 def _cross_graph(ct2: Ct2Model, sizes: dict[str, int]) -> Built:
@@ -214,18 +223,17 @@ def _cross_graph(ct2: Ct2Model, sizes: dict[str, int]) -> Built:
 
     d_model, n_heads, d_head = sizes["d_model"], sizes["n_heads"], sizes["d_head"]
     c = _Graph(blocks=False)
-    ks, vs = [], []
     for i in range(sizes["n_layers"]):
         kv = c.linear("states", ct2, f"decoder/layer_{i}/attention/linear_1")
         k, v = c.op("Split", kv, c.const(f"split_{i}", np.array([d_model, d_model], np.int64)), axis=-1, n_out=2)
-        ks.append(c.op("Unsqueeze", c.heads(k, n_heads, d_head), c.const(f"k0_{i}", np.array([0]))))
-        vs.append(c.op("Unsqueeze", c.heads(v, n_heads, d_head), c.const(f"v0_{i}", np.array([0]))))
-    c.op("Concat", *ks, axis=0, out="cross_k")
-    c.op("Concat", *vs, axis=0, out="cross_v")
+        c.op("Transpose", c.op("Reshape", k, c.const(f"kh_{i}", np.array([0, -1, n_heads, d_head], np.int64))),
+             perm=[0, 2, 1, 3], out=f"cross_k_{i}")
+        c.op("Transpose", c.op("Reshape", v, c.const(f"vh_{i}", np.array([0, -1, n_heads, d_head], np.int64))),
+             perm=[0, 2, 1, 3], out=f"cross_v_{i}")
     f32, (cross_shape, _) = TensorProto.FLOAT, _shapes(sizes)
+    outs = names("cross_k", sizes["n_layers"]) + names("cross_v", sizes["n_layers"])
     return c.model([helper.make_tensor_value_info("states", f32, [1, "S", d_model])],
-                   [helper.make_tensor_value_info("cross_k", f32, cross_shape),
-                    helper.make_tensor_value_info("cross_v", f32, cross_shape)])
+                   [helper.make_tensor_value_info(n, f32, cross_shape) for n in outs])
 
 
 def _step_graph(ct2: Ct2Model, emb: np.ndarray, sizes: dict[str, int]) -> Built:
@@ -233,7 +241,7 @@ def _step_graph(ct2: Ct2Model, emb: np.ndarray, sizes: dict[str, int]) -> Built:
 
     g = _Graph(blocks=True)
     x = g.rows(emb, "embeddings", "tokens")  # [B, T, d]
-    past = g.op("Gather", g.op("Shape", "past_k"), g.const("i3", np.array(3, np.int64)))
+    past = g.op("Gather", g.op("Shape", "past_k_0"), g.const("i2", np.array(2, np.int64)))
     total = g.op("Add", past, g.op("Gather", g.op("Shape", "tokens"), g.const("i1", np.array(1, np.int64))))
     positions = g.op("Range", past, total, g.const("one", np.array(1, np.int64)))
     table = g.const("positions", ct2.weight("decoder/position_encodings/encodings"))
@@ -242,55 +250,46 @@ def _step_graph(ct2: Ct2Model, emb: np.ndarray, sizes: dict[str, int]) -> Built:
     cols = g.op("Range", g.const("zero", np.array(0, np.int64)), total, "one")
     mask = g.op("Where", g.op("Greater", cols, g.op("Unsqueeze", positions, g.const("ax1", np.array([1])))),
                 g.const("neg", np.array(-1e9, np.float32)), g.const("fzero", np.array(0.0, np.float32)))
-    new_k, new_v = [], []
-    for i in range(sizes["n_layers"]):
-        x, k, v = _layer(g, ct2, i, x, mask, sizes)
-        new_k.append(k)
-        new_v.append(v)
+    n_layers = sizes["n_layers"]
+    for i in range(n_layers):
+        x = _layer(g, ct2, i, x, mask, sizes)
     proj = ct2.variables.get("decoder/projection/weight")
     if proj is None or proj is ct2.variables["decoder/embeddings/weight"]:  # tied (Whisper's): one int8 copy
         g.matmul(g.layer_norm(x, ct2, "decoder/layer_norm"), emb, "embeddings", out="logits")
     else:
         g.matmul(g.layer_norm(x, ct2, "decoder/layer_norm"), ct2.weight("decoder/projection/weight"), "projection",
                  out="logits")
-    g.op("Concat", *new_k, axis=0, out="new_k")
-    g.op("Concat", *new_v, axis=0, out="new_v")
     f32, (cross_shape, cache_shape) = TensorProto.FLOAT, _shapes(sizes)
-    return g.model([helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "T"]),
-                    helper.make_tensor_value_info("past_k", f32, cache_shape),
-                    helper.make_tensor_value_info("past_v", f32, cache_shape),
-                    helper.make_tensor_value_info("cross_k", f32, cross_shape),
-                    helper.make_tensor_value_info("cross_v", f32, cross_shape)],
-                   [helper.make_tensor_value_info("logits", f32, ["B", "T", sizes["vocab"]]),
-                    helper.make_tensor_value_info("new_k", f32, cache_shape),
-                    helper.make_tensor_value_info("new_v", f32, cache_shape)])
+    info = helper.make_tensor_value_info
+    return g.model([info("tokens", TensorProto.INT64, ["B", "T"])]
+                   + [info(n, f32, cache_shape) for n in names("past_k", n_layers) + names("past_v", n_layers)]
+                   + [info(n, f32, cross_shape) for n in names("cross_k", n_layers) + names("cross_v", n_layers)],
+                   [info("logits", f32, ["B", "T", sizes["vocab"]])]
+                   + [info(n, f32, cache_shape) for n in names("new_k", n_layers) + names("new_v", n_layers)])
 
 
-def _layer(g: _Graph, ct2: Ct2Model, i: int, x: str, mask: str, sizes: dict[str, int]) -> tuple[str, str, str]:
-    """Decoder layer `i` on x [B, T, d]: the new x, and this layer's grown self-attention keys and values
-    [1, B, H, P+T, dh]."""
+def _layer(g: _Graph, ct2: Ct2Model, i: int, x: str, mask: str, sizes: dict[str, int]) -> str:
+    """Decoder layer `i` on x [B, T, d]: the new x; the layer's grown self-attention keys and values [B, H, P+T, dh]
+    are the outputs new_k_i and new_v_i."""
     d_model, n_heads, d_head = sizes["d_model"], sizes["n_heads"], sizes["d_head"]
     p = f"decoder/layer_{i}"
-    idx = g.const(f"layer_{i}", np.array(i, np.int64))
     h = g.layer_norm(x, ct2, p + "/self_attention/layer_norm")
     qkv = g.linear(h, ct2, p + "/self_attention/linear_0")
     q, k, v = g.op("Split", qkv, g.const(f"split3_{i}", np.array([d_model] * 3, np.int64)), axis=-1, n_out=3)
-    k = g.op("Concat", g.op("Gather", "past_k", idx), g.heads(k, n_heads, d_head), axis=2)
-    v = g.op("Concat", g.op("Gather", "past_v", idx), g.heads(v, n_heads, d_head), axis=2)
+    k = g.op("Concat", f"past_k_{i}", g.heads(k, n_heads, d_head), axis=2, out=f"new_k_{i}")
+    v = g.op("Concat", f"past_v_{i}", g.heads(v, n_heads, d_head), axis=2, out=f"new_v_{i}")
     a = g.attention(g.heads(q, n_heads, d_head), k, v, mask, d_model, d_head)
     x = g.op("Add", x, g.linear(a, ct2, p + "/self_attention/linear_1"))
     h = g.layer_norm(x, ct2, p + "/attention/layer_norm")
     q = g.heads(g.linear(h, ct2, p + "/attention/linear_0"), n_heads, d_head)
-    a = g.cross_attention(q, g.op("Gather", "cross_k", idx), g.op("Gather", "cross_v", idx), d_model, d_head)
+    a = g.cross_attention(q, f"cross_k_{i}", f"cross_v_{i}", d_model, d_head)
     x = g.op("Add", x, g.linear(a, ct2, p + "/attention/linear_2"))
     h = g.layer_norm(x, ct2, p + "/ffn/layer_norm")
     u = g.linear(h, ct2, p + "/ffn/linear_0")
     erf = g.op("Erf", g.op("Mul", u, g.const(f"rsqrt2_{i}", np.array(2 ** -0.5, np.float32))))
     gelu = g.op("Mul", g.op("Mul", u, g.const(f"half_{i}", np.array(0.5, np.float32))),
                 g.op("Add", erf, g.const(f"one_{i}", np.array(1.0, np.float32))))
-    x = g.op("Add", x, g.linear(gelu, ct2, p + "/ffn/linear_1"))
-    return (x, g.op("Unsqueeze", k, g.const(f"k0_{i}", np.array([0]))),
-            g.op("Unsqueeze", v, g.const(f"v0_{i}", np.array([0]))))
+    return g.op("Add", x, g.linear(gelu, ct2, p + "/ffn/linear_1"))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -341,13 +340,24 @@ class OnnxWhisperDecoder:
         opts.add_external_initializers(list(weights), values)
         return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
+    def run_step(self, tokens: np.ndarray, past_k: list[np.ndarray], past_v: list[np.ndarray],
+                 cross_k: list[np.ndarray], cross_v: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray],
+                                                                                list[np.ndarray]]:
+        """The step graph on `tokens` [B, T] after the layers' caches: logits [B, T, V] and the grown caches."""
+        n = self.n_layers
+        feeds = {"tokens": tokens}
+        for kind, arrays in (("past_k", past_k), ("past_v", past_v), ("cross_k", cross_k), ("cross_v", cross_v)):
+            feeds.update(zip(names(kind, n), arrays, strict=True))
+        out = self.step.run(None, feeds)
+        return out[0], out[1:1 + n], out[1 + n:]
+
     def utterance(self, states: np.ndarray, prompt: list[int]) -> Utterance:
         """The cross-attention keys and values of encoder `states` [1, S, d] and the pass over `prompt`, shared
         by every decoding of the utterance."""
-        ck, cv = self.cross.run(None, {"states": np.ascontiguousarray(states, np.float32)})
-        empty = np.zeros((self.n_layers, 1, self.n_heads, 0, self.d_head), np.float32)
-        logits, pk, pv = self.step.run(None, {"tokens": np.array([prompt], np.int64), "past_k": empty,
-                                              "past_v": empty, "cross_k": ck, "cross_v": cv})
+        cross = self.cross.run(None, {"states": np.ascontiguousarray(states, np.float32)})
+        ck, cv = cross[:self.n_layers], cross[self.n_layers:]
+        empty = [np.zeros((1, self.n_heads, 0, self.d_head), np.float32)] * self.n_layers
+        logits, pk, pv = self.run_step(np.array([prompt], np.int64), empty, empty, ck, cv)
         no_speech_prob = 0.0
         if self.no_speech is not None:
             no_speech_prob = float(np.exp(_log_softmax(logits[0, :1])[0, self.no_speech]))
@@ -392,18 +402,17 @@ class Utterance:
     with a beam, as often as needed."""
 
     decoder: OnnxWhisperDecoder
-    cross_k: np.ndarray
-    cross_v: np.ndarray
+    cross_k: list[np.ndarray]  # a layer each: [1, H, S, dh]
+    cross_v: list[np.ndarray]
     logits: np.ndarray  # [1, V]: the next token's, after the prompt
-    past_k: np.ndarray
-    past_v: np.ndarray
+    past_k: list[np.ndarray]  # a layer each: [B, H, P, dh]
+    past_v: list[np.ndarray]
     timestamps: bool
     no_speech_prob: float
 
-    def _step(self, tokens: list[int], pk: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, ...]:
-        logits, pk, pv = self.decoder.step.run(None, {"tokens": np.array(tokens, np.int64)[:, None], "past_k": pk,
-                                                      "past_v": pv, "cross_k": self.cross_k,
-                                                      "cross_v": self.cross_v})
+    def _step(self, tokens: list[int], pk: list[np.ndarray], pv: list[np.ndarray]) -> tuple[Any, ...]:
+        logits, pk, pv = self.decoder.run_step(np.array(tokens, np.int64)[:, None], pk, pv, self.cross_k,
+                                               self.cross_v)
         return logits[:, -1], pk, pv
 
     def _log_probs(self, rows: np.ndarray, seqs: list[list[int]], step: int) -> np.ndarray:
@@ -463,7 +472,7 @@ class Utterance:
                 finished.extend((ids, score, False) for ids, score in alive)
                 break
             idx = np.array(parents)
-            rows, pk, pv = self._step([ids[-1] for ids, _ in alive], pk[:, idx], pv[:, idx])
+            rows, pk, pv = self._step([ids[-1] for ids, _ in alive], [k[idx] for k in pk], [v[idx] for v in pv])
         if not finished:
             finished = [(ids, score, False) for ids, score in alive]
         ids, score, ended = max(finished, key=lambda f: f[1] / max(1, len(f[0])))

@@ -24,6 +24,7 @@ from llasm.assistant.hearing import (
 SR = 16000
 PS = Path("/usr/share/pocketsphinx/test/data")
 ALSA = Path("/usr/share/sounds/alsa")
+ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 needs_ps = pytest.mark.skipif(not PS.is_dir(), reason="Debian pocketsphinx-testdata is not installed")
 
 
@@ -101,6 +102,38 @@ def test_a_short_window_is_heard_in_a_longer_silence() -> None:
     assert HearingOptions.from_dict({"short_s": 0}).short_s == 0  # 0: no short window
     with pytest.raises(ValueError):
         HearingOptions.from_dict({"short_s": 12, "short_window_s": 10})  # longer than its window
+
+
+def test_the_short_window_decodes_without_timestamps() -> None:
+    """An utterance heard in the short window is decoded with <|notimestamps|> (its long silence lets the decoder
+    end the text itself); longer ones, and a partial view of a short one (plain pad), keep the timestamps."""
+    from types import SimpleNamespace
+
+    from llasm.assistant.hearing import _Decoded
+
+    h = _cutter()
+    h.model = SimpleNamespace(n_mels=80, encode=lambda feats, to_cpu: feats)
+    h.pad_s, h.short_s, h.short_window_s, h.timestamps, h.short_timestamps = 2.0, 2.0, 20.0, True, False
+    h.language, h.multilingual, h.index = "en", False, {"<|startoftranscript|>": 99}
+    prompts: list[list[int]] = []
+
+    def decode(enc, prompt: list[int], end_s: float) -> _Decoded:  # noqa: ANN001
+        prompts.append(prompt)
+        return _Decoded([1], "w1", -0.1, 0.0, ended=True, unsure=False)
+
+    h._decode = decode  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    def speech(s: float) -> np.ndarray:  # noise in bursts of 0.2 s, as syllables come (steady noise is not speech)
+        t = np.arange(int(s * SR)) / SR
+        return (0.3 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 2.5 * t) > 0)).astype(np.float32)
+
+    h._window(speech(1.5))
+    h._window(speech(3.0))
+    h._window(speech(1.5), short_window=False)
+    assert prompts == [[99, 101], [99], [99]]  # 101: <|notimestamps|>
+    h.short_timestamps = True  # hearing.short_timestamps: the short window keeps them too
+    h._window(speech(1.5))
+    assert prompts[-1] == [99]
 
 
 def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
@@ -241,6 +274,18 @@ def test_greedy_first_hears_as_the_beam_does_for_less_decoder_work(whisper: Whis
     assert wer(refs, [h.text for h in by_first]) <= wer(refs, [h.text for h in by_beam]) + 0.02
     assert sum(h.decoder_steps for h in by_first) < 0.6 * sum(h.decoder_steps for h in by_beam)
     assert all(h.text[:1].isupper() and h.text[-1] in ".?!" for h in by_first)  # made a sentence
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not ASTERISK.is_dir(), reason="Debian asterisk-core-sounds-en-wav is not installed")
+def test_a_word_or_two_is_heard_in_the_short_window(whisper: WhisperHearing) -> None:
+    """Telephone prompts under 2 s, heard in the 20-s short window without timestamps, word for word as Whisper's
+    30-s window hears them (with timestamps the first is heard "Call a phone number.")."""
+    for name, said in (("telephone-number", "telephone number"), ("vm-password", "password"),
+                       ("agent-loggedoff", "agent logged off")):
+        audio = load_audio(ASTERISK / f"{name}.wav")
+        assert len(audio) < 2 * SR and whisper.in_short_window(audio)
+        assert normalize(whisper.transcribe(audio).text) == said.split(), name
 
 
 @pytest.mark.real

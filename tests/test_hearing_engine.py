@@ -51,14 +51,15 @@ def test_whispers_decoder_is_set_by_the_hearing_options(engine) -> None:  # noqa
     from llasm.assistant.hearing import WhisperHearing
 
     w, o = engine.whisper, engine.hearing
-    assert (w.pad_s, w.beam_size, w.greedy_first, w.fallback_logprob, w.sentence, w.short_s, w.short_window_s) == (
-        o.pad_s, o.whisper_beam, o.whisper_greedy_first, o.whisper_fallback_logprob, o.whisper_sentence, o.short_s,
-        o.short_window_s)
+    assert (w.pad_s, w.beam_size, w.greedy_first, w.fallback_logprob, w.sentence, w.short_s, w.short_window_s,
+            w.short_timestamps) == (o.pad_s, o.whisper_beam, o.whisper_greedy_first, o.whisper_fallback_logprob,
+                                    o.whisper_sentence, o.short_s, o.short_window_s, o.short_timestamps)
     assert o.whisper_decoder == "onnx" and w.decoder is not None
     told = o.with_overrides(whisper_greedy_first=False, whisper_beam=2, whisper_sentence=False, short_window_s=6.0,
-                            whisper_decoder="ct2")
+                            short_timestamps=True, whisper_decoder="ct2")
     other = WhisperHearing.from_options(w.model, w.path, told)
-    assert (other.greedy_first, other.beam_size, other.sentence, other.short_window_s) == (False, 2, False, 6.0)
+    assert (other.greedy_first, other.beam_size, other.sentence, other.short_window_s, other.short_timestamps) == (
+        False, 2, False, 6.0, True)
     assert other.decoder is None
     with pytest.raises(ValueError, match="whisper_decoder"):
         o.with_overrides(whisper_decoder="torch")

@@ -137,7 +137,7 @@ def test_the_onnx_decoder_decodes_as_whispers_float32_decoder(models) -> None:  
 
 @pytest.mark.real
 @needs_ps
-def test_the_decoder_ab_script_hears_each_clip_with_both_decoders(tmp_path: Path) -> None:
+def test_the_hearing_ab_script_hears_each_clip_both_ways(tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
@@ -148,10 +148,16 @@ def test_the_decoder_ab_script_hears_each_clip_with_both_decoders(tmp_path: Path
             {"audio": str(sorted((PS / "librivox").glob("*.wav"))[0]), "text": "and mister john dashwood"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ab.json"
-    proc = subprocess.run([sys.executable, str(root / "scripts/decoder_ab.py"), str(manifest), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    script = [sys.executable, str(root / "scripts/hearing_ab.py"), str(manifest)]
+    proc = subprocess.run([*script, "--out", str(out)], capture_output=True, text=True, timeout=300)  # onnx vs ct2
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "under 2 s (1 clips)" in proc.stdout and "all (2 clips)" in proc.stdout, proc.stdout
     records = json.loads(out.read_text())
-    assert len(records) == 2 and "clubs" in records[0]["onnx"]["text"].lower()
-    assert all(r[d]["calls"] >= 1 and r[d]["decoder_ms"] > 0 for r in records for d in ("onnx", "ct2"))
+    assert len(records) == 2 and "clubs" in records[0]["a"]["text"].lower()
+    assert all(r[s]["calls"] >= 1 and r[s]["decoder_ms"] > 0 and r[s]["edits"] >= 0 for r in records for s in "ab")
+    # any hearing keys: the greedy pass alone on one side hears with one decoder call a clip
+    proc = subprocess.run([*script, "--a", "whisper_beam=1", "--b", "short_timestamps=true", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and all(r["a"]["calls"] == 1 for r in json.loads(out.read_text())), proc.stderr
+    bad = subprocess.run([*script, "--a", "no_such_key=1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "no_such_key" in bad.stderr and "Traceback" not in bad.stderr
