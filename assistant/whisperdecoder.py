@@ -150,6 +150,16 @@ class _Graph:
         return self.op("LayerNormalization", x, self.const(name + "/g", ct2.weight(name + "/gamma")),
                        self.const(name + "/b", ct2.weight(name + "/beta")), axis=-1, epsilon=1e-5)
 
+    def add_norm(self, x: str, delta: str | None, ct2: Ct2Model, name: str) -> tuple[str, str]:
+        """The residual x + delta and its layer norm, in one SkipLayerNormalization (delta None: x and its norm)."""
+        if delta is None:
+            return x, self.layer_norm(x, ct2, name)
+        normed, _, _, total = self.op("SkipLayerNormalization", x, delta,
+                                      self.const(name + "/g", ct2.weight(name + "/gamma")),
+                                      self.const(name + "/b", ct2.weight(name + "/beta")), domain="com.microsoft",
+                                      n_out=4, epsilon=1e-5)
+        return total, normed
+
     def heads(self, x: str, n_heads: int, d_head: int) -> str:
         """[B, T, H*dh] -> [B, H, T, dh]"""
         r = self.op("Reshape", x, self.const(f"heads_{self.n}", np.array([0, -1, n_heads, d_head], np.int64)))
@@ -251,14 +261,15 @@ def _step_graph(ct2: Ct2Model, emb: np.ndarray, sizes: dict[str, int]) -> Built:
     mask = g.op("Where", g.op("Greater", cols, g.op("Unsqueeze", positions, g.const("ax1", np.array([1])))),
                 g.const("neg", np.array(-1e9, np.float32)), g.const("fzero", np.array(0.0, np.float32)))
     n_layers = sizes["n_layers"]
+    delta: str | None = None  # each layer's last residual is added by the next layer norm (SkipLayerNormalization)
     for i in range(n_layers):
-        x = _layer(g, ct2, i, x, mask, sizes)
+        x, delta = _layer(g, ct2, i, x, delta, mask, sizes)
+    _, h = g.add_norm(x, delta, ct2, "decoder/layer_norm")
     proj = ct2.variables.get("decoder/projection/weight")
     if proj is None or proj is ct2.variables["decoder/embeddings/weight"]:  # tied (Whisper's): one int8 copy
-        g.matmul(g.layer_norm(x, ct2, "decoder/layer_norm"), emb, "embeddings", out="logits")
+        g.matmul(h, emb, "embeddings", out="logits")
     else:
-        g.matmul(g.layer_norm(x, ct2, "decoder/layer_norm"), ct2.weight("decoder/projection/weight"), "projection",
-                 out="logits")
+        g.matmul(h, ct2.weight("decoder/projection/weight"), "projection", out="logits")
     f32, (cross_shape, cache_shape) = TensorProto.FLOAT, _shapes(sizes)
     info = helper.make_tensor_value_info
     return g.model([info("tokens", TensorProto.INT64, ["B", "T"])]
@@ -268,28 +279,25 @@ def _step_graph(ct2: Ct2Model, emb: np.ndarray, sizes: dict[str, int]) -> Built:
                    + [info(n, f32, cache_shape) for n in names("new_k", n_layers) + names("new_v", n_layers)])
 
 
-def _layer(g: _Graph, ct2: Ct2Model, i: int, x: str, mask: str, sizes: dict[str, int]) -> str:
-    """Decoder layer `i` on x [B, T, d]: the new x; the layer's grown self-attention keys and values [B, H, P+T, dh]
-    are the outputs new_k_i and new_v_i."""
+def _layer(g: _Graph, ct2: Ct2Model, i: int, x: str, delta: str | None, mask: str,
+           sizes: dict[str, int]) -> tuple[str, str]:
+    """Decoder layer `i` on x + delta [B, T, d] (delta: the last layer's feed-forward output, None for the first):
+    the residual stream x and the feed-forward output to add to it; the layer's grown self-attention keys and values
+    [B, H, P+T, dh] are the outputs new_k_i and new_v_i."""
     d_model, n_heads, d_head = sizes["d_model"], sizes["n_heads"], sizes["d_head"]
     p = f"decoder/layer_{i}"
-    h = g.layer_norm(x, ct2, p + "/self_attention/layer_norm")
+    x, h = g.add_norm(x, delta, ct2, p + "/self_attention/layer_norm")
     qkv = g.linear(h, ct2, p + "/self_attention/linear_0")
     q, k, v = g.op("Split", qkv, g.const(f"split3_{i}", np.array([d_model] * 3, np.int64)), axis=-1, n_out=3)
     k = g.op("Concat", f"past_k_{i}", g.heads(k, n_heads, d_head), axis=2, out=f"new_k_{i}")
     v = g.op("Concat", f"past_v_{i}", g.heads(v, n_heads, d_head), axis=2, out=f"new_v_{i}")
     a = g.attention(g.heads(q, n_heads, d_head), k, v, mask, d_model, d_head)
-    x = g.op("Add", x, g.linear(a, ct2, p + "/self_attention/linear_1"))
-    h = g.layer_norm(x, ct2, p + "/attention/layer_norm")
+    x, h = g.add_norm(x, g.linear(a, ct2, p + "/self_attention/linear_1"), ct2, p + "/attention/layer_norm")
     q = g.heads(g.linear(h, ct2, p + "/attention/linear_0"), n_heads, d_head)
     a = g.cross_attention(q, f"cross_k_{i}", f"cross_v_{i}", d_model, d_head)
-    x = g.op("Add", x, g.linear(a, ct2, p + "/attention/linear_2"))
-    h = g.layer_norm(x, ct2, p + "/ffn/layer_norm")
-    u = g.linear(h, ct2, p + "/ffn/linear_0")
-    erf = g.op("Erf", g.op("Mul", u, g.const(f"rsqrt2_{i}", np.array(2 ** -0.5, np.float32))))
-    gelu = g.op("Mul", g.op("Mul", u, g.const(f"half_{i}", np.array(0.5, np.float32))),
-                g.op("Add", erf, g.const(f"one_{i}", np.array(1.0, np.float32))))
-    return g.op("Add", x, g.linear(gelu, ct2, p + "/ffn/linear_1"))
+    x, h = g.add_norm(x, g.linear(a, ct2, p + "/attention/linear_2"), ct2, p + "/ffn/layer_norm")
+    gelu = g.op("Gelu", g.linear(h, ct2, p + "/ffn/linear_0"), domain="com.microsoft")  # erf's GELU, Whisper's
+    return x, g.linear(gelu, ct2, p + "/ffn/linear_1")
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
