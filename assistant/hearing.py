@@ -377,7 +377,10 @@ class WhisperHearing:
         """Decoding until the transcript ends (module docstring): greedily, and again with the beam where the
         greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob)."""
         cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
-        beams = [1, self.beam_size] if self.greedy_first and self.beam_size > 1 else [self.beam_size]
+        # without timestamps (the short window) no closing timestamp shows that greedy decoding found the end of the
+        # speech, so it would always look unsure: the beam alone decodes (the same transcript, one pass less)
+        greedy_first = self.greedy_first and prompt[-1] != self.ts0 - 1
+        beams = [1, self.beam_size] if greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None
         utterance = None

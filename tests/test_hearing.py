@@ -88,6 +88,9 @@ def test_greedy_first_and_the_beam_only_where_greedy_looks_unsure() -> None:
         assert d.steps == sum(min(len(by_beam[b][0]), 2 * int(12 + 8 * 2.0) // 2) * b for b in beams)
     s = _scripted({1: sure, 5: beam}, greedy_first=False)  # the beam alone
     assert (s._decode(None, [0], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
+    # without timestamps (<|notimestamps|>, 101, ends the prompt) greedy cannot show it found the end: the beam alone
+    s = _scripted({1: ([1, 2, h.eot], -0.1), 5: ([1, 4, h.eot], -0.2)})
+    assert (s._decode(None, [0, 101], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
 
 
 def test_a_short_window_is_heard_in_a_longer_silence() -> None:
