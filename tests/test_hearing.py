@@ -299,6 +299,12 @@ def test_silence_and_noise_are_heard_as_nothing(whisper: WhisperHearing) -> None
     assert whisper.transcribe((0.3 * rng.standard_normal(3 * SR)).astype(np.float32)).text == ""
     if (ALSA / "Noise.wav").is_file():
         assert whisper.transcribe(load_audio(ALSA / "Noise.wav")).text == ""
+    # under 2 s: the short window, decoded without timestamps, hears bursts of noise and clicks as nothing too
+    t = np.arange(int(1.5 * SR)) / SR
+    bursts = (0.3 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 2.5 * t) > 0)).astype(np.float32)
+    clicks = np.where(rng.random(len(t)) < 0.001, 0.9, 0.0).astype(np.float32)
+    for audio in (bursts, clicks, np.zeros(16, np.float32)):
+        assert whisper.transcribe(audio).text == ""
 
 
 @pytest.mark.real
