@@ -84,10 +84,10 @@ class HearingOptions:
     short_s: float = 2.0
     short_window_s: float = 20.0
     # ... and decoded without timestamp tokens (`<|notimestamps|>`, as Whisper's 30-s window is), since the long
-    # silence lets the decoder end the text by itself. On the dev / test sets' 48 / 37 clips under 2 s (greedy then
-    # beam 5 where unsure, the ONNX decoder): 21 / 12 edits with timestamps, 19 / 8 without, for 4 % more hearing
-    # time. Longer utterances keep them: on the 2-s pad the decoder then often runs on to its length bound (2-6 s
-    # clips: 40 / 16 edits against 41 / 18, at 1.65x the hearing time)
+    # silence lets the decoder end the text by itself. On the dev / test sets' 48 / 37 clips under 2 s (the ONNX
+    # decoder, scripts/hearing_ab.py): 21 / 12 edits with timestamps, 20 / 7 without. Longer utterances keep them:
+    # on the 2-s pad the decoder then often runs on to its length bound, for an edit or two fewer a set at much more
+    # decoding time (docs/model-card.md)
     short_timestamps: bool = False
     # Whisper decodes greedily, and again with whisper_beam only where the greedy transcript looks unsure: its mean
     # log-probability a token (timestamps included) under whisper_fallback_logprob, no end found before the length

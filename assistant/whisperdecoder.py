@@ -17,7 +17,7 @@ serialized:
 
 Each layer's keys and values are inputs and outputs of their own: one tensor for all layers would be sliced per
 layer inside the step, a copy of every layer's cross keys and values at each step (in the 20-s short window,
-24 MB a step, about half of the step's time).
+24 MB a step, about a quarter of the step's time).
 
 Weights are int8: ``cross`` with ONNX Runtime's DynamicQuantizeMatMul (one scale per output column; it runs on
 many rows at once), ``step`` with MatMulNBits (8 bits, one scale per 32 weights, activations quantized per block:
