@@ -160,10 +160,10 @@ class _Graph:
                                       n_out=4, epsilon=1e-5)
         return total, normed
 
-    def heads(self, x: str, n_heads: int, d_head: int) -> str:
-        """[B, T, H*dh] -> [B, H, T, dh]"""
+    def heads(self, x: str, n_heads: int, d_head: int, out: str | None = None) -> str:
+        """[B, T, H*dh] -> [B, H, T, dh] (named `out` if given)"""
         r = self.op("Reshape", x, self.const(f"heads_{self.n}", np.array([0, -1, n_heads, d_head], np.int64)))
-        return self.op("Transpose", r, perm=[0, 2, 1, 3])
+        return self.op("Transpose", r, perm=[0, 2, 1, 3], out=out)
 
     def attention(self, q: str, k: str, v: str, mask: str | None, d_model: int, d_head: int) -> str:
         """softmax(q k^T / sqrt(dh) + mask) v, heads merged: [B, H, T, dh] -> [B, T, d_model] (self-attention:
@@ -236,10 +236,8 @@ def _cross_graph(ct2: Ct2Model, sizes: dict[str, int]) -> Built:
     for i in range(sizes["n_layers"]):
         kv = c.linear("states", ct2, f"decoder/layer_{i}/attention/linear_1")
         k, v = c.op("Split", kv, c.const(f"split_{i}", np.array([d_model, d_model], np.int64)), axis=-1, n_out=2)
-        c.op("Transpose", c.op("Reshape", k, c.const(f"kh_{i}", np.array([0, -1, n_heads, d_head], np.int64))),
-             perm=[0, 2, 1, 3], out=f"cross_k_{i}")
-        c.op("Transpose", c.op("Reshape", v, c.const(f"vh_{i}", np.array([0, -1, n_heads, d_head], np.int64))),
-             perm=[0, 2, 1, 3], out=f"cross_v_{i}")
+        c.heads(k, n_heads, d_head, out=f"cross_k_{i}")
+        c.heads(v, n_heads, d_head, out=f"cross_v_{i}")
     f32, (cross_shape, _) = TensorProto.FLOAT, _shapes(sizes)
     outs = names("cross_k", sizes["n_layers"]) + names("cross_v", sizes["n_layers"])
     return c.model([helper.make_tensor_value_info("states", f32, [1, "S", d_model])],
