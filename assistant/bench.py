@@ -55,10 +55,11 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 class WhisperCascadeASR:
     """CTranslate2 Whisper transcription with its own decoder on a 30-s window (greedy, or a beam of `beam_size`),
-    as a cascade's first stage and as the reference the hearing is measured against."""
+    as a cascade's first stage and as the reference the hearing is measured against. `language`: what a
+    multilingual Whisper hears ("en", "zh", ...; "auto": the language it detects in each clip)."""
 
     def __init__(self, path: str | Path, *, n_threads: int = 1, compute_type: str = "int8", beam_size: int = 1,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", language: str = "en") -> None:
         import ctranslate2
 
         from .encoder import _ct2_compute_type
@@ -66,8 +67,9 @@ class WhisperCascadeASR:
         self.model = ctranslate2.models.Whisper(str(path), device=device,
                                                 compute_type=_ct2_compute_type(compute_type, device),
                                                 intra_threads=n_threads)
-        self.prompt = (["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
-                       if self.model.is_multilingual else ["<|startoftranscript|>", "<|notimestamps|>"])
+        self.language = language if self.model.is_multilingual else None
+        self.prompt = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"] \
+            if self.language else ["<|startoftranscript|>", "<|notimestamps|>"]
         self._bytes = byte_decoder()
         self.beam_size = beam_size
 
@@ -79,7 +81,10 @@ class WhisperCascadeASR:
             floor = mel.min()
             mel = np.pad(mel, ((0, 0), (0, WHISPER_PAD_FRAMES - mel.shape[1])), constant_values=floor)
         sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
-        res = self.model.generate(sv, [self.prompt], beam_size=self.beam_size, max_length=max_length)[0]
+        prompt = list(self.prompt)
+        if self.language == "auto":
+            prompt[1] = self.model.detect_language(sv)[0][0][0]  # the likeliest language token, "<|zh|>"
+        res = self.model.generate(sv, [prompt], beam_size=self.beam_size, max_length=max_length)[0]
         pieces = "".join(t for t in res.sequences[0] if not (t.startswith("<|") and t.endswith("|>")))
         return bytes(self._bytes.get(ch, 32) for ch in pieces).decode("utf-8", "replace").strip()
 

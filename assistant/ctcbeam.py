@@ -116,11 +116,15 @@ _NUM = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": 
         "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 
 
+_CJK = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+
+
 def spoken_words(text: str) -> list[str]:
     """The words a transcript says: lower case, without punctuation, small numbers as digits (Whisper-style
-    normalisation; transcripts with the same spoken words sound the same, and WER compares these)."""
+    normalisation; transcripts with the same spoken words sound the same, and WER compares these). Chinese and
+    Japanese characters count one word each, since those scripts do not space words (a WER there is a CER)."""
     t = unicodedata.normalize("NFKC", text).lower()
-    t = re.sub(r"[^\w\s']", " ", t).replace("'", "")
+    t = _CJK.sub(r" \1 ", re.sub(r"[^\w\s']", " ", t)).replace("'", "")
     return [_NUM.get(w, w) for w in t.split()]
 
 

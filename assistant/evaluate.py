@@ -215,7 +215,7 @@ def _whisper_reference(engine: Any, asr_clips: list[Any], q_clips: list[Any], au
     whisper_dir = enc.path if enc.format == "ct2" and (enc.path / "vocabulary.txt").is_file() else \
         resolve("default:whisper-base")
     whisper = WhisperCascadeASR(whisper_dir, n_threads=engine.n_threads, beam_size=whisper_beam,
-                                device=engine.devices.ct2)
+                                device=engine.devices.ct2, language=engine.hearing.language)
     task = prog.add_task(f"Whisper, 30-s window, beam {whisper_beam}", total=len(asr_clips) + len(q_clips))
     ref: dict[Path, tuple[str, float]] = {}
     for c in [*asr_clips, *q_clips]:

@@ -60,9 +60,12 @@ if [ "$profile" = dev ] || [ "$profile" = train ]; then
   # The CPU build of torch (a CUDA build is several GB); CUDA users install their own torch first.
   "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
   "${pip[@]}" install -e ".[train,export,dev,plot]"
-  # the two-speaker call in pyannote.audio's wheel is part of the real-speech dev set; only the wheel file is kept
+  # the two-speaker call in pyannote.audio's wheel and the reference recordings in f5-tts's (English, Mandarin)
+  # are part of the real-speech sets; only the wheel files are kept
   ls "$venv"/share/llasm/pyannote_audio-*.whl >/dev/null 2>&1 || \
     "${pip[@]}" download --no-deps -d "$venv/share/llasm" "pyannote.audio==4.0.7"
+  ls "$venv"/share/llasm/f5_tts-*.whl >/dev/null 2>&1 || \
+    "${pip[@]}" download --no-deps -d "$venv/share/llasm" "f5-tts==1.1.22"
 else
   "${pip[@]}" install -e .
 fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ def test_normalize_and_wer() -> None:
     # one substitution + one deletion over five reference words
     assert wer(["the cat sat", "a dog"], ["the bat sat", "a"]) == pytest.approx(2 / 5)
     assert wer(["x"], ["x y z"]) == pytest.approx(2.0)  # insertions count: WER can exceed 1
+    # Chinese is not spaced into words: each character counts as one (a character error rate), punctuation
+    # in either width is dropped
+    assert normalize("对，这就是我。") == ["对", "这", "就", "是", "我"]
+    assert wer(["对，这就是我。"], ["对,这就是我"]) == 0.0
+    assert wer(["万人敬仰的太乙真人"], ["万人仅仰的太以真人"]) == pytest.approx(2 / 9)
+    assert normalize("Hi 你好 there") == ["hi", "你", "好", "there"]
 
 
 def test_similarity() -> None:
@@ -100,6 +107,26 @@ def test_evaluate_end_to_end_on_the_default_bundle(tmp_path: Path) -> None:
     for f in ("eval.json", "eval.png", "examples.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     assert "adaptor's embeddings (LLaSM)" in (tmp_path / "out" / "examples.md").read_text()
+
+
+@pytest.mark.real
+def test_evaluate_hears_the_real_mandarin_set_in_its_language(tmp_path: Path) -> None:
+    """`llasm-assistant evaluate --asr zh.jsonl --language zh`: both the hearing and Whisper's 30-s reference hear
+    Mandarin (the reference used to be asked for English whatever the language), scored per character."""
+    import soundfile as sf
+    from llasm.training.datagen.real import F5_WHEEL, f5_references, setup_wheel
+
+    rec = f5_references(setup_wheel(F5_WHEEL, tmp_path, "--f5-wheel"), tmp_path)["zh"]
+    sf.write(tmp_path / "zh.wav", rec.load(), 16000)
+    (tmp_path / "zh.jsonl").write_text(json.dumps({"audio": "zh.wav", "text": rec.text, "language": "zh"}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "llasm.assistant.cli", "evaluate", "--asr", str(tmp_path / "zh.jsonl"),
+                           "--language", "zh", "--threads", "2", "--no-latency", "--max-tokens", "8",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "out" / "eval.json").read_text())
+    row = r["modes"]["whisper"]["asr_rows"][0]
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in row["heard"]) >= 12, row
+    assert r["whisper"]["wer"] <= 0.2 and r["wer_llm"] <= 0.2 and r["wer_ratio"] <= 1.5, (r["whisper"], row)
 
 
 @pytest.mark.real

