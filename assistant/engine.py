@@ -326,6 +326,9 @@ class Engine:
     def warmup(self) -> None:
         """Run every stage once on a throw-away input so the first real question is as fast as the tenth
         (thread pools, allocations, graph caches). Leaves the conversation empty."""
+        whisper = self.listening.whisper
+        if whisper is not None and whisper.silence_tail:
+            whisper.tail()  # the silent window behind every utterance: one 30-s encode
         rng = np.random.default_rng(0)
         clip = (0.01 * rng.standard_normal(2 * SAMPLE_RATE)).astype(np.float32)
         for ev in self.respond(clip, options=GenerationOptions(max_tokens=4)):

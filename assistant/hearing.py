@@ -2,14 +2,19 @@
 
 Whisper was trained on 30-s windows; padding every utterance to 30 s costs about ten times the encoder work of
 a 2-6 s clip. On the real length alone its decoder hears the words but does not stop (it repeats the sentence
-until its length bound). Three things make the real length work:
+until its length bound): it expects Whisper's 1,500 encoder positions, and after the speech, silence. So:
 
-- a short silence pad after the speech (`pad_s`), so the decoder sees where the speech ends, and a longer one
-  after an utterance of a word or two (`short_s`, `short_window_s`), which Whisper hears worse without context;
-- timestamp tokens on (no `<|notimestamps|>`): a segment's closing timestamp at or past the end of the speech
-  (found from the clip's energy, `speech_end`) ends the transcript, as does `<|endoftext|>` or a segment that
-  repeats an earlier one (in the long window of a short utterance the decoder ends by itself, and hears better
-  without them: `short_timestamps`);
+- the encoder runs on the utterance and a short silence pad (`pad_s`), and the decoder reads those states followed
+  by the states of a silent 30-s window from where the utterance's states end (`silence_tail`): 1,500 positions, as in
+  training. The silent window's states and their cross-attention keys and values are computed once (the encoder's
+  input is then one constant, whatever the utterance; `TAIL_FLOOR`). The decoder then ends the text by itself,
+  without timestamp tokens, and hears as on the full window: on the real-speech dev set's clips of 2 s or more,
+  fewer edits than Whisper's own 30-s window (docs/model-card.md);
+- an utterance of a word or two (`short_s`) is padded to a longer window (`short_window_s`) and encoded whole,
+  since Whisper hears a word or two without context worse, and the tail does not give it that context;
+- without the tail (`silence_tail` false), timestamp tokens (no `<|notimestamps|>`) end the transcript: a
+  segment's closing timestamp at or past the end of the speech (found from the clip's energy, `speech_end`), or a
+  segment that repeats an earlier one;
 - a length bound from the speech's duration, so a decoder that loops stops soon after the end.
 
 It decodes greedily first and again with a beam only where the greedy transcript looks unsure (Whisper's own
@@ -51,6 +56,12 @@ FRAME_S = 0.01  # one mel frame
 # silence as "you" at -1.29 with no-speech 0.91.
 NO_SPEECH_RULES = ((0.6, -1.1), (0.45, -1.5))  # (no-speech above, log-probability below): not speech
 SILENT_DBFS = -60.0  # a window this quiet at its loudest is not decoded at all
+# The silent window behind the utterance (`silence_tail`): every log-mel value at this level. An utterance's silence
+# sits at its own loudest frame's level less 8 (Whisper's normalisation), so each clip has its own, most of them
+# -1.25 to -0.5 on the real-speech sets; one constant at -0.75 heard the dev set's 66 clips of 2 s or more with the
+# same 41 edits as a tail at each clip's own level.
+TAIL_FLOOR = -0.75
+WHISPER_POSITIONS = 1500  # encoder states of Whisper's 30-s window
 WHISPER_DECODERS = ("onnx", "ct2")
 
 
@@ -70,10 +81,15 @@ class HearingOptions:
     # Bundles without the key keep the adaptor hearing they were exported with.
     mode: str = "adaptor"
     language: str = "en"  # Whisper's language for mode whisper: a code (en, zh, ...) or auto (detected per utterance)
-    # silence after the speech, so Whisper's decoder sees where it ends, and its beam size. Chosen on the real-speech
-    # dev set (docs/data.md; Whisper's own 30-s beam-5 decoding: WER 0.076): beam 5 with a 1 / 2 / 3 s pad 0.114 /
-    # 0.090 / 0.085, greedy with 2 s 0.098; the encoder's work grows with the pad
-    pad_s: float = 2.0
+    # after the utterance's encoder states the decoder reads those of a silent 30-s window (module docstring): on
+    # the dev set's 66 clips of 2 s or more (Whisper's own 30-s window, beam 5: 43 edits) 41 edits with the tail
+    # against 47 with timestamps on a 2-s pad (probe, greedy then beam 5, the ONNX decoder)
+    silence_tail: bool = True
+    # silence after the speech before the encoder; with the tail, 0 / 0.5 / 1 / 2 s heard those 66 clips with 68 /
+    # 42 / 42 / 44 edits (encoder 82 / 93 / 109 / 129 ms median). Without it the pad is where the decoder sees the
+    # speech end: on the dev set (Whisper's 30-s beam 5: WER 0.076) beam 5 with a 1 / 2 / 3 s pad 0.114 / 0.090 /
+    # 0.085, so 2 s there
+    pad_s: float = 0.5
     whisper_beam: int = 5
     # a window with less than short_s of audio is padded with silence to short_window_s in all: Whisper, trained on
     # 30-s windows, hears a word or two without context worse ("Agent logged off." as "Agent Logdoth"). On the dev
@@ -245,19 +261,20 @@ class Heard:
 class WhisperHearing:
     """Transcripts from a CTranslate2 Whisper model's own decoder, on the real length (module docstring)."""
 
-    def __init__(self, model: Any, path: str | os.PathLike[str], *, language: str = "en", pad_s: float = 1.0,
+    def __init__(self, model: Any, path: str | os.PathLike[str], *, language: str = "en", pad_s: float = HearingOptions.pad_s,
                  beam_size: int = 1, timestamps: bool = True, window_s: float = 25.0,
                  greedy_first: bool = HearingOptions.whisper_greedy_first,
                  fallback_logprob: float = HearingOptions.whisper_fallback_logprob,
                  sentence: bool = HearingOptions.whisper_sentence, short_s: float = HearingOptions.short_s,
                  short_window_s: float = HearingOptions.short_window_s,
                  short_timestamps: bool = HearingOptions.short_timestamps, decoder: str = "ct2",
-                 n_threads: int = 1) -> None:
+                 silence_tail: bool = HearingOptions.silence_tail, n_threads: int = 1) -> None:
         """model: a loaded `ctranslate2.models.Whisper` (shared with the encoder, so one encode serves both);
         path: its folder (for vocabulary.*, and model.bin for the ONNX decoder); language: a Whisper language code
         or "auto" (detected per utterance); beam_size: the beam, used where greedy decoding looks unsure when
         `greedy_first` (HearingOptions.whisper_greedy_first); sentence: transcripts made a sentence
-        (`sentence_case`); decoder: what decodes (HearingOptions.whisper_decoder), on `n_threads` threads."""
+        (`sentence_case`); decoder: what decodes (HearingOptions.whisper_decoder), on `n_threads` threads;
+        silence_tail: the decoder reads a silent window's states after the utterance's (module docstring)."""
         self.model = model
         self.path = Path(path)
         self.vocab = _vocabulary(self.path)
@@ -280,6 +297,8 @@ class WhisperHearing:
         self.fallback_logprob = fallback_logprob
         self.sentence = sentence
         self.short_s, self.short_window_s, self.short_timestamps = short_s, short_window_s, short_timestamps
+        self.silence_tail = silence_tail
+        self._tail: np.ndarray | None = None
         self._bytes = byte_decoder()
         self.decoder: OnnxWhisperDecoder | None = None
         if decoder == "onnx":
@@ -299,7 +318,8 @@ class WhisperHearing:
         return cls(model, path, language=options.language, pad_s=options.pad_s, beam_size=options.whisper_beam,
                    greedy_first=options.whisper_greedy_first, fallback_logprob=options.whisper_fallback_logprob,
                    sentence=options.whisper_sentence, short_s=options.short_s, short_window_s=options.short_window_s,
-                   short_timestamps=options.short_timestamps, decoder=options.whisper_decoder, n_threads=n_threads)
+                   short_timestamps=options.short_timestamps, decoder=options.whisper_decoder,
+                   silence_tail=options.silence_tail, n_threads=n_threads)
 
     def check_language(self, language: str) -> str:
         language = language.strip().lower()
@@ -347,13 +367,25 @@ class WhisperHearing:
                      n_tokens=sum(p.n_tokens for p in parts), decode_calls=sum(p.decode_calls for p in parts),
                      decoder_steps=sum(p.decoder_steps for p in parts), timings=timings)
 
+    def tail(self) -> np.ndarray:
+        """The silent 30-s window behind every utterance (`silence_tail`): its encoder states [1, 1500, d].
+        Computed on first use (one 30-s encode, about 0.6 s at 2 threads; Engine.warmup does it) and kept."""
+        if self._tail is None:
+            import ctranslate2
+
+            mel = np.full((1, int(self.model.n_mels), 2 * WHISPER_POSITIONS), TAIL_FLOOR, np.float32)
+            self._tail = np.array(self.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
+        return self._tail
+
     def _window(self, audio: np.ndarray, short_window: bool = True) -> Heard:
         if not_speech(audio):
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
+        short = self.in_short_window(audio, short_window)
+        tail = self.silence_tail and not short
         t0 = time.perf_counter()
         feats = self._features(audio, short_window)
         t1 = time.perf_counter()
-        enc = self.model.encode(feats, to_cpu=self.decoder is not None)
+        enc = self.model.encode(feats, to_cpu=self.decoder is not None or tail)
         t2 = time.perf_counter()
         lang = self.language
         if lang == "auto":
@@ -361,10 +393,10 @@ class WhisperHearing:
         prompt = [self.index["<|startoftranscript|>"]]
         if self.multilingual:
             prompt += [self.index[f"<|{lang}|>"], self.index["<|transcribe|>"]]
-        if not self.timestamps or (self.in_short_window(audio, short_window) and not self.short_timestamps):
+        if not self.timestamps or tail or (short and not self.short_timestamps):
             prompt.append(self.ts0 - 1)
         end_s = speech_end(audio)
-        d = self._decode(enc, prompt, end_s)
+        d = self._decode(enc, prompt, end_s, tail)
         t3 = time.perf_counter()
         n = len(d.ids)
         silent = n == 0 or any(d.no_speech > p and d.avg < lp for p, lp in NO_SPEECH_RULES)
@@ -373,32 +405,39 @@ class WhisperHearing:
                      timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
                               "decoder_ms": (t3 - t2) * 1e3})
 
-    def _decode(self, enc: Any, prompt: list[int], end_s: float) -> _Decoded:
+    def _decode(self, enc: Any, prompt: list[int], end_s: float, tail: bool = False) -> _Decoded:
         """Decoding until the transcript ends (module docstring): greedily, and again with the beam where the
-        greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob)."""
+        greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob). `tail`: the
+        silent window's states follow `enc`'s."""
         cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
-        # without timestamps (the short window) no closing timestamp shows that greedy decoding found the end of the
-        # speech, so it would always look unsure: the beam alone decodes (the same transcript, one pass less)
-        greedy_first = self.greedy_first and prompt[-1] != self.ts0 - 1
+        timestamps = prompt[-1] != self.ts0 - 1
+        # without timestamps and without the tail (the short window) no closing timestamp or end token shows that
+        # greedy decoding found the end of the speech, so it would always look unsure: the beam alone decodes
+        greedy_first = self.greedy_first and (timestamps or tail)
         beams = [1, self.beam_size] if greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None
         utterance = None
+        states = self._with_tail(enc) if tail and self.decoder is None else enc
         for beam in beams:
             if self.decoder is not None:  # the cross-attention and the prompt's pass serve every decoding
-                utterance = utterance or self.decoder.utterance(np.asarray(enc), prompt)
+                utterance = utterance or self.decoder.utterance(np.asarray(enc), prompt,
+                                                                tail=self.tail() if tail else None)
                 r = utterance.greedy(cap) if beam == 1 else utterance.beam(beam, cap)
-                ids, score, no_speech, n_steps = r.ids, r.score, utterance.no_speech_prob, r.steps
+                ids, score, no_speech, n_steps, eot = r.ids, r.score, utterance.no_speech_prob, r.steps, r.ended
             else:
                 # CTranslate2 counts Whisper's max_length in steps of which each new token takes two
-                g = self.model.generate(enc, [prompt], beam_size=beam, max_length=2 * cap, return_scores=True,
+                g = self.model.generate(states, [prompt], beam_size=beam, max_length=2 * cap, return_scores=True,
                                         return_no_speech_prob=True)[0]
                 ids = list(g.sequences_ids[0])
                 score, no_speech = float(g.scores[0]) if g.scores else 0.0, float(g.no_speech_prob)
                 n_steps = len(ids) * beam
+                eot = len(ids) < cap  # its sequences leave out <|endoftext|>: ended before the length bound
             calls += 1
             steps += n_steps
             text_ids, ended = self.cut_ended(ids, end_s)
+            if not timestamps:
+                ended = eot
             text = self.text_of(text_ids)
             said = unrepeat(text)
             d = _Decoded(text_ids, said, score, no_speech, ended=ended, unsure=not ended or said != text)
@@ -413,6 +452,17 @@ class WhisperHearing:
         assert chosen is not None
         chosen.calls, chosen.steps = calls, steps
         return chosen
+
+    def _with_tail(self, enc: Any) -> Any:
+        """CTranslate2's input for the decoder: the utterance's states `enc` followed by the silent window's from
+        where they end (1,500 positions in all)."""
+        import ctranslate2
+
+        states = np.asarray(enc)
+        silent = self.tail()
+        if states.shape[1] < silent.shape[1]:
+            states = np.concatenate([states, silent[:, states.shape[1]:]], axis=1)
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(states, np.float32))
 
     def cut(self, ids: Sequence[int], end_s: float) -> list[int]:
         """The text tokens of a decoded sequence, up to where the speech ends: the end of text, a closing

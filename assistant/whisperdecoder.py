@@ -50,6 +50,9 @@ BLOCK = 32  # MatMulNBits: weights a scale
 ROWS = 4096  # rows quantized at a time
 
 
+TAIL_BLOCK = 100  # positions of the silent window whose cross-attention is computed in one call (`tail_attention`)
+
+
 class UnsupportedDecoder(ModelFileError):
     """A Whisper whose decoder these graphs cannot hold (its width); CTranslate2's decoder hears instead."""
 
@@ -330,6 +333,11 @@ class OnnxWhisperDecoder:
                                        np.int64)
         self.eot, self.no_timestamps, self.no_speech = eot, no_timestamps, no_speech
         self.ts0 = no_timestamps + 1
+        # the tail the buffers were made for (`utterance`), each layer's keys and values there, and how many
+        # positions the last utterance wrote into them
+        self._tail: np.ndarray | None = None
+        self._tail_kv: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self._written = 0
 
     def _session(self, ort: Any, graph: bytes, weights: dict[str, np.ndarray], n_threads: int) -> Any:
         opts = ort.SessionOptions()
@@ -357,11 +365,19 @@ class OnnxWhisperDecoder:
         out = self.step.run(None, feeds)
         return out[0], out[1:1 + n], out[1 + n:]
 
-    def utterance(self, states: np.ndarray, prompt: list[int]) -> Utterance:
-        """The cross-attention keys and values of encoder `states` [1, S, d] and the pass over `prompt`, shared
-        by every decoding of the utterance."""
+    def cross_attention(self, states: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each layer's cross-attention keys and values [1, H, S, dh] of encoder `states` [1, S, d]."""
         cross = self.cross.run(None, {"states": np.ascontiguousarray(states, np.float32)})
-        ck, cv = cross[:self.n_layers], cross[self.n_layers:]
+        return cross[:self.n_layers], cross[self.n_layers:]
+
+    def utterance(self, states: np.ndarray, prompt: list[int], tail: np.ndarray | None = None) -> Utterance:
+        """The cross-attention keys and values of encoder `states` [1, S, d] and the pass over `prompt`, shared
+        by every decoding of the utterance. `tail`: the encoder states of a longer window [1, T, d] whose keys and
+        values follow the utterance's from position S on (the hearing's silent window). One utterance at a time:
+        the next call with the same tail reuses the buffers that hold this one's keys and values."""
+        ck, cv = self.cross_attention(states)
+        if tail is not None and ck[0].shape[2] < tail.shape[1]:
+            ck, cv = self._behind(ck, cv, tail)
         empty = [np.zeros((1, self.n_heads, 0, self.d_head), np.float32)] * self.n_layers
         logits, pk, pv = self.run_step(np.array([prompt], np.int64), empty, empty, ck, cv)
         no_speech_prob = 0.0
@@ -369,6 +385,37 @@ class OnnxWhisperDecoder:
             no_speech_prob = float(np.exp(_log_softmax(logits[0, :1])[0, self.no_speech]))
         return Utterance(self, ck, cv, logits[:, -1], pk, pv, timestamps=prompt[-1] != self.no_timestamps,
                          no_speech_prob=no_speech_prob)
+
+    def tail_attention(self, tail: np.ndarray, start: int = 0, stop: int | None = None) -> tuple[list[np.ndarray],
+                                                                                              list[np.ndarray]]:
+        """Each layer's cross-attention keys and values of the `tail` states' positions `start`..`stop`, computed
+        in fixed blocks of TAIL_BLOCK positions (the int8 cross graph scales its input per call, so a block gives
+        the same values whichever utterance asks; `start` is a block's first position)."""
+        stop = tail.shape[1] if stop is None else stop
+        parts = [self.cross_attention(tail[:, i:i + TAIL_BLOCK]) for i in range(start, stop, TAIL_BLOCK)]
+        return ([np.concatenate([p[0][i] for p in parts], axis=2) for i in range(self.n_layers)],
+                [np.concatenate([p[1][i] for p in parts], axis=2) for i in range(self.n_layers)])
+
+    def _behind(self, ck: list[np.ndarray], cv: list[np.ndarray],
+                tail: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each layer's keys and values `ck`, `cv` [1, H, S, dh] followed by those of the `tail` states from
+        position S on (`tail_attention`), in buffers kept from one utterance to the next: a new array of the
+        tail's size each utterance (37 MB for whisper-base) cost 7-30 ms in page faults and copying. The
+        positions the last utterance wrote past S get the tail's back, computed again from its states, so no
+        second copy of the tail's keys and values is kept."""
+        if self._tail is not tail:
+            self._tail, self._tail_kv, self._written = tail, self.tail_attention(tail), 0
+        n, written = ck[0].shape[2], self._written
+        keys, values = self._tail_kv
+        if written > n:
+            start = n // TAIL_BLOCK * TAIL_BLOCK
+            back = self.tail_attention(tail, start, written)
+            for buf, part in zip([*keys, *values], [*back[0], *back[1]], strict=True):
+                buf[:, :, n:written] = part[:, :, n - start:written - start]
+        for buf, part in zip([*keys, *values], [*ck, *cv], strict=True):
+            buf[:, :, :n] = part
+        self._written = n
+        return keys, values
 
     def rules(self, z: np.ndarray, ids: list[int], step: int, timestamps: bool) -> None:
         """The suppress lists and Whisper's timestamp rules on the logits `z` of the token after `ids`, in place."""

@@ -4,6 +4,7 @@ the real small model on real recordings that Debian packages ship (pocketsphinx-
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ def _cutter() -> WhisperHearing:
     h = WhisperHearing.__new__(WhisperHearing)
     h.eot, h.ts0 = 100, 102  # token ids below 100 are words, 101 is <|notimestamps|>, 102.. timestamps
     h.decoder = None  # CTranslate2's generate (the scripted model stands in for it)
+    h.silence_tail = False  # timestamps end the transcript (the tail has tests of its own)
     return h
 
 
@@ -49,11 +51,13 @@ class _ScriptedWhisper:
     def __init__(self, by_beam: dict[int, tuple[list[int], float]]) -> None:
         self.by_beam = by_beam
         self.beams: list[int] = []
+        self.inputs: list[Any] = []  # the encoder states each call decoded
 
     def generate(self, enc, prompts, *, beam_size, max_length, **_):  # noqa: ANN001, ANN003, ANN202
         from types import SimpleNamespace
 
         self.beams.append(beam_size)
+        self.inputs.append(enc)
         ids, score = self.by_beam[beam_size]
         return [SimpleNamespace(sequences_ids=[ids[: max_length // 2]], scores=[score], no_speech_prob=0.01)]
 
@@ -92,6 +96,24 @@ def test_greedy_first_and_the_beam_only_where_greedy_looks_unsure() -> None:
     assert (s._decode(None, [0, 101], end_s=2.0).text, s.model.beams) == ("w1 w4", [5])
 
 
+def test_with_the_silent_tail_the_end_token_shows_greedy_found_the_end() -> None:
+    """With the silent window behind the utterance the decoder ends the text itself: a greedy transcript that ends
+    before the length bound (CTranslate2's sequences leave the end token out) is kept; one that runs on to the bound
+    goes to the beam. CTranslate2's decoder reads the utterance's states, then the tail's from where they end."""
+    enc = np.ones((1, 10, 4), np.float32)
+    for by_beam, heard, beams in (
+        ({1: ([1, 2], -0.1), 5: ([1, 4], -0.2)}, "w1 w2", [1]),
+        ({1: ([7, 8, 9] * 40, -0.1), 5: ([1, 4], -0.2)}, "w1 w4", [1, 5]),  # greedy ran on: the beam decides
+        ({1: ([1, 3], -0.9), 5: ([1, 4], -0.2)}, "w1 w4", [1, 5]),  # unsure: the beam decides
+    ):
+        s = _scripted(by_beam)
+        s._tail = np.zeros((1, 1500, 4), np.float32)
+        d = s._decode(enc, [0, 101], end_s=2.0, tail=True)
+        assert (d.text, s.model.beams) == (heard, beams)
+        states = np.array(s.model.inputs[0])
+        assert states.shape == (1, 1500, 4) and states[0, :10].min() == 1 and states[0, 10:].max() == 0
+
+
 def test_a_short_window_is_heard_in_a_longer_silence() -> None:
     from types import SimpleNamespace
 
@@ -119,8 +141,8 @@ def test_the_short_window_decodes_without_timestamps() -> None:
     h.language, h.multilingual, h.index = "en", False, {"<|startoftranscript|>": 99}
     prompts: list[list[int]] = []
 
-    def decode(enc, prompt: list[int], end_s: float) -> _Decoded:  # noqa: ANN001
-        prompts.append(prompt)
+    def decode(enc, prompt: list[int], end_s: float, tail: bool = False) -> _Decoded:  # noqa: ANN001
+        prompts.append(prompt + (["tail"] if tail else []))
         return _Decoded([1], "w1", -0.1, 0.0, ended=True, unsure=False)
 
     h._decode = decode  # type: ignore[method-assign]
@@ -136,6 +158,14 @@ def test_the_short_window_decodes_without_timestamps() -> None:
     h.short_timestamps = True  # hearing.short_timestamps: the short window keeps them too
     h._window(speech(1.5))
     assert prompts[-1] == [99]
+    # with the silent tail (the default) a longer utterance, and a partial view of a short one, read the silent
+    # window after their own states and end the text themselves (no timestamps); the short window does not need it
+    h.silence_tail, h.short_timestamps = True, False
+    prompts.clear()
+    h._window(speech(1.5))
+    h._window(speech(3.0))
+    h._window(speech(1.5), short_window=False)
+    assert prompts == [[99, 101], [99, 101, "tail"], [99, 101, "tail"]]
 
 
 def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
@@ -171,7 +201,7 @@ def test_speech_end_ignores_trailing_silence() -> None:
 
 def test_hearing_options_are_one_object_with_checked_values() -> None:
     o = HearingOptions.from_dict({"mode": "whisper", "language": "zh", "n_best": 3})
-    assert (o.mode, o.language, o.n_best, o.pad_s) == ("whisper", "zh", 3, 2.0)
+    assert (o.mode, o.language, o.n_best, o.pad_s, o.silence_tail) == ("whisper", "zh", 3, 0.5, True)
     assert HearingOptions().mode == "adaptor"  # a bundle without the key hears as it was exported
     assert o.with_overrides(mode="adaptor", language=None).mode == "adaptor"
     assert o.with_overrides(language=None).language == "zh"  # not given: the bundle's stays

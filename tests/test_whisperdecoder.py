@@ -110,21 +110,31 @@ def models() -> tuple[WhisperHearing, object]:
 @needs_ps
 def test_the_onnx_decoder_decodes_as_whispers_float32_decoder(models) -> None:  # noqa: ANN001
     """Greedy and beam-5 transcripts of real recordings (LibriVox readings, spoken card names, each in its
-    hearing window) against CTranslate2's float32 decoder over the same encoder states; and the no-speech
-    probability."""
+    hearing window, followed by the silent window's states) against CTranslate2's float32 decoder over the same
+    encoder states; the decoder ends each by itself; and the no-speech probability."""
     import ctranslate2
 
     hearing, float32 = models
-    assert hearing.decoder is not None  # the default hearing decodes in ONNX Runtime
-    prompt = [hearing.index[t] for t in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>")]
+    assert hearing.decoder is not None and hearing.silence_tail  # the default hearing decodes in ONNX Runtime
+    prompt = [hearing.index[t] for t in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")]
+    tail_states = hearing.tail()
+    tail_k, tail_v = hearing.decoder.tail_attention(tail_states)
+    assert tail_states.shape[1] == tail_k[0].shape[2] == 1500
     clips = sorted((PS / "librivox").glob("*.wav"))[:5] + sorted((PS / "cards").glob("*.wav"))[:3]
     same = {1: 0, 5: 0}
     for wav in clips:
         audio = load_audio(wav)
         states = np.array(hearing.model.encode(hearing._features(audio), to_cpu=True))
+        n = states.shape[1]
         cap = int(12 + 8 * speech_end(audio))
-        utterance = hearing.decoder.utterance(states, prompt)
-        sv = ctranslate2.StorageView.from_array(states)
+        utterance = hearing.decoder.utterance(states, prompt, tail=tail_states)
+        assert all(k.shape[2] == 1500 for k in utterance.cross_k) and n < 1500
+        # the utterance's own keys first, then the silent window's from where its states end (the buffers are
+        # reused: a card name after a longer reading gets the silent window's keys back past its own)
+        assert np.array_equal(utterance.cross_k[0][:, :, n:], tail_k[0][:, :, n:])
+        assert np.array_equal(utterance.cross_v[3][:, :, n:], tail_v[3][:, :, n:])
+        assert np.array_equal(utterance.cross_v[-1][:, :, :n], hearing.decoder.cross_attention(states)[1][-1])
+        sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate([states, tail_states[:, n:]], 1)))
         for beam in (1, 5):
             ref = float32.generate(sv, [prompt], beam_size=beam, max_length=2 * cap, return_no_speech_prob=True)[0]
             ours = utterance.greedy(cap) if beam == 1 else utterance.beam(beam, cap)
