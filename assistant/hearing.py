@@ -81,9 +81,10 @@ class HearingOptions:
     # Bundles without the key keep the adaptor hearing they were exported with.
     mode: str = "adaptor"
     language: str = "en"  # Whisper's language for mode whisper: a code (en, zh, ...) or auto (detected per utterance)
-    # after the utterance's encoder states the decoder reads those of a silent 30-s window (module docstring): on
-    # the dev set's 66 clips of 2 s or more (Whisper's own 30-s window, beam 5: 43 edits) 41 edits with the tail
-    # against 47 with timestamps on a 2-s pad (probe, greedy then beam 5, the ONNX decoder)
+    # after the utterance's encoder states the decoder reads those of a silent 30-s window (module docstring). On
+    # the dev / test sets (`scripts/hearing_ab.py --a silence_tail=true --b silence_tail=false,pad_s=2.0`; Whisper's
+    # own 30-s window with beam 5: 62 / 20 edits) 62 / 24 edits against 67 / 25 with timestamps on a 2-s pad, the
+    # clips of 2-6 s 35 / 17 against 40 / 18; the short window's clips are heard the same
     silence_tail: bool = True
     # silence after the speech before the encoder; with the tail, 0 / 0.5 / 1 / 2 s heard those 66 clips with 68 /
     # 42 / 42 / 44 edits (encoder 82 / 93 / 109 / 129 ms median). Without it the pad is where the decoder sees the
