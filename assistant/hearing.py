@@ -10,8 +10,9 @@ until its length bound): it expects Whisper's 1,500 encoder positions, and after
   input is then one constant, whatever the utterance; `TAIL_FLOOR`). The decoder then ends the text by itself,
   without timestamp tokens, and hears as on the full window: on the real-speech dev set's clips of 2 s or more,
   fewer edits than Whisper's own 30-s window (docs/model-card.md);
-- an utterance of a word or two (`short_s`) is padded to a longer window (`short_window_s`) and encoded whole,
-  since Whisper hears a word or two without context worse, and the tail does not give it that context;
+- an utterance of a word or two (`short_s`) is padded to a longer window (`short_window_s`, with the silent
+  window after it) and encoded whole, since Whisper hears a word or two without context worse, and the silent
+  window alone does not give it that context;
 - without the tail (`silence_tail` false), timestamp tokens (no `<|notimestamps|>`) end the transcript: a
   segment's closing timestamp at or past the end of the speech (found from the clip's energy, `speech_end`), or a
   segment that repeats an earlier one;
@@ -97,9 +98,12 @@ class HearingOptions:
     # set's 48 clips of 2 s or less (Whisper's 30-s window, beam 5: WER 0.121), greedy then beam 5 with 2 s more /
     # 4 / 6 / 10 / 15 / 20 / 30 s in all: 0.145 / 0.145 / 0.158 / 0.133 / 0.133 / 0.115 / 0.115. 20 s: 30's WER
     # for about 60 % of its time (median hearing of such a clip at 2 threads, CTranslate2's decoder: 10 s 0.54 s,
-    # 20 s 0.73 s, 30 s 1.17 s)
+    # 20 s 0.73 s, 30 s 1.17 s). That was without the silent window; with it behind the short window too (beam 5
+    # alone; probes on the dev set's 48 clips under 2 s and 37 more Asterisk prompts under 2 s that neither set
+    # uses) 20 s without the tail 20 + 12 edits, with it 19 + 11, 10 s with it 17 + 11 for 0.64x the hearing time
+    # (encoder 191 + decoder 110 ms median against 372 + 96), 6 s 19 + 13 (greedy first: 10 s 19 + 11, 6 s 22 + 16)
     short_s: float = 2.0
-    short_window_s: float = 20.0
+    short_window_s: float = 10.0
     # ... and decoded without timestamp tokens (`<|notimestamps|>`, as Whisper's 30-s window is), since the long
     # silence lets the decoder end the text by itself. On the dev / test sets' 48 / 37 clips under 2 s (the ONNX
     # decoder, scripts/hearing_ab.py): 21 / 12 edits with timestamps, 20 / 7 without. Longer utterances keep them:
@@ -382,7 +386,7 @@ class WhisperHearing:
         if not_speech(audio):
             return Heard("", self.language if self.language != "auto" else "en", no_speech_prob=1.0)
         short = self.in_short_window(audio, short_window)
-        tail = self.silence_tail and not short
+        tail = self.silence_tail
         t0 = time.perf_counter()
         feats = self._features(audio, short_window)
         t1 = time.perf_counter()
@@ -394,10 +398,10 @@ class WhisperHearing:
         prompt = [self.index["<|startoftranscript|>"]]
         if self.multilingual:
             prompt += [self.index[f"<|{lang}|>"], self.index["<|transcribe|>"]]
-        if not self.timestamps or tail or (short and not self.short_timestamps):
+        if not self.timestamps or (short and not self.short_timestamps) or (tail and not short):
             prompt.append(self.ts0 - 1)
         end_s = speech_end(audio)
-        d = self._decode(enc, prompt, end_s, tail)
+        d = self._decode(enc, prompt, end_s, tail, short)
         t3 = time.perf_counter()
         n = len(d.ids)
         silent = n == 0 or any(d.no_speech > p and d.avg < lp for p, lp in NO_SPEECH_RULES)
@@ -406,15 +410,16 @@ class WhisperHearing:
                      timings={"features_ms": (t1 - t0) * 1e3, "encoder_ms": (t2 - t1) * 1e3,
                               "decoder_ms": (t3 - t2) * 1e3})
 
-    def _decode(self, enc: Any, prompt: list[int], end_s: float, tail: bool = False) -> _Decoded:
+    def _decode(self, enc: Any, prompt: list[int], end_s: float, tail: bool = False, short: bool = False) -> _Decoded:
         """Decoding until the transcript ends (module docstring): greedily, and again with the beam where the
         greedy transcript looks unsure (`greedy_first`, HearingOptions.whisper_fallback_logprob). `tail`: the
-        silent window's states follow `enc`'s."""
+        silent window's states follow `enc`'s; `short`: the short window's."""
         cap = int(12 + 8 * end_s)  # fast English runs near 5 tokens a second; timestamps add two a segment
         timestamps = prompt[-1] != self.ts0 - 1
-        # without timestamps and without the tail (the short window) no closing timestamp or end token shows that
-        # greedy decoding found the end of the speech, so it would always look unsure: the beam alone decodes
-        greedy_first = self.greedy_first and (timestamps or tail)
+        # without timestamps and without the tail no closing timestamp or end token shows that greedy decoding found
+        # the end of the speech, so it would always look unsure; in the short window without timestamps the beam
+        # hears a word or two better (HearingOptions.short_window_s). There the beam alone decodes.
+        greedy_first = self.greedy_first and (timestamps or tail) and not (short and not timestamps)
         beams = [1, self.beam_size] if greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None

@@ -112,6 +112,10 @@ def test_with_the_silent_tail_the_end_token_shows_greedy_found_the_end() -> None
         assert (d.text, s.model.beams) == (heard, beams)
         states = np.array(s.model.inputs[0])
         assert states.shape == (1, 1500, 4) and states[0, :10].min() == 1 and states[0, 10:].max() == 0
+    # in the short window (no timestamps) the beam decodes alone, the silent window behind it or not
+    s = _scripted({1: ([1, 2], -0.1), 5: ([1, 4], -0.2)})
+    s._tail = np.zeros((1, 1500, 4), np.float32)
+    assert (s._decode(enc, [0, 101], end_s=1.0, tail=True, short=True).text, s.model.beams) == ("w1 w4", [5])
 
 
 def test_a_short_window_is_heard_in_a_longer_silence() -> None:
@@ -141,8 +145,8 @@ def test_the_short_window_decodes_without_timestamps() -> None:
     h.language, h.multilingual, h.index = "en", False, {"<|startoftranscript|>": 99}
     prompts: list[list[int]] = []
 
-    def decode(enc, prompt: list[int], end_s: float, tail: bool = False) -> _Decoded:  # noqa: ANN001
-        prompts.append(prompt + (["tail"] if tail else []))
+    def decode(enc, prompt: list[int], end_s: float, tail: bool = False, short: bool = False) -> _Decoded:  # noqa: ANN001
+        prompts.append(prompt + (["tail"] if tail else []) + (["short"] if short else []))
         return _Decoded([1], "w1", -0.1, 0.0, ended=True, unsure=False)
 
     h._decode = decode  # type: ignore[method-assign]
@@ -154,18 +158,18 @@ def test_the_short_window_decodes_without_timestamps() -> None:
     h._window(speech(1.5))
     h._window(speech(3.0))
     h._window(speech(1.5), short_window=False)
-    assert prompts == [[99, 101], [99], [99]]  # 101: <|notimestamps|>
+    assert prompts == [[99, 101, "short"], [99], [99]]  # 101: <|notimestamps|>
     h.short_timestamps = True  # hearing.short_timestamps: the short window keeps them too
     h._window(speech(1.5))
-    assert prompts[-1] == [99]
-    # with the silent tail (the default) a longer utterance, and a partial view of a short one, read the silent
-    # window after their own states and end the text themselves (no timestamps); the short window does not need it
+    assert prompts[-1] == [99, "short"]
+    # with the silent tail (the default) every window reads the silent window after its own states and ends the
+    # text itself (no timestamps): a longer utterance, a partial view of a short one, and the short window
     h.silence_tail, h.short_timestamps = True, False
     prompts.clear()
     h._window(speech(1.5))
     h._window(speech(3.0))
     h._window(speech(1.5), short_window=False)
-    assert prompts == [[99, 101], [99, 101, "tail"], [99, 101, "tail"]]
+    assert prompts == [[99, 101, "tail", "short"], [99, 101, "tail"], [99, 101, "tail"]]
 
 
 def test_sentence_case_makes_a_sentence_and_keeps_the_words() -> None:
