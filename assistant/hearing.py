@@ -85,7 +85,7 @@ class HearingOptions:
     # after the utterance's encoder states the decoder reads those of a silent 30-s window (module docstring). On
     # the dev / test sets (`scripts/hearing_ab.py --a silence_tail=true --b silence_tail=false,pad_s=2.0`; Whisper's
     # own 30-s window with beam 5: 62 / 20 edits) 62 / 24 edits against 67 / 25 with timestamps on a 2-s pad, the
-    # clips of 2-6 s 35 / 17 against 40 / 18; the short window's clips are heard the same
+    # clips of 2-6 s 35 / 17 against 40 / 18 (both sides with the 20-s short window, no tail there)
     silence_tail: bool = True
     # silence after the speech before the encoder; with the tail, 0 / 0.5 / 1 / 2 s heard those 66 clips with 68 /
     # 42 / 42 / 44 edits (encoder 82 / 93 / 109 / 129 ms median). Without it the pad is where the decoder sees the
