@@ -419,7 +419,7 @@ class WhisperHearing:
         # without timestamps and without the tail no closing timestamp or end token shows that greedy decoding found
         # the end of the speech, so it would always look unsure; in the short window without timestamps the beam
         # hears a word or two better (HearingOptions.short_window_s). There the beam alone decodes.
-        greedy_first = self.greedy_first and (timestamps or tail) and not (short and not timestamps)
+        greedy_first = self.greedy_first and (timestamps or (tail and not short))
         beams = [1, self.beam_size] if greedy_first and self.beam_size > 1 else [self.beam_size]
         calls = steps = 0
         chosen: _Decoded | None = None

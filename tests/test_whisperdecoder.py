@@ -164,6 +164,7 @@ def test_the_hearing_ab_script_hears_each_clip_both_ways(tmp_path: Path) -> None
     assert "under 2 s (1 clips)" in proc.stdout and "all (2 clips)" in proc.stdout, proc.stdout
     records = json.loads(out.read_text())
     assert len(records) == 2 and "clubs" in records[0]["a"]["text"].lower()
+    assert "clubs" in records[0]["b"]["text"].lower()  # CTranslate2's decoder over the states and the silent window
     assert all(r[s]["calls"] >= 1 and r[s]["decoder_ms"] > 0 and r[s]["edits"] >= 0 for r in records for s in "ab")
     # any hearing keys: the greedy pass alone on one side hears with one decoder call a clip
     proc = subprocess.run([*script, "--a", "whisper_beam=1", "--b", "short_timestamps=true", "--out", str(out)],

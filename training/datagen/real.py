@@ -128,11 +128,6 @@ def setup_wheel(spec: str, cache: Path, flag: str) -> Path:
     return found[-1]
 
 
-def pyannote_wheel(cache: Path) -> Path:
-    """The pyannote.audio wheel (see `setup_wheel`)."""
-    return setup_wheel(PYANNOTE_WHEEL, cache, "--pyannote-wheel")
-
-
 def pyannote_call(wheel: Path, work: Path) -> Iterator[Recording]:
     """The wheel's two-speaker phone call, cut at its `.stm` transcript's turns."""
     try:
@@ -204,8 +199,9 @@ def build_real_sets(out: Path, *, pyannote: Path | None = None, f5: Path | None 
     clips.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = pyannote or pyannote_wheel(cache or out / ".wheels")
-        f5_refs = f5_references(f5 or setup_wheel(F5_WHEEL, cache or out / ".wheels", "--f5-wheel"), Path(tmp))
+        cache = cache or out / ".wheels"
+        wheel = pyannote or setup_wheel(PYANNOTE_WHEEL, cache, "--pyannote-wheel")
+        f5_refs = f5_references(f5 or setup_wheel(F5_WHEEL, cache, "--f5-wheel"), Path(tmp))
         sets = {"dev": [*pocketsphinx(), *pyannote_call(wheel, Path(tmp)), *alsa(), f5_refs["en"],
                         *asterisk(ASTERISK_COUNT, skip=ASTERISK_COUNT)],
                 "test": list(asterisk(ASTERISK_COUNT)), "zh": [f5_refs["zh"]]}
